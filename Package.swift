@@ -1,0 +1,30 @@
+// swift-tools-version:6.0
+//
+// SwiftCNN: a small convolutional-network library.
+//
+//   SwiftCNN         the core (pure Swift: no Foundation, no C, no Python)
+//   SwiftCNNCAPI     the core exported as a flat C ABI (@_cdecl), built as a dynamic library
+//                    for the Python extension; its header is Sources/SwiftCNNCAPI/include/swiftcnn.h
+//   SwiftCNNExample  the README's Swift example: trains the lecture's network
+//
+// No unsafeFlags here, so other packages can depend on SwiftCNN. Speed flags (-target-cpu,
+// -DSWIFTCNN_FMA) and the static Swift runtime are passed on the `swift build` command line by
+// setup.py; see docs/ARCHITECTURE.md.
+import PackageDescription
+
+let package = Package(
+    name: "SwiftCNN",
+    products: [
+        .library(name: "SwiftCNN", targets: ["SwiftCNN"]),
+        .library(name: "SwiftCNNCAPI", type: .dynamic, targets: ["SwiftCNNCAPI"]),
+        .executable(name: "swiftcnn-example", targets: ["SwiftCNNExample"]),
+    ],
+    targets: [
+        .target(name: "SwiftCNN"),
+        .target(name: "SwiftCNNCAPI", dependencies: ["SwiftCNN"]),
+        .executableTarget(name: "SwiftCNNExample", dependencies: ["SwiftCNN"]),
+        .testTarget(name: "SwiftCNNTests", dependencies: ["SwiftCNN"]),
+        .testTarget(name: "SwiftCNNCAPITests", dependencies: ["SwiftCNNCAPI", "SwiftCNN"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,52 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The element types SwiftCNN computes in: `Float` and `Double`.
+///
+/// Everything numeric in the core is generic over `CNNScalar` and `@inlinable`, so callers in other
+/// modules (the C ABI) get code specialized for each type. The transcendental functions come from
+/// the C math library because the core does not import Foundation.
+public protocol CNNScalar: BinaryFloatingPoint, SIMDScalar, Sendable, CustomStringConvertible
+where Self.RawSignificand: FixedWidthInteger {
+    /// e^x
+    static func exp(_ x: Self) -> Self
+    /// natural log
+    static func log(_ x: Self) -> Self
+    /// log(1 + x), accurate for small x
+    static func log1p(_ x: Self) -> Self
+    /// square root
+    static func squareRoot(of x: Self) -> Self
+    /// This type's tag in the C ABI and in error messages.
+    static var dtype: DType { get }
+}
+
+/// The two element types, as the C ABI numbers them (`SCNN_FLOAT32`, `SCNN_FLOAT64`).
+public enum DType: Int32, Sendable, CustomStringConvertible {
+    case float32 = 0
+    case float64 = 1
+
+    public var description: String { self == .float32 ? "float32" : "float64" }
+    /// Bytes per element.
+    public var size: Int { self == .float32 ? 4 : 8 }
+}
+
+extension Float: CNNScalar {
+    @inlinable @inline(__always) public static func exp(_ x: Float) -> Float { expf(x) }
+    @inlinable @inline(__always) public static func log(_ x: Float) -> Float { logf(x) }
+    @inlinable @inline(__always) public static func log1p(_ x: Float) -> Float { log1pf(x) }
+    @inlinable @inline(__always) public static func squareRoot(of x: Float) -> Float { x.squareRoot() }
+    public static var dtype: DType { .float32 }
+}
+
+extension Double: CNNScalar {
+    @inlinable @inline(__always) public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
+    @inlinable @inline(__always) public static func log(_ x: Double) -> Double { Glibc.log(x) }
+    @inlinable @inline(__always) public static func log1p(_ x: Double) -> Double { Glibc.log1p(x) }
+    @inlinable @inline(__always) public static func squareRoot(of x: Double) -> Double { x.squareRoot() }
+    public static var dtype: DType { .float64 }
+}

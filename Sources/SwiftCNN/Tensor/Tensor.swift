@@ -1,0 +1,122 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Heap memory a `Tensor` owns: 64-byte aligned (one cache line, one AVX-512 vector), zero-filled.
+///
+/// Allocation goes through `posix_memalign` rather than `UnsafeMutablePointer.allocate`, which
+/// traps on failure: a failed allocation must become a `MemoryError` in Python, not a crash.
+public final class TensorStorage<Scalar: CNNScalar> {
+    public let pointer: UnsafeMutablePointer<Scalar>
+    public let count: Int
+
+    /// Allocates `count` zeroed elements, or throws `.memory`.
+    public init(count: Int) throws {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Scalar>.stride)
+        guard count >= 0, !overflow else {
+            throw SwiftCNNError.overflow("cannot allocate \(count) elements: the byte count overflows")
+        }
+        var raw: UnsafeMutableRawPointer? = nil
+        // Allocate at least one byte so that an empty tensor still has a valid, unique pointer.
+        guard posix_memalign(&raw, 64, max(bytes, 64)) == 0, let raw else {
+            throw SwiftCNNError.memory("cannot allocate \(bytes) bytes")
+        }
+        memset(raw, 0, max(bytes, 64))
+        self.pointer = raw.bindMemory(to: Scalar.self, capacity: max(count, 1))
+        self.count = count
+    }
+
+    deinit { free(pointer) }
+}
+
+/// A contiguous, row-major (NCHW for images) array of `Float` or `Double`.
+///
+/// A tensor either owns its memory (`init(zeros:)`, `init(shape:scalars:)`) or borrows memory
+/// somebody else keeps alive (`init(borrowing:shape:)`: NumPy buffers handed over by the Python
+/// extension, with no copy). Copies of a `Tensor` value share the same memory: it is a view, like a
+/// NumPy array, and writes through one are seen through all.
+public struct Tensor<Scalar: CNNScalar> {
+    /// Sizes per dimension, outermost first.
+    public let shape: [Int]
+    /// The product of `shape`.
+    public let count: Int
+    /// The first element. Valid for `count` elements while the owner (or the lender) is alive.
+    public let pointer: UnsafeMutablePointer<Scalar>
+    /// Keeps owned memory alive; `nil` for borrowed memory.
+    public let owner: AnyObject?
+
+    /// A tensor of zeros that owns its memory. Throws on negative sizes, overflow, or allocation failure.
+    public init(zeros shape: [Int]) throws {
+        let count = try checkedElementCount(shape, what: "Tensor")
+        let storage = try TensorStorage<Scalar>(count: count)
+        self.shape = shape
+        self.count = count
+        self.pointer = storage.pointer
+        self.owner = storage
+    }
+
+    /// A tensor that owns a copy of `scalars`, which must hold exactly `shape`'s element count.
+    public init(shape: [Int], scalars: [Scalar]) throws {
+        try self.init(zeros: shape)
+        guard scalars.count == count else {
+            throw SwiftCNNError.value("Tensor: shape \(describeShape(shape)) holds \(count) elements but \(scalars.count) were given")
+        }
+        scalars.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { pointer.update(from: base, count: count) }
+        }
+    }
+
+    /// A view of memory this tensor does not own. The caller keeps `pointer` valid for
+    /// `shape`'s element count for as long as the tensor (or anything holding it) may read it.
+    public init(borrowing pointer: UnsafeMutablePointer<Scalar>, shape: [Int]) throws {
+        self.count = try checkedElementCount(shape, what: "Tensor")
+        self.shape = shape
+        self.pointer = pointer
+        self.owner = nil
+    }
+
+    /// A view of the same memory with another shape of the same element count (like `reshape`).
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        let n = try checkedElementCount(newShape, what: "reshape")
+        guard n == count else {
+            throw SwiftCNNError.value("reshape: cannot view shape \(describeShape(shape)) as \(describeShape(newShape))")
+        }
+        return Tensor(unchecked: pointer, shape: newShape, count: n, owner: owner)
+    }
+
+    @usableFromInline
+    init(unchecked pointer: UnsafeMutablePointer<Scalar>, shape: [Int], count: Int, owner: AnyObject?) {
+        self.pointer = pointer
+        self.shape = shape
+        self.count = count
+        self.owner = owner
+    }
+
+    /// Number of dimensions.
+    @inlinable public var rank: Int { shape.count }
+
+    /// The elements, copied into an array, in row-major order.
+    public var scalars: [Scalar] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+
+    /// Row-major flat element access. Precondition: `0 <= index < count` (not for user input).
+    @inlinable public subscript(flat index: Int) -> Scalar {
+        get { pointer[index] }
+        nonmutating set { pointer[index] = newValue }
+    }
+
+    /// A tensor that owns a copy of this one's elements.
+    public func copy() throws -> Tensor {
+        let t = try Tensor(zeros: shape)
+        t.pointer.update(from: pointer, count: count)
+        return t
+    }
+
+    /// Sets every element to zero.
+    public func zero() {
+        pointer.update(repeating: 0, count: count)
+    }
+}
