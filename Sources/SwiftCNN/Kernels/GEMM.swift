@@ -1,0 +1,412 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// General matrix multiply: C[m×n] = alpha * op(A) * op(B) + beta * C, row-major.
+///
+/// `op(A)` is m×k: A itself (m×k, row stride lda) or, if `transA`, the transpose of A (k×m, row
+/// stride lda). Likewise `op(B)` is k×n: B (k×n, ldb) or, if `transB`, Bᵀ with B n×k.
+/// As BLAS, `beta == 0` overwrites C without reading it (NaNs in C do not propagate).
+///
+/// The fast path is the Goto/BLIS scheme (as OpenBLAS, BLIS, llm.c's matmul):
+///
+///     for jc in columns of C, NC at a time:            B block (KC × NC) lives in L2
+///       for pc in the k dimension, KC at a time:
+///         pack op(B)[pc.., jc..] into NR-wide panels   Bp: KC × NC, panel-major, zero-padded
+///         for ic in rows of C, MC at a time:
+///           pack alpha*op(A)[ic.., pc..] into MR-tall panels   Ap: MC × KC
+///           for each MR × NR tile of C in the block:  micro-kernel, C_tile (+)= Ap_panel · Bp_panel
+///
+/// The micro-kernel keeps an MR × NR tile of C in registers (6 × 4 SIMD vectors: 24 of the 32
+/// AVX-512 registers), and per k step loads 4 vectors of B, broadcasts 6 scalars of A and issues 24
+/// fused multiply-adds. Packing makes every load of the micro-kernel contiguous, whatever the
+/// transposes and leading dimensions, and pads edges with zeros so one kernel handles all tiles.
+///
+/// Determinism: every element of C is the sum over k in the same order (KC blocks in turn, each
+/// summed p = 0, 1, ... in one accumulator) whatever the thread count or partition, so results are
+/// bit-identical across runs and thread counts.
+
+/// Rows of the register tile.
+@usableFromInline let gemmMR = 6
+/// Depth of a packed block (k values per pass over C).
+@usableFromInline let gemmKC = 256
+/// Rows of a packed A block (a multiple of gemmMR).
+@usableFromInline let gemmMC = 144
+/// Columns of a packed B block (a multiple of every NR).
+@usableFromInline let gemmNC = 1024
+/// Below this many multiply-adds the packing costs more than it saves: use the simple loops.
+@usableFromInline let gemmSmallWork = 8 * 8 * 64
+/// Multiply-adds per thread below which an extra thread does not pay for its start-up.
+@usableFromInline let gemmWorkPerThread = 250_000
+
+/// C = alpha * op(A) * op(B) + beta * C.
+///
+///     op(A): (m, k)   op(B): (k, n)   C: (m, n), leading dimensions lda, ldb, ldc (in elements)
+///
+/// Runs on up to `Threading.numThreads` threads when the problem is big enough.
+@inlinable
+public func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                               a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                               beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+    gemmDispatch(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                 beta: beta, c: c, ldc: ldc, threads: Threading.numThreads)
+}
+
+/// `gemm` on at most `threads` threads (1: the calling thread only; callers that already run on
+/// several threads pass 1).
+@inlinable
+func gemmDispatch<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                                a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                                beta: T, c: UnsafeMutablePointer<T>, ldc: Int, threads: Int) {
+    if m <= 0 || n <= 0 { return }
+    if k <= 0 || alpha == 0 {
+        gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    let work = m * n * k
+    if work <= gemmSmallWork || m == 1 || n == 1 {
+        gemmSmall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                  b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    // One SIMD vector is 64 bytes (one AVX-512 register, one cache line): 16 floats or 8 doubles.
+    if MemoryLayout<T>.size == 4 {
+        gemmThreaded(SIMD16<T>.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                     a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
+    } else {
+        gemmThreaded(SIMD8<T>.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                     a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
+    }
+}
+
+/// Splits C into `chunks` disjoint sub-problems (column ranges, in whole NR panels, when C is wide
+/// enough; else row ranges in whole MR panels) and runs `gemmBlocked` on each. Each chunk packs its
+/// own operands; the extra packing is small next to the multiply.
+@inlinable
+func gemmThreaded<V: SIMD>(_: V.Type, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: V.Scalar,
+                           a: UnsafePointer<V.Scalar>, lda: Int, b: UnsafePointer<V.Scalar>, ldb: Int,
+                           beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int, threads: Int)
+where V.Scalar: CNNScalar {
+    let nr = 4 * V.scalarCount
+    let colPanels = (n + nr - 1) / nr, rowPanels = (m + gemmMR - 1) / gemmMR
+    var chunks = threads <= 1 ? 1 : max(1, min(threads, m * n * k / gemmWorkPerThread))
+    let splitColumns = colPanels >= chunks * 2 || colPanels >= rowPanels
+    chunks = min(chunks, splitColumns ? colPanels : rowPanels)
+    if chunks == 1 {
+        gemmBlocked(V.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                    b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    parallelFor(chunks) { t in
+        if splitColumns {
+            let panels = chunkRange(t, of: chunks, total: colPanels)
+            let j0 = panels.lowerBound * nr, j1 = min(panels.upperBound * nr, n)
+            // Columns j0..<j1 of op(B): B[:, j0...] or, transposed, rows j0... of B.
+            let bj = transB ? b + j0 * ldb : b + j0
+            gemmBlocked(V.self, transA: transA, transB: transB, m: m, n: j1 - j0, k: k, alpha: alpha, a: a, lda: lda,
+                        b: bj, ldb: ldb, beta: beta, c: c + j0, ldc: ldc)
+        } else {
+            let panels = chunkRange(t, of: chunks, total: rowPanels)
+            let i0 = panels.lowerBound * gemmMR, i1 = min(panels.upperBound * gemmMR, m)
+            let ai = transA ? a + i0 : a + i0 * lda
+            gemmBlocked(V.self, transA: transA, transB: transB, m: i1 - i0, n: n, k: k, alpha: alpha, a: ai, lda: lda,
+                        b: b, ldb: ldb, beta: beta, c: c + i0 * ldc, ldc: ldc)
+        }
+    }
+}
+
+/// The single-threaded blocked GEMM (see the file comment). Falls back to `gemmSmall` if the
+/// packing buffers cannot be allocated (gemm does not throw, and must not trap).
+@inlinable
+func gemmBlocked<V: SIMD>(_: V.Type, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: V.Scalar,
+                          a: UnsafePointer<V.Scalar>, lda: Int, b: UnsafePointer<V.Scalar>, ldb: Int,
+                          beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int)
+where V.Scalar: CNNScalar {
+    typealias T = V.Scalar
+    let nr = 4 * V.scalarCount
+    let mcMax = min(gemmMC, (m + gemmMR - 1) / gemmMR * gemmMR)
+    let kcMax = min(gemmKC, k)
+    let ncMax = min(gemmNC, (n + nr - 1) / nr * nr)
+    let aCount = mcMax * kcMax, bCount = kcMax * ncMax
+    // One allocation: Ap, Bp, and an MR × NR scratch tile for the edges of C. 64-byte aligned.
+    let bytes = (aCount + bCount + gemmMR * nr) * MemoryLayout<T>.stride
+    var raw: UnsafeMutableRawPointer? = nil
+    guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+        gemmSmall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                  b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    defer { free(raw) }
+    let ap = raw.bindMemory(to: T.self, capacity: aCount + bCount + gemmMR * nr)
+    let bp = ap + aCount, tile = bp + bCount
+
+    var jc = 0
+    while jc < n {
+        let nc = min(ncMax, n - jc)
+        var pc = 0
+        while pc < k {
+            let kc = min(kcMax, k - pc)
+            // beta applies once, in the first k block; later blocks add onto C.
+            let betaBlock: T = pc == 0 ? beta : 1
+            gemmPackB(nr: nr, transB: transB, kc: kc, nc: nc, b: b, ldb: ldb, row: pc, col: jc, bp: bp)
+            var ic = 0
+            while ic < m {
+                let mc = min(mcMax, m - ic)
+                gemmPackA(transA: transA, mc: mc, kc: kc, alpha: alpha, a: a, lda: lda, row: ic, col: pc, ap: ap)
+                var jr = 0
+                while jr < nc {
+                    let nrValid = min(nr, nc - jr)
+                    let bPanel = bp + jr * kc
+                    var ir = 0
+                    while ir < mc {
+                        let mrValid = min(gemmMR, mc - ir)
+                        let aPanel = ap + ir * kc
+                        let cTile = c + (ic + ir) * ldc + jc + jr
+                        if mrValid == gemmMR && nrValid == nr {
+                            gemmMicroKernel(V.self, kc: kc, a: aPanel, b: bPanel, beta: betaBlock, c: cTile, ldc: ldc)
+                        } else {
+                            // Edge tile: compute the full tile into scratch, then merge the valid part.
+                            gemmMicroKernel(V.self, kc: kc, a: aPanel, b: bPanel, beta: 0, c: tile, ldc: nr)
+                            for r in 0..<mrValid {
+                                let cr = cTile + r * ldc, tr = tile + r * nr
+                                for j in 0..<nrValid {
+                                    cr[j] = betaBlock == 0 ? tr[j]
+                                        : (betaBlock == 1 ? cr[j] + tr[j] : multiplyAdd(betaBlock, cr[j], tr[j]))
+                                }
+                            }
+                        }
+                        ir += gemmMR
+                    }
+                    jr += nr
+                }
+                ic += mc
+            }
+            pc += kc
+        }
+        jc += nc
+    }
+}
+
+/// Packs alpha * op(A)[row ..< row+mc, col ..< col+kc] into MR-tall panels:
+/// ap[panel*MR*kc + p*MR + r] = alpha * op(A)[row + panel*MR + r, col + p], zero past row+mc.
+@inlinable
+func gemmPackA<T: CNNScalar>(transA: Bool, mc: Int, kc: Int, alpha: T, a: UnsafePointer<T>, lda: Int,
+                             row: Int, col: Int, ap: UnsafeMutablePointer<T>) {
+    var i = 0
+    while i < mc {
+        let rows = min(gemmMR, mc - i)
+        let panel = ap + i * kc
+        if transA {
+            // op(A)[r, p] = A[p, r]: for each p the MR values are contiguous in A.
+            for p in 0..<kc {
+                let src = a + (col + p) * lda + row + i, dst = panel + p * gemmMR
+                for r in 0..<rows { dst[r] = alpha * src[r] }
+                for r in rows..<gemmMR { dst[r] = 0 }
+            }
+        } else {
+            for r in 0..<rows {
+                let src = a + (row + i + r) * lda + col
+                for p in 0..<kc { panel[p * gemmMR + r] = alpha * src[p] }
+            }
+            for r in rows..<gemmMR {
+                for p in 0..<kc { panel[p * gemmMR + r] = 0 }
+            }
+        }
+        i += gemmMR
+    }
+}
+
+/// Packs op(B)[row ..< row+kc, col ..< col+nc] into NR-wide panels:
+/// bp[panel*kc*NR + p*NR + j] = op(B)[row + p, col + panel*NR + j], zero past col+nc.
+@inlinable
+func gemmPackB<T: CNNScalar>(nr: Int, transB: Bool, kc: Int, nc: Int, b: UnsafePointer<T>, ldb: Int,
+                             row: Int, col: Int, bp: UnsafeMutablePointer<T>) {
+    var j = 0
+    while j < nc {
+        let cols = min(nr, nc - j)
+        let panel = bp + j * kc
+        if transB {
+            // op(B)[p, j] = B[j, p]: a transpose. Read rows of B contiguously, 16 values (one cache
+            // line of floats) at a time, and scatter them with stride NR; going 16 p's at a time keeps
+            // the written part of the panel (16 × NR) in L1 instead of sweeping the whole panel per row.
+            var p0 = 0
+            while p0 < kc {
+                let pn = min(16, kc - p0)
+                for jj in 0..<cols {
+                    let src = b + (col + j + jj) * ldb + row + p0, dst = panel + p0 * nr + jj
+                    for p in 0..<pn { dst[p * nr] = src[p] }
+                }
+                p0 += 16
+            }
+            if cols < nr {
+                for p in 0..<kc { (panel + p * nr + cols).update(repeating: 0, count: nr - cols) }
+            }
+        } else {
+            for p in 0..<kc {
+                let src = b + (row + p) * ldb + col + j, dst = panel + p * nr
+                dst.update(from: src, count: cols)
+                if cols < nr { (dst + cols).update(repeating: 0, count: nr - cols) }
+            }
+        }
+        j += nr
+    }
+}
+
+/// The register tile: C[0..<MR, 0..<NR] = Ap_panel · Bp_panel + beta * C (beta 0: C not read),
+/// NR = 4 vectors. a: kc × MR (packed), b: kc × NR (packed), c: row stride ldc.
+///
+/// The 24 accumulators are separate variables (not an array) so that the compiler keeps them in
+/// registers for the whole k loop.
+@inlinable @inline(__always)
+func gemmMicroKernel<V: SIMD>(_: V.Type, kc: Int, a: UnsafePointer<V.Scalar>, b: UnsafePointer<V.Scalar>,
+                              beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int)
+where V.Scalar: CNNScalar {
+    let w = V.scalarCount, nr = 4 * w
+    #if DEBUG
+    // Unoptimized builds (swift build / swift test in debug) execute SIMD code lane by lane through
+    // generic witnesses, ~100x slower than scalar code; the scalar loop sums in the same order, so
+    // debug and release results are bit-identical. Release tests exercise the SIMD path.
+    gemmMicroKernelScalar(kc: kc, nr: nr, a: a, b: b, beta: beta, c: c, ldc: ldc)
+    return
+    #endif
+    var c00 = V(), c01 = V(), c02 = V(), c03 = V()
+    var c10 = V(), c11 = V(), c12 = V(), c13 = V()
+    var c20 = V(), c21 = V(), c22 = V(), c23 = V()
+    var c30 = V(), c31 = V(), c32 = V(), c33 = V()
+    var c40 = V(), c41 = V(), c42 = V(), c43 = V()
+    var c50 = V(), c51 = V(), c52 = V(), c53 = V()
+    let braw = UnsafeRawPointer(b)
+    let stride = nr * MemoryLayout<V.Scalar>.stride, vbytes = w * MemoryLayout<V.Scalar>.stride
+    var ai = a
+    var bi = braw
+    for _ in 0..<kc {
+        let b0 = bi.loadUnaligned(as: V.self)
+        let b1 = bi.loadUnaligned(fromByteOffset: vbytes, as: V.self)
+        let b2 = bi.loadUnaligned(fromByteOffset: 2 * vbytes, as: V.self)
+        let b3 = bi.loadUnaligned(fromByteOffset: 3 * vbytes, as: V.self)
+        var av = V(repeating: ai[0])
+        c00 = multiplyAdd(av, b0, c00); c01 = multiplyAdd(av, b1, c01)
+        c02 = multiplyAdd(av, b2, c02); c03 = multiplyAdd(av, b3, c03)
+        av = V(repeating: ai[1])
+        c10 = multiplyAdd(av, b0, c10); c11 = multiplyAdd(av, b1, c11)
+        c12 = multiplyAdd(av, b2, c12); c13 = multiplyAdd(av, b3, c13)
+        av = V(repeating: ai[2])
+        c20 = multiplyAdd(av, b0, c20); c21 = multiplyAdd(av, b1, c21)
+        c22 = multiplyAdd(av, b2, c22); c23 = multiplyAdd(av, b3, c23)
+        av = V(repeating: ai[3])
+        c30 = multiplyAdd(av, b0, c30); c31 = multiplyAdd(av, b1, c31)
+        c32 = multiplyAdd(av, b2, c32); c33 = multiplyAdd(av, b3, c33)
+        av = V(repeating: ai[4])
+        c40 = multiplyAdd(av, b0, c40); c41 = multiplyAdd(av, b1, c41)
+        c42 = multiplyAdd(av, b2, c42); c43 = multiplyAdd(av, b3, c43)
+        av = V(repeating: ai[5])
+        c50 = multiplyAdd(av, b0, c50); c51 = multiplyAdd(av, b1, c51)
+        c52 = multiplyAdd(av, b2, c52); c53 = multiplyAdd(av, b3, c53)
+        ai += 6
+        bi += stride
+    }
+    gemmStoreRow(c, w: w, beta: beta, c00, c01, c02, c03)
+    gemmStoreRow(c + ldc, w: w, beta: beta, c10, c11, c12, c13)
+    gemmStoreRow(c + 2 * ldc, w: w, beta: beta, c20, c21, c22, c23)
+    gemmStoreRow(c + 3 * ldc, w: w, beta: beta, c30, c31, c32, c33)
+    gemmStoreRow(c + 4 * ldc, w: w, beta: beta, c40, c41, c42, c43)
+    gemmStoreRow(c + 5 * ldc, w: w, beta: beta, c50, c51, c52, c53)
+}
+
+/// The micro-kernel's scalar twin (debug builds): the same sums in the same order.
+@inlinable
+func gemmMicroKernelScalar<T: CNNScalar>(kc: Int, nr: Int, a: UnsafePointer<T>, b: UnsafePointer<T>,
+                                         beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+    for r in 0..<gemmMR {
+        for j in 0..<nr {
+            var sum: T = 0
+            for p in 0..<kc { sum = multiplyAdd(a[p * gemmMR + r], b[p * nr + j], sum) }
+            let cr = c + r * ldc
+            cr[j] = beta == 0 ? sum : (beta == 1 ? cr[j] + sum : multiplyAdd(beta, cr[j], sum))
+        }
+    }
+}
+
+/// One row of the tile: c[0..<4w] = acc + beta * c (beta 0: c not read; beta 1: no multiply).
+@inlinable @inline(__always)
+func gemmStoreRow<V: SIMD>(_ c: UnsafeMutablePointer<V.Scalar>, w: Int, beta: V.Scalar,
+                           _ v0: V, _ v1: V, _ v2: V, _ v3: V) where V.Scalar: CNNScalar {
+    let raw = UnsafeMutableRawPointer(c)
+    let vbytes = w * MemoryLayout<V.Scalar>.stride
+    @inline(__always) func merge(_ v: V, _ offset: Int) {
+        var r = v
+        if beta == 1 {
+            r = raw.loadUnaligned(fromByteOffset: offset, as: V.self) + v
+        } else if beta != 0 {
+            r = multiplyAdd(V(repeating: beta), raw.loadUnaligned(fromByteOffset: offset, as: V.self), v)
+        }
+        raw.storeBytes(of: r, toByteOffset: offset, as: V.self)
+    }
+    merge(v0, 0); merge(v1, vbytes); merge(v2, 2 * vbytes); merge(v3, 3 * vbytes)
+}
+
+/// Simple loops for small or degenerate problems (and the fallback when packing memory is not
+/// available): C = beta * C, then row i of C accumulates alpha * op(A)[i, p] * op(B)[p, :] over p,
+/// so the inner loop runs along contiguous rows of C and (when !transB) of B.
+@inlinable
+func gemmSmall<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                             a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                             beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+    gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
+    for i in 0..<m {
+        let ci = c + i * ldc
+        if transB {
+            // C[i, j] += alpha * dot(op(A)[i, :], B[j, :]): contiguous rows of B.
+            for j in 0..<n {
+                let bj = b + j * ldb
+                var sum: T = 0
+                for p in 0..<k { sum = multiplyAdd(transA ? a[p * lda + i] : a[i * lda + p], bj[p], sum) }
+                ci[j] = multiplyAdd(alpha, sum, ci[j])
+            }
+        } else {
+            for p in 0..<k {
+                let aip = alpha * (transA ? a[p * lda + i] : a[i * lda + p])
+                let bp = b + p * ldb
+                for j in 0..<n { ci[j] = multiplyAdd(aip, bp[j], ci[j]) }
+            }
+        }
+    }
+}
+
+/// C = beta * C, with beta == 0 writing exact zeros.
+@inlinable
+func gemmScaleC<T: CNNScalar>(m: Int, n: Int, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+    if beta == 1 { return }
+    for i in 0..<m {
+        let ci = c + i * ldc
+        if beta == 0 {
+            ci.update(repeating: 0, count: n)
+        } else {
+            for j in 0..<n { ci[j] *= beta }
+        }
+    }
+}
+
+/// The textbook triple loop, the test oracle of `gemm`:
+/// C[i,j] = alpha * sum_p op(A)[i,p] * op(B)[p,j] + beta * C[i,j]  (beta == 0: C is not read).
+@inlinable
+public func gemmNaive<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                                    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                                    beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+    for i in 0..<max(m, 0) {
+        for j in 0..<max(n, 0) {
+            var sum: T = 0
+            for p in 0..<max(k, 0) {
+                let aip = transA ? a[p * lda + i] : a[i * lda + p]
+                let bpj = transB ? b[j * ldb + p] : b[p * ldb + j]
+                sum = multiplyAdd(aip, bpj, sum)
+            }
+            let old = beta == 0 ? 0 : beta * c[i * ldc + j]
+            c[i * ldc + j] = alpha * sum + old
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Dispatch
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The worker-thread setting shared by every compute call.
+///
+/// Kernels split their work into `Threading.numThreads` (or fewer) chunks by a fixed rule that
+/// depends only on the problem size and the thread count, never on timing, and each output element
+/// is computed by exactly one chunk in a fixed order. So a result is bit-identical run to run for a
+/// given thread count (and, for most kernels, across thread counts too).
+public enum Threading {
+    /// 0 means "not set yet": the first read resolves it to the number of online cores.
+    @usableFromInline
+    static let storage = Atomic<Int>(0)
+
+    /// Worker threads compute calls may use; defaults to the number of online cores.
+    /// Values below 1 are stored as 1 (the C ABI rejects them before they get here).
+    public static var numThreads: Int {
+        get {
+            let n = storage.load(ordering: .relaxed)
+            if n > 0 { return n }
+            let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            storage.store(cores, ordering: .relaxed)
+            return cores
+        }
+        set { storage.store(max(1, newValue), ordering: .relaxed) }
+    }
+}
+
+/// Runs `body(i)` for every `i` in `0..<count`, on up to `Threading.numThreads` threads, and returns
+/// when all have finished.
+///
+/// `count` is the number of chunks the caller has already decided on (usually <= numThreads); which
+/// thread runs which chunk is unspecified, so each chunk must write its own disjoint outputs.
+/// With one chunk, or one thread, the chunks run in order on the calling thread.
+@inlinable
+public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+    if count <= 0 { return }
+    if count == 1 || Threading.numThreads == 1 {
+        for i in 0..<count { body(i) }
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: count, execute: body)
+}
+
+/// The number of chunks worth running in parallel for `work` units of work (flops or element
+/// operations), when each chunk should get at least `minPerThread` units: between 1 and
+/// `Threading.numThreads`. Depends only on its arguments and the thread setting (deterministic).
+@inlinable
+public func parallelChunks(work: Int, minPerThread: Int = 100_000) -> Int {
+    let threads = Threading.numThreads
+    if threads <= 1 || work < 2 * minPerThread { return 1 }
+    return max(1, min(threads, work / minPerThread))
+}
+
+/// The half-open range of chunk `index` when `total` items are split as evenly as possible into
+/// `chunks` contiguous chunks (the first `total % chunks` chunks get one more item).
+@inlinable
+public func chunkRange(_ index: Int, of chunks: Int, total: Int) -> Range<Int> {
+    let base = total / chunks, extra = total % chunks
+    let start = index * base + min(index, extra)
+    return start..<(start + base + (index < extra ? 1 : 0))
+}

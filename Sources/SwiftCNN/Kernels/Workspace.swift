@@ -1,0 +1,35 @@
+/// Reusable scratch memory for kernels (im2col buffers, per-thread partial sums).
+///
+/// A workspace holds numbered slots; `buffer(slot, count:)` returns a 64-byte-aligned buffer of at
+/// least `count` elements for that slot, reallocating only when it must grow. Contents are
+/// unspecified on return (not zeroed). Pointers stay valid until the next `buffer` call for the same
+/// slot or the workspace's end.
+///
+/// A layer owns one workspace and reuses it across forward/backward calls (no allocation in the
+/// steady state); a functional call makes a fresh one. A workspace is not thread-safe: one call at a
+/// time (layers guard themselves with ExclusiveAccess). Kernels that fan out to threads take one
+/// slot per chunk before starting them.
+public final class Workspace<T: CNNScalar> {
+    @usableFromInline
+    var slots: [TensorStorage<T>?] = []
+
+    public init() {}
+
+    /// A buffer of at least `count` elements for `slot` (>= 0). Throws `.memory` if it cannot be
+    /// allocated, `.overflow` if `count * stride` overflows.
+    public func buffer(_ slot: Int, count: Int) throws -> UnsafeMutablePointer<T> {
+        precondition(slot >= 0, "Workspace slot must be >= 0")  // internal use only, never user input
+        while slots.count <= slot { slots.append(nil) }
+        if let s = slots[slot], s.count >= count { return s.pointer }
+        slots[slot] = nil  // free the old buffer before allocating the bigger one
+        let s = try TensorStorage<T>(count: count)
+        slots[slot] = s
+        return s.pointer
+    }
+
+    /// Frees every slot.
+    public func release() { slots.removeAll() }
+
+    /// Total elements held (for tests and diagnostics).
+    public var allocatedCount: Int { slots.reduce(0) { $0 + ($1?.count ?? 0) } }
+}

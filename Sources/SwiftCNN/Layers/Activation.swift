@@ -1,0 +1,108 @@
+/// The logistic sigmoid, elementwise, as PyTorch's `nn.Sigmoid`: y = 1 / (1 + e^-x).
+///
+/// Keeps its OUTPUT y, not x: sigma'(x) = y (1 - y) (the lecture's identity) needs nothing else.
+/// Any shape.
+public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
+    public typealias Scalar = T
+
+    @usableFromInline let access = ExclusiveAccess(name: "Sigmoid")
+    /// The last forward's output: returned to the caller as a view and read back by backward.
+    /// (Nothing can fail between replacing it and filling it, so it is always a complete output.)
+    @usableFromInline var output: Tensor<T>?
+    @usableFromInline var gradInput: Tensor<T>?
+
+    public init() {}
+
+    public var parameters: [Parameter<T>] { [] }
+
+    public var lastInputShape: [Int]? { output?.shape }
+
+    public func outputShape(forInput shape: [Int]) throws -> [Int] {
+        _ = try checkedElementCount(shape, what: "Sigmoid: x")
+        return shape
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
+            sigmoidForward(count: x.count, x: x.pointer, y: y.pointer)
+            return y
+        }
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            guard let y = output else {
+                throw SwiftCNNError.runtime("Sigmoid: backward called before forward")
+            }
+            try requireGradOutShape("Sigmoid", gradOut, y.shape)
+            let gradX = try layerBuffer(&gradInput, shape: y.shape, avoiding: gradOut)
+            sigmoidBackward(count: y.count, gradOut: gradOut.pointer, y: y.pointer, gradX: gradX.pointer)
+            return gradX
+        }
+    }
+
+    public func zeroGrad() throws {}
+
+    public var description: String { "Sigmoid()" }
+}
+
+/// The rectifier, elementwise, as PyTorch's `nn.ReLU`: y = max(x, 0). Keeps a view of its input x
+/// (the gradient passes where x > 0). Any shape.
+public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
+    public typealias Scalar = T
+
+    @usableFromInline let access = ExclusiveAccess(name: "ReLU")
+    @usableFromInline var input: Tensor<T>?
+    @usableFromInline var output: Tensor<T>?
+    @usableFromInline var gradInput: Tensor<T>?
+
+    public init() {}
+
+    public var parameters: [Parameter<T>] { [] }
+
+    public var lastInputShape: [Int]? { input?.shape }
+
+    public func outputShape(forInput shape: [Int]) throws -> [Int] {
+        _ = try checkedElementCount(shape, what: "ReLU: x")
+        return shape
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
+            reluForward(count: x.count, x: x.pointer, y: y.pointer)
+            input = x
+            return y
+        }
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            guard let x = input else {
+                throw SwiftCNNError.runtime("ReLU: backward called before forward")
+            }
+            try requireGradOutShape("ReLU", gradOut, x.shape)
+            let gradX = try layerBuffer(&gradInput, shape: x.shape, avoiding: gradOut)
+            reluBackward(count: x.count, gradOut: gradOut.pointer, x: x.pointer, gradX: gradX.pointer)
+            return gradX
+        }
+    }
+
+    public func zeroGrad() throws {}
+
+    public var description: String { "ReLU()" }
+}
+
+/// Throws `.value` unless a layer's gradOut has the last output's shape.
+@usableFromInline
+func requireGradOutShape<T: CNNScalar>(_ layer: String, _ gradOut: Tensor<T>, _ shape: [Int]) throws {
+    guard gradOut.shape == shape else {
+        throw SwiftCNNError.value(
+            "\(layer).backward: grad_out must have shape \(describeShape(shape)), got \(describeShape(gradOut.shape))")
+    }
+}

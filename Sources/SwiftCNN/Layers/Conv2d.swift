@@ -1,0 +1,112 @@
+/// A 2-D convolution layer (cross-correlation, as PyTorch's `nn.Conv2d`).
+///
+///     x (N, C, H, W) -> y (N, K, Ho, Wo),  y[n,k] = b[k] + sum_c x[n,c] (*) w[k,c]
+///     weight (K, C, kH, kW), bias (K)
+///
+/// Forward keeps a view of x; backward computes dL/dx (overwritten into the layer's buffer) and adds
+/// dL/dweight, dL/dbias into the parameter grads. The im2col scratch lives in the layer's workspace
+/// and is reused across calls.
+public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
+    public typealias Scalar = T
+
+    public let inChannels: Int
+    public let outChannels: Int
+    public let kernelSize: (Int, Int)
+    public let stride: (Int, Int)
+    public let padding: (Int, Int)
+    public let dilation: (Int, Int)
+    /// (K, C, kH, kW), initialized from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C*kH*kW.
+    public let weight: Parameter<T>
+    /// (K), same distribution; nil when created with `bias: false`.
+    public let bias: Parameter<T>?
+
+    @usableFromInline let access = ExclusiveAccess(name: "Conv2d")
+    @usableFromInline let workspace = Workspace<T>()
+    /// Geometry and input of the last successful forward.
+    @usableFromInline var geometry: Conv2DGeometry?
+    @usableFromInline var input: Tensor<T>?
+    @usableFromInline var output: Tensor<T>?
+    @usableFromInline var gradInput: Tensor<T>?
+
+    /// PyTorch's `Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias)`;
+    /// `seed` determines the initial weights. Throws `.value` for sizes < 1, padding < 0, dilation < 1.
+    public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), bias: Bool = true, seed: UInt64) throws {
+        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
+        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
+        try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
+        try requirePair("Conv2d", "stride", stride, atLeast: 1)
+        try requirePair("Conv2d", "padding", padding, atLeast: 0)
+        try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
+        let weightShape = [outChannels, inChannels, kernelSize.0, kernelSize.1]
+        let fanIn = try checkedElementCount(Array(weightShape.dropFirst()), what: "Conv2d: weight")
+        _ = try checkedElementCount(weightShape, what: "Conv2d: weight")
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.weight = try Parameter(name: "weight", shape: weightShape)
+        self.bias = bias ? try Parameter(name: "bias", shape: [outChannels]) : nil
+        initializeDefault(weight: weight.data, bias: self.bias?.data, fanIn: fanIn, seed: seed)
+    }
+
+    public var parameters: [Parameter<T>] { bias.map { [weight, $0] } ?? [weight] }
+
+    public var lastInputShape: [Int]? { geometry?.inputShape }
+
+    @usableFromInline
+    func makeGeometry(_ xShape: [Int]) throws -> Conv2DGeometry {
+        try Conv2DGeometry(op: "Conv2d", xShape: xShape, weightShape: weight.data.shape, biasShape: bias?.data.shape,
+                           stride: stride, padding: padding, dilation: dilation)
+    }
+
+    public func outputShape(forInput shape: [Int]) throws -> [Int] {
+        try makeGeometry(shape).outputShape
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            let g = try makeGeometry(x.shape)
+            let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
+            try conv2dForward(g, x: x.pointer, weight: weight.data.pointer, bias: bias.map { UnsafePointer($0.data.pointer) },
+                              y: y.pointer, workspace: workspace)
+            geometry = g
+            input = x
+            return y
+        }
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            guard let g = geometry, let x = input else {
+                throw SwiftCNNError.runtime("Conv2d: backward called before forward")
+            }
+            try g.checkGradOut(op: "Conv2d.backward", gradOut.shape)
+            let gradX = try layerBuffer(&gradInput, shape: g.inputShape, avoiding: gradOut)
+            try conv2dBackward(g, gradOut: gradOut.pointer, x: x.pointer, weight: weight.data.pointer,
+                               gradX: gradX.pointer, gradWeight: weight.grad.pointer, gradBias: bias?.grad.pointer,
+                               accumulate: true, workspace: workspace)
+            return gradX
+        }
+    }
+
+    public func zeroGrad() throws {
+        try access.run {
+            weight.grad.zero()
+            bias?.grad.zero()
+        }
+    }
+
+    /// As PyTorch prints it: `Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))`.
+    public var description: String {
+        var s = "Conv2d(\(inChannels), \(outChannels), kernel_size=\(describePair(kernelSize)), stride=\(describePair(stride))"
+        if padding != (0, 0) { s += ", padding=\(describePair(padding))" }
+        if dilation != (1, 1) { s += ", dilation=\(describePair(dilation))" }
+        if bias == nil { s += ", bias=False" }
+        return s + ")"
+    }
+}

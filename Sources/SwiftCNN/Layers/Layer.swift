@@ -1,0 +1,173 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A stateful building block of a network: forward keeps what backward needs, backward returns the
+/// input gradient and adds into the parameter gradients (caffe's Layer, PyTorch's Module with a
+/// hand-written backward).
+///
+/// Buffers: a layer owns its output and input-gradient buffers and reuses them while shapes stay the
+/// same, so a training loop allocates nothing in the steady state. What forward and backward return
+/// are views of those buffers, valid until the layer's next forward (resp. backward); copy them to
+/// keep them longer. A layer keeps a view of its input, not a copy: the caller keeps it alive and
+/// unchanged until backward (mutating it gives wrong gradients, never a crash).
+///
+/// Threads: a layer is used by one thread at a time; a second thread calling in at the same moment
+/// gets `SwiftCNNError.runtime("... is in use by another thread")` instead of corrupting state.
+///
+/// Specialization: the layers' entry points carry `@_specialize` for Float and Double, so calls
+/// through `any Layer<Float>` from other modules run code specialized for the scalar type.
+public protocol Layer<Scalar>: AnyObject {
+    associatedtype Scalar: CNNScalar
+
+    /// The output shape `forward` would give for an input of `shape`; throws what forward would throw.
+    func outputShape(forInput shape: [Int]) throws -> [Int]
+
+    /// Computes the output, keeping a view of `x` (not a copy) and what backward needs. Returns a view
+    /// of a layer-owned buffer, valid until this layer's next forward.
+    func forward(_ x: Tensor<Scalar>) throws -> Tensor<Scalar>
+
+    /// The shape of the last successful forward's input (the shape backward's result will have),
+    /// nil before any forward.
+    var lastInputShape: [Int]? { get }
+
+    /// dL/dx for the last forward's input from dL/dy, and ADDS dL/dparameter into each parameter's
+    /// grad (accumulation, as PyTorch). Needs a preceding forward (else `.runtime`); `gradOut` must
+    /// have the last output's shape (else `.value`). Returns a view of a layer-owned buffer (or of
+    /// `gradOut` itself for shape-only layers such as Flatten).
+    func backward(_ gradOut: Tensor<Scalar>) throws -> Tensor<Scalar>
+
+    /// The trainable tensors, in PyTorch's order, named relative to this layer ("weight", "bias";
+    /// "0.weight", "2.0.bias" in a Sequential). The same memory for the layer's whole life.
+    var parameters: [Parameter<Scalar>] { get }
+
+    /// Fills every parameter gradient with zeros in place. Throws only `.runtime` (layer busy).
+    func zeroGrad() throws
+}
+
+/// A trainable tensor and its gradient: two tensors of one shape, owned by a layer.
+///
+/// `Parameter` is a value holding two views: copies of it (in an optimizer, in a Sequential's list)
+/// read and write the layer's memory, and keep that memory alive.
+public struct Parameter<T: CNNScalar> {
+    /// The state-dict key relative to the layer asked: "weight", "0.bias", "2.0.weight".
+    public let name: String
+    /// The values, updated in place by optimizers.
+    public let data: Tensor<T>
+    /// dL/data, accumulated by backward, zeroed by zeroGrad; optimizers only read it.
+    public let grad: Tensor<T>
+
+    /// A parameter of existing tensors (e.g. memory the C ABI borrows); they must have one shape.
+    public init(name: String, data: Tensor<T>, grad: Tensor<T>) throws {
+        guard data.shape == grad.shape else {
+            throw SwiftCNNError.value(
+                "Parameter \(name): grad must have the shape of data \(describeShape(data.shape)), got \(describeShape(grad.shape))")
+        }
+        self.name = name
+        self.data = data
+        self.grad = grad
+    }
+
+    /// A new parameter of zeros (data and grad) of `shape`.
+    public init(name: String, shape: [Int]) throws {
+        self.name = name
+        self.data = try Tensor(zeros: shape)
+        self.grad = try Tensor(zeros: shape)
+    }
+
+    @usableFromInline
+    init(unchecked name: String, data: Tensor<T>, grad: Tensor<T>) {
+        self.name = name
+        self.data = data
+        self.grad = grad
+    }
+
+    /// The same tensors under the name "prefix.name" (how a Sequential names its children's parameters).
+    public func prefixed(_ prefix: String) -> Parameter {
+        Parameter(unchecked: prefix + "." + name, data: data, grad: grad)
+    }
+}
+
+/// A non-blocking guard that lets one thread at a time into an object.
+///
+/// `run` takes the flag with an atomic compare-exchange (false -> true) and gives it back when the
+/// body returns or throws. A second thread arriving meanwhile does not wait: it gets
+/// `.runtime("<name> is in use by another thread")`, which Python raises as RuntimeError. Not
+/// re-entrant: the same thread entering twice gets the same error (a layer never calls itself).
+public final class ExclusiveAccess: Sendable {
+    /// The object's name in the error message ("Conv2d", "Sequential", "SGD").
+    public let name: String
+    let busy = Atomic<Bool>(false)
+
+    public init(name: String) {
+        self.name = name
+    }
+
+    /// Runs `body` holding the flag, or throws `.runtime` if another call holds it.
+    public func run<R>(_ body: () throws -> R) throws -> R {
+        // acquiring/releasing: the previous holder's writes to the object are visible to the next.
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            throw SwiftCNNError.runtime("\(name) is in use by another thread")
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        return try body()
+    }
+}
+
+// MARK: - Shared helpers of the layer implementations
+
+/// A layer-owned buffer of `shape`: `buffer` itself if it holds exactly that many elements (now
+/// viewed with the new shape) and does not overlap `avoiding`, else a new zero buffer stored into `buffer`.
+///
+/// Avoiding the argument's memory matters when a caller feeds a layer its own previous result
+/// (`layer.forward(layer.forward(x))`): writing the new output over the input being read would give
+/// garbage. Views handed out earlier keep the old memory alive, so replacing a buffer is always safe.
+@usableFromInline
+func layerBuffer<T: CNNScalar>(_ buffer: inout Tensor<T>?, shape: [Int], avoiding other: Tensor<T>) throws -> Tensor<T> {
+    let count = try checkedElementCount(shape, what: "layer buffer")
+    if let b = buffer, b.count == count, !memoryOverlaps(b, other) {
+        if b.shape != shape { buffer = try b.reshaped(shape) }
+        return buffer!
+    }
+    let fresh = try Tensor<T>(zeros: shape)
+    buffer = fresh
+    return fresh
+}
+
+/// Formats an (h, w) pair as PyTorch prints it: "(5, 5)".
+@usableFromInline
+func describePair(_ p: (Int, Int)) -> String { "(\(p.0), \(p.1))" }
+
+/// Throws `.value` unless both entries of `pair` are >= `minimum`:
+/// "Conv2d: kernel_size must be >= 1, got (0, 3)".
+@usableFromInline
+func requirePair(_ op: String, _ name: String, _ pair: (Int, Int), atLeast minimum: Int) throws {
+    guard pair.0 >= minimum, pair.1 >= minimum else {
+        throw SwiftCNNError.value("\(op): \(name) must be >= \(minimum), got \(describePair(pair))")
+    }
+}
+
+/// A malloc'd buffer of Int32 (max pooling's argmax), failing with `.memory` instead of trapping.
+@usableFromInline
+final class IndexBuffer {
+    @usableFromInline let pointer: UnsafeMutablePointer<Int32>
+    @usableFromInline let count: Int
+
+    @usableFromInline
+    init(count: Int) throws {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Int32>.stride)
+        guard !overflow, let raw = malloc(max(bytes, 1)) else {
+            throw SwiftCNNError.memory("cannot allocate \(count) argmax indices")
+        }
+        pointer = raw.bindMemory(to: Int32.self, capacity: max(count, 1))
+        self.count = count
+    }
+
+    deinit { free(pointer) }
+}

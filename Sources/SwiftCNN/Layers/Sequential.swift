@@ -1,0 +1,127 @@
+/// A chain of layers, as PyTorch's `nn.Sequential`: forward runs them in order, each on the previous
+/// one's output; backward runs them in reverse, each on the next one's input gradient (the chain rule,
+/// one Jacobian-vector product per layer).
+///
+/// Holds the very layer objects given (not copies), so parameters are shared with whoever else holds
+/// them. The activations passed between children are views of the children's own buffers: nothing
+/// is copied along the chain. Parameters are named by position as in PyTorch's state dicts:
+/// "0.weight", "0.bias", "3.weight", and "2.0.weight" for a nested Sequential.
+///
+/// A layer object may appear only once in a model (nested Sequentials included): a layer keeps the
+/// state of one forward, so a second use would overwrite what the first one's backward needs.
+public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
+    public typealias Scalar = T
+
+    /// The children, in order.
+    public let layers: [any Layer<T>]
+
+    @usableFromInline let access = ExclusiveAccess(name: "Sequential")
+    /// Shapes of the last successful forward: input, then each child's output.
+    @usableFromInline var activationShapes: [[Int]]?
+
+    /// A model of `layers` (may be empty: the identity). Throws `.value` if a layer object appears
+    /// twice, directly or inside a nested Sequential.
+    public init(_ layers: [any Layer<T>]) throws {
+        var seen = Set<ObjectIdentifier>()
+        func visit(_ layer: any Layer<T>, _ path: String) throws {
+            guard seen.insert(ObjectIdentifier(layer)).inserted else {
+                throw SwiftCNNError.value(
+                    "Sequential: layer \(path) is the same object as an earlier layer; a layer keeps the state of one "
+                        + "forward, so it can appear only once in a model")
+            }
+            if let nested = layer as? Sequential<T> {
+                for (i, child) in nested.layers.enumerated() { try visit(child, path + ".\(i)") }
+            }
+        }
+        for (i, layer) in layers.enumerated() { try visit(layer, "\(i)") }
+        self.layers = layers
+    }
+
+    /// `Sequential(a, b, c)`.
+    public convenience init(_ layers: any Layer<T>...) throws {
+        try self.init(layers)
+    }
+
+    public var parameters: [Parameter<T>] {
+        layers.enumerated().flatMap { i, layer in layer.parameters.map { $0.prefixed("\(i)") } }
+    }
+
+    public var lastInputShape: [Int]? { activationShapes?.first }
+
+    public func outputShape(forInput shape: [Int]) throws -> [Int] {
+        var s = shape
+        for (i, layer) in layers.enumerated() {
+            s = try inLayer(i) { try layer.outputShape(forInput: s) }
+        }
+        return s
+    }
+
+    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            activationShapes = nil  // a failed forward leaves nothing for backward to misuse
+            var shapes = [x.shape]
+            shapes.reserveCapacity(layers.count + 1)
+            var h = x
+            for (i, layer) in layers.enumerated() {
+                h = try inLayer(i) { try layer.forward(h) }
+                shapes.append(h.shape)
+            }
+            activationShapes = shapes
+            return h
+        }
+    }
+
+    public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            guard let shapes = activationShapes else {
+                throw SwiftCNNError.runtime("Sequential: backward called before forward")
+            }
+            try requireGradOutShape("Sequential", gradOut, shapes[layers.count])
+            var g = gradOut
+            for i in layers.indices.reversed() {
+                let layer = layers[i]
+                // A child used on its own since our forward now holds another input's state.
+                guard layer.lastInputShape == shapes[i] else {
+                    throw SwiftCNNError.runtime(
+                        "Sequential: layer \(i) was run on another input since this model's forward; call forward again")
+                }
+                g = try inLayer(i) { try layer.backward(g) }
+                guard g.shape == shapes[i] else {
+                    throw SwiftCNNError.runtime(
+                        "Sequential: layer \(i) returned a gradient of shape \(describeShape(g.shape)) for an input of "
+                            + "shape \(describeShape(shapes[i])); was it run on another input since this model's forward?")
+                }
+            }
+            return g
+        }
+    }
+
+    public func zeroGrad() throws {
+        try access.run {
+            for (i, layer) in layers.enumerated() { try inLayer(i) { try layer.zeroGrad() } }
+        }
+    }
+
+    /// Runs `body`, prefixing the position to a child's error message: "layer 3: Conv2d: ...".
+    @usableFromInline
+    func inLayer<R>(_ index: Int, _ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch let error as SwiftCNNError {
+            throw SwiftCNNError(error.kind, "layer \(index): \(error.message)")
+        }
+    }
+
+    /// As PyTorch prints it, one child per line with its index.
+    public var description: String {
+        guard !layers.isEmpty else { return "Sequential()" }
+        var lines = ["Sequential("]
+        for (i, layer) in layers.enumerated() {
+            let text = (layer as? CustomStringConvertible)?.description ?? "\(type(of: layer))"
+            let indented = text.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\n  ")
+            lines.append("  (\(i)): \(indented)")
+        }
+        lines.append(")")
+        return lines.joined(separator: "\n")
+    }
+}

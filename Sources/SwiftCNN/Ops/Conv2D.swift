@@ -1,0 +1,316 @@
+/// 2-D convolution (cross-correlation, as every deep-learning framework): forward and backward.
+///
+///     x      (N, C, H, W)        weight (K, C, kH, kW)        bias (K)        y (N, K, Ho, Wo)
+///
+///     y[n,k,i,j] = b[k] + sum_{c,r,s} x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw] * w[k,c,r,s]
+///
+/// (x is zero outside its bounds: the padding). Backward, with g = dL/dy:
+///
+///     dL/db[k]       = sum_{n,i,j} g[n,k,i,j]
+///     dL/dw[k,c,r,s] = sum_{n,i,j} g[n,k,i,j] * x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw]
+///     dL/dx[n,c,h,w] = sum over every (k,i,j,r,s) with i*sh - ph + r*dh = h, j*sw - pw + s*dw = w
+///                      of g[n,k,i,j] * w[k,c,r,s]
+///
+/// For stride 1, no padding and no dilation the last line is the "full" cross-correlation of g with
+/// the 180°-rotated filter (the lecture's identity). The fast path computes all three as GEMMs over
+/// the im2col matrix of each image (see Kernels/Im2Col.swift):
+///
+///     y_n = W · col_n        dW += g_n · col_nᵀ        dX_n = col2im(Wᵀ · g_n)
+///
+/// with W the weight viewed as K × (C*kH*kW) and g_n as K × (Ho*Wo). The `Naive` functions are the
+/// direct loops above, kept as the test oracle.
+
+// MARK: - pointer level, fast path
+
+/// True when col_n is x_n itself (1x1 kernel, stride 1, no padding): im2col would only copy.
+@inlinable
+func conv2dIsPointwise(_ g: Conv2DGeometry) -> Bool {
+    g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
+}
+
+/// How many images to process at once on separate threads: several when one image's GEMM is too
+/// small to split across threads on its own, else 1 (the GEMM and im2col then use the threads).
+@inlinable
+func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
+    let flopsPerImage = 2 * g.outChannels * g.colCount
+    if g.batch < 2 || flopsPerImage >= 4_000_000 { return 1 }
+    return min(g.batch, parallelChunks(work: flopsPerImage * g.batch))
+}
+
+/// y = conv2d(x, weight, bias): im2col + GEMM per image. The geometry must come from a successful
+/// `Conv2DGeometry.init` for these buffers. Throws only `.memory` (the im2col buffer).
+///
+///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
+@inlinable
+public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                        bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
+                                        workspace: Workspace<T>) throws {
+    let (kdim, hw) = (g.colRows, g.colCols)           // GEMM: (K × kdim) · (kdim × hw)
+    let xStride = g.inChannels * g.height * g.width   // elements per image
+    let yStride = g.outChannels * hw
+    let pointwise = conv2dIsPointwise(g)
+    let chunks = conv2dImageChunks(g)
+    // One im2col buffer per chunk, taken before the threads start (Workspace is single-threaded).
+    var cols: [UnsafeMutablePointer<T>] = []
+    if !pointwise {
+        for t in 0..<chunks { cols.append(try workspace.buffer(t, count: g.colCount)) }
+    }
+    parallelFor(chunks) { chunk in
+        let threads = chunks == 1 ? Threading.numThreads : 1
+        for n in chunkRange(chunk, of: chunks, total: g.batch) {
+            let xn = x + n * xStride, yn = y + n * yStride
+            let col: UnsafePointer<T>
+            if pointwise {
+                col = xn
+            } else {
+                if chunks == 1 { im2col(g, x: xn, col: cols[chunk]) } else {
+                    for c in 0..<g.inChannels { im2colChannel(g, c: c, x: xn, col: cols[chunk]) }
+                }
+                col = UnsafePointer(cols[chunk])
+            }
+            // Start from the bias (beta = 1) so the GEMM adds onto it: one pass over y fewer.
+            if let bias {
+                for k in 0..<g.outChannels { (yn + k * hw).update(repeating: bias[k], count: hw) }
+            }
+            gemmDispatch(transA: false, transB: false, m: g.outChannels, n: hw, k: kdim, alpha: 1,
+                         a: weight, lda: kdim, b: col, ldb: hw, beta: bias == nil ? 0 : 1, c: yn, ldc: hw,
+                         threads: threads)
+        }
+    }
+}
+
+/// Gradients of conv2d: any of gradX, gradWeight, gradBias may be nil to skip it.
+///
+///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
+///     -> gradX (N, C, H, W) overwritten; gradWeight (K, C, kH, kW) and gradBias (K) overwritten,
+///        or added to when `accumulate` (layers: parameter gradients accumulate, as PyTorch)
+///
+/// Throws only `.memory`. Deterministic: for a fixed thread count, each output element is summed
+/// in a fixed order.
+@inlinable
+public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+                                         weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
+                                         gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
+                                         accumulate: Bool, workspace: Workspace<T>) throws {
+    let (kdim, hw) = (g.colRows, g.colCols)
+    let xStride = g.inChannels * g.height * g.width
+    let yStride = g.outChannels * hw
+    let pointwise = conv2dIsPointwise(g)
+
+    if let gradBias {
+        // db[k] = sum_{n,i,j} g[n,k,i,j]
+        for k in 0..<g.outChannels {
+            var sum: T = accumulate ? gradBias[k] : 0
+            for n in 0..<g.batch {
+                let gk = gradOut + n * yStride + k * hw
+                for j in 0..<hw { sum += gk[j] }
+            }
+            gradBias[k] = sum
+        }
+    }
+    if gradWeight == nil && gradX == nil { return }
+
+    let chunks = conv2dImageChunks(g)
+    // Slots: [0, chunks) im2col buffers, [chunks, 2*chunks) dcol buffers, then, when several images
+    // run at once, one private dW per chunk beyond the first (summed in chunk order at the end).
+    var cols: [UnsafeMutablePointer<T>] = [], dcols: [UnsafeMutablePointer<T>] = []
+    var partialW: [UnsafeMutablePointer<T>] = []
+    if !pointwise {
+        for t in 0..<chunks {
+            if gradWeight != nil { cols.append(try workspace.buffer(t, count: g.colCount)) }
+            if gradX != nil { dcols.append(try workspace.buffer(chunks + t, count: g.colCount)) }
+        }
+    }
+    let wCount = g.outChannels * kdim
+    if let gradWeight {
+        partialW.append(gradWeight)
+        for t in 1..<max(chunks, 1) { partialW.append(try workspace.buffer(2 * chunks + t, count: wCount)) }
+    }
+    parallelFor(chunks) { chunk in
+        let threads = chunks == 1 ? Threading.numThreads : 1
+        let images = chunkRange(chunk, of: chunks, total: g.batch)
+        for n in images {
+            let xn = x + n * xStride, gn = gradOut + n * yStride
+            if gradWeight != nil {
+                let col: UnsafePointer<T>
+                if pointwise {
+                    col = xn
+                } else {
+                    if chunks == 1 { im2col(g, x: xn, col: cols[chunk]) } else {
+                        for c in 0..<g.inChannels { im2colChannel(g, c: c, x: xn, col: cols[chunk]) }
+                    }
+                    col = UnsafePointer(cols[chunk])
+                }
+                // dW (K × kdim) += g_n (K × hw) · col_nᵀ (hw × kdim); the chunk's first image
+                // overwrites (unless accumulating into the caller's gradWeight).
+                let first = n == images.lowerBound && !(accumulate && chunk == 0)
+                gemmDispatch(transA: false, transB: true, m: g.outChannels, n: kdim, k: hw, alpha: 1,
+                             a: gn, lda: hw, b: col, ldb: hw, beta: first ? 0 : 1,
+                             c: partialW[chunk], ldc: kdim, threads: threads)
+            }
+            if let gradX {
+                let gxn = gradX + n * xStride
+                // dcol (kdim × hw) = Wᵀ (kdim × K) · g_n (K × hw), then fold back onto the image.
+                let dcol = pointwise ? gxn : dcols[chunk]
+                gemmDispatch(transA: true, transB: false, m: kdim, n: hw, k: g.outChannels, alpha: 1,
+                             a: weight, lda: kdim, b: gn, ldb: hw, beta: 0, c: dcol, ldc: hw, threads: threads)
+                if !pointwise {
+                    if chunks == 1 { col2im(g, col: dcol, x: gxn) } else {
+                        for c in 0..<g.inChannels { col2imChannel(g, c: c, col: dcol, x: gxn) }
+                    }
+                }
+            }
+        }
+    }
+    if let gradWeight {
+        if g.batch == 0 && !accumulate { gradWeight.update(repeating: 0, count: wCount) }
+        // Chunks beyond the first wrote private partial sums: add them in chunk order.
+        for t in 1..<max(chunks, 1) where !chunkRange(t, of: chunks, total: g.batch).isEmpty {
+            let p = partialW[t]
+            for i in 0..<wCount { gradWeight[i] += p[i] }
+        }
+    }
+}
+
+// MARK: - pointer level, naive oracle
+
+/// The direct 7-loop definition of y = conv2d(x, weight, bias) (test oracle; same contract as
+/// `conv2dForward`).
+@inlinable
+public func conv2dForwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                             bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>) {
+    for n in 0..<g.batch {
+        for k in 0..<g.outChannels {
+            for i in 0..<g.outH {
+                for j in 0..<g.outW {
+                    var sum: T = bias?[k] ?? 0
+                    for c in 0..<g.inChannels {
+                        for r in 0..<g.kernelH {
+                            let h = i * g.strideH - g.padH + r * g.dilationH
+                            if h < 0 || h >= g.height { continue }
+                            for s in 0..<g.kernelW {
+                                let w = j * g.strideW - g.padW + s * g.dilationW
+                                if w < 0 || w >= g.width { continue }
+                                let xv = x[((n * g.inChannels + c) * g.height + h) * g.width + w]
+                                let wv = weight[((k * g.inChannels + c) * g.kernelH + r) * g.kernelW + s]
+                                sum = multiplyAdd(xv, wv, sum)
+                            }
+                        }
+                    }
+                    y[((n * g.outChannels + k) * g.outH + i) * g.outW + j] = sum
+                }
+            }
+        }
+    }
+}
+
+/// The direct loops of conv2d's gradients (test oracle; same contract as `conv2dBackward`): every
+/// product x[..] * w[..] of the forward sends g[n,k,i,j] * w to dx and g[n,k,i,j] * x to dw.
+@inlinable
+public func conv2dBackwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+                                              weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
+                                              gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
+                                              accumulate: Bool) {
+    let wCount = g.outChannels * g.colRows
+    gradX?.update(repeating: 0, count: g.batch * g.inChannels * g.height * g.width)
+    if !accumulate {
+        gradWeight?.update(repeating: 0, count: wCount)
+        gradBias?.update(repeating: 0, count: g.outChannels)
+    }
+    for n in 0..<g.batch {
+        for k in 0..<g.outChannels {
+            for i in 0..<g.outH {
+                for j in 0..<g.outW {
+                    let go = gradOut[((n * g.outChannels + k) * g.outH + i) * g.outW + j]
+                    gradBias?[k] += go
+                    for c in 0..<g.inChannels {
+                        for r in 0..<g.kernelH {
+                            let h = i * g.strideH - g.padH + r * g.dilationH
+                            if h < 0 || h >= g.height { continue }
+                            for s in 0..<g.kernelW {
+                                let w = j * g.strideW - g.padW + s * g.dilationW
+                                if w < 0 || w >= g.width { continue }
+                                let xi = ((n * g.inChannels + c) * g.height + h) * g.width + w
+                                let wi = ((k * g.inChannels + c) * g.kernelH + r) * g.kernelW + s
+                                if let gradX { gradX[xi] = multiplyAdd(go, weight[wi], gradX[xi]) }
+                                if let gradWeight { gradWeight[wi] = multiplyAdd(go, x[xi], gradWeight[wi]) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Tensor level
+
+/// Throws a value error if the memory of `out` overlaps that of `input` (named `name`).
+@usableFromInline
+func checkNoOverlap<T>(op: String, _ out: Tensor<T>, _ input: Tensor<T>, _ name: String) throws {
+    if out.count == 0 || input.count == 0 { return }
+    let o = UnsafeRawPointer(out.pointer), i = UnsafeRawPointer(input.pointer)
+    let size = MemoryLayout<T>.stride
+    if o < i + input.count * size && i < o + out.count * size {
+        throw SwiftCNNError.value("\(op): out must not overlap \(name)")
+    }
+}
+
+/// Throws a value error unless `out` has `shape`.
+@usableFromInline
+func checkOutShape<T>(op: String, _ out: Tensor<T>, _ shape: [Int]) throws {
+    guard out.shape == shape else {
+        throw SwiftCNNError.value("\(op): out must have shape \(describeShape(shape)), got \(describeShape(out.shape))")
+    }
+}
+
+/// y = conv2d(x, weight, bias), validated (see `Conv2DGeometry.init`).
+///
+///     x (N, C, H, W), weight (K, C, kH, kW), bias (K)  ->  y (N, K, Ho, Wo)
+///     y[n,k,i,j] = b[k] + sum_{c,r,s} x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw] * w[k,c,r,s]
+///
+/// With `into:` the result is written into `out` (which must have y's shape and not overlap the
+/// inputs) and `out` is returned; otherwise a new tensor.
+@inlinable
+public func conv2d<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor<T>? = nil,
+                                 stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                                 dilation: (Int, Int) = (1, 1), into out: Tensor<T>? = nil) throws -> Tensor<T> {
+    let op = "conv2d"
+    let g = try Conv2DGeometry(op: op, xShape: x.shape, weightShape: weight.shape, biasShape: bias?.shape,
+                               stride: stride, padding: padding, dilation: dilation)
+    let y: Tensor<T>
+    if let out {
+        try checkOutShape(op: op, out, g.outputShape)
+        try checkNoOverlap(op: op, out, x, "x")
+        try checkNoOverlap(op: op, out, weight, "weight")
+        if let bias { try checkNoOverlap(op: op, out, bias, "bias") }
+        y = out
+    } else {
+        y = try Tensor(zeros: g.outputShape)
+    }
+    try conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.map { UnsafePointer($0.pointer) },
+                      y: y.pointer, workspace: Workspace<T>())
+    return y
+}
+
+/// The gradients of conv2d, validated: grad_out must have the forward output's shape.
+///
+///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
+///     -> gradX (N, C, H, W), gradWeight (K, C, kH, kW), gradBias (K) = gradOut summed over N, Ho, Wo
+@inlinable
+public func conv2dBackward<T: CNNScalar>(gradOut: Tensor<T>, x: Tensor<T>, weight: Tensor<T>,
+                                         stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                                         dilation: (Int, Int) = (1, 1))
+    throws -> (gradX: Tensor<T>, gradWeight: Tensor<T>, gradBias: Tensor<T>) {
+    let op = "conv2d_backward"
+    let g = try Conv2DGeometry(op: op, xShape: x.shape, weightShape: weight.shape, biasShape: nil,
+                               stride: stride, padding: padding, dilation: dilation)
+    try g.checkGradOut(op: op, gradOut.shape)
+    let gradX = try Tensor<T>(zeros: g.inputShape)
+    let gradWeight = try Tensor<T>(zeros: g.weightShape)
+    let gradBias = try Tensor<T>(zeros: g.biasShape)
+    try conv2dBackward(g, gradOut: gradOut.pointer, x: x.pointer, weight: weight.pointer, gradX: gradX.pointer,
+                       gradWeight: gradWeight.pointer, gradBias: gradBias.pointer, accumulate: false,
+                       workspace: Workspace<T>())
+    return (gradX, gradWeight, gradBias)
+}

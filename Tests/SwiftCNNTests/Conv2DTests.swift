@@ -1,0 +1,308 @@
+import XCTest
+@testable import SwiftCNN
+
+/// A conv2d problem: shapes and hyper-parameters.
+private struct ConvCase: CustomStringConvertible {
+    var n, c, h, w, k, kh, kw: Int
+    var stride = (1, 1), padding = (0, 0), dilation = (1, 1)
+    var bias = true
+
+    var xShape: [Int] { [n, c, h, w] }
+    var wShape: [Int] { [k, c, kh, kw] }
+    var description: String {
+        "x \(describeShape(xShape)) w \(describeShape(wShape)) stride \(stride) padding \(padding) dilation \(dilation) bias \(bias)"
+    }
+    func geometry() throws -> Conv2DGeometry {
+        try Conv2DGeometry(op: "conv2d", xShape: xShape, weightShape: wShape, biasShape: bias ? [k] : nil,
+                           stride: stride, padding: padding, dilation: dilation)
+    }
+}
+
+/// Shapes covering stride, padding, dilation, 1x1 kernels, non-square everything, batch 1 and > 1,
+/// and a problem big enough for the threaded / packed paths.
+private let convCases: [ConvCase] = [
+    ConvCase(n: 1, c: 1, h: 5, w: 5, k: 1, kh: 3, kw: 3),
+    ConvCase(n: 2, c: 3, h: 7, w: 6, k: 4, kh: 3, kw: 2, bias: false),
+    ConvCase(n: 2, c: 2, h: 8, w: 9, k: 3, kh: 3, kw: 3, stride: (2, 1), padding: (1, 2)),
+    ConvCase(n: 3, c: 2, h: 9, w: 7, k: 2, kh: 2, kw: 3, stride: (2, 3), padding: (1, 0), dilation: (2, 1)),
+    ConvCase(n: 1, c: 3, h: 10, w: 11, k: 5, kh: 3, kw: 3, stride: (1, 1), padding: (2, 2), dilation: (2, 3)),
+    ConvCase(n: 2, c: 4, h: 5, w: 5, k: 3, kh: 1, kw: 1),                                    // pointwise
+    ConvCase(n: 2, c: 4, h: 6, w: 5, k: 3, kh: 1, kw: 1, stride: (2, 2), padding: (1, 0)),   // 1x1 strided
+    ConvCase(n: 2, c: 1, h: 4, w: 4, k: 2, kh: 4, kw: 4, padding: (0, 0)),                   // 1x1 output
+    ConvCase(n: 1, c: 2, h: 3, w: 3, k: 2, kh: 5, kw: 5, padding: (1, 1)),                   // kernel = padded input
+    ConvCase(n: 5, c: 3, h: 12, w: 12, k: 6, kh: 5, kw: 5, padding: (2, 2)),                 // lecture-like
+    ConvCase(n: 2, c: 16, h: 20, w: 18, k: 24, kh: 3, kw: 3, padding: (1, 1)),               // GEMM-sized
+]
+
+final class Conv2DTests: XCTestCase {
+    // MARK: fast vs naive
+
+    private func checkFastMatchesNaive<T: CNNScalar>(_: T.Type, tolerance: Double) throws {
+        for (index, cs) in convCases.enumerated() {
+            let g = try cs.geometry()
+            let seed = UInt64(100 + index)
+            let x: Tensor<T> = randomTensor(cs.xShape, seed: seed)
+            let w: Tensor<T> = randomTensor(cs.wShape, seed: seed + 1000)
+            let b: Tensor<T>? = cs.bias ? randomTensor([cs.k], seed: seed + 2000) : nil
+            let gy: Tensor<T> = randomTensor(g.outputShape, seed: seed + 3000)
+
+            let y = try conv2d(x, weight: w, bias: b, stride: cs.stride, padding: cs.padding, dilation: cs.dilation)
+            let yRef = try Tensor<T>(zeros: g.outputShape)
+            conv2dForwardNaive(g, x: x.pointer, weight: w.pointer, bias: b.map { UnsafePointer($0.pointer) }, y: yRef.pointer)
+            assertRelativeError(y.scalars, yRef.scalars, tolerance, "forward \(cs) \(T.self)")
+
+            let grads = try conv2dBackward(gradOut: gy, x: x, weight: w, stride: cs.stride, padding: cs.padding,
+                                           dilation: cs.dilation)
+            let dx = try Tensor<T>(zeros: g.inputShape), dw = try Tensor<T>(zeros: g.weightShape)
+            let db = try Tensor<T>(zeros: [cs.k])
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dx.pointer,
+                                gradWeight: dw.pointer, gradBias: db.pointer, accumulate: false)
+            assertRelativeError(grads.gradX.scalars, dx.scalars, tolerance, "grad_x \(cs) \(T.self)")
+            assertRelativeError(grads.gradWeight.scalars, dw.scalars, tolerance, "grad_weight \(cs) \(T.self)")
+            assertRelativeError(grads.gradBias.scalars, db.scalars, tolerance, "grad_bias \(cs) \(T.self)")
+        }
+    }
+
+    func testFastMatchesNaiveDouble() throws { try checkFastMatchesNaive(Double.self, tolerance: 1e-13) }
+    func testFastMatchesNaiveFloat() throws { try checkFastMatchesNaive(Float.self, tolerance: 1e-5) }
+
+    /// accumulate == true adds into gradWeight/gradBias (layers), false overwrites; nil outputs are skipped.
+    private func checkAccumulate<T: CNNScalar>(_: T.Type, tolerance: Double) throws {
+        for (index, cs) in convCases.enumerated() {
+            let g = try cs.geometry()
+            let seed = UInt64(200 + index)
+            let x: Tensor<T> = randomTensor(cs.xShape, seed: seed)
+            let w: Tensor<T> = randomTensor(cs.wShape, seed: seed + 1)
+            let gy: Tensor<T> = randomTensor(g.outputShape, seed: seed + 2)
+            let dw0: Tensor<T> = randomTensor(cs.wShape, seed: seed + 3)
+            let db0: Tensor<T> = randomTensor([cs.k], seed: seed + 4)
+            let dw = try dw0.copy(), db = try db0.copy()
+            try conv2dBackward(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: nil,
+                               gradWeight: dw.pointer, gradBias: db.pointer, accumulate: true, workspace: Workspace())
+            let dwRef = try dw0.copy(), dbRef = try db0.copy()
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: nil,
+                                gradWeight: dwRef.pointer, gradBias: dbRef.pointer, accumulate: true)
+            assertRelativeError(dw.scalars, dwRef.scalars, tolerance, "accumulated grad_weight \(cs)")
+            assertRelativeError(db.scalars, dbRef.scalars, tolerance, "accumulated grad_bias \(cs)")
+            // Only grad_x requested.
+            let dx = try Tensor<T>(zeros: g.inputShape), dxRef = try Tensor<T>(zeros: g.inputShape)
+            dx.pointer.update(repeating: 7, count: dx.count)  // must be overwritten
+            try conv2dBackward(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dx.pointer,
+                               gradWeight: nil, gradBias: nil, accumulate: true, workspace: Workspace())
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dxRef.pointer,
+                                gradWeight: nil, gradBias: nil, accumulate: false)
+            assertRelativeError(dx.scalars, dxRef.scalars, tolerance, "grad_x only \(cs)")
+        }
+    }
+
+    func testAccumulateAndSkippedOutputs() throws {
+        try checkAccumulate(Double.self, tolerance: 1e-13)
+        try checkAccumulate(Float.self, tolerance: 1e-5)
+    }
+
+    // MARK: gradients vs finite differences
+
+    /// loss = sum(conv2d(x, w, b) * R); its gradients are conv2dBackward(R).
+    func testBackwardMatchesFiniteDifferences() throws {
+        for (index, cs) in convCases.enumerated() where cs.xShape.reduce(1, *) <= 800 {
+            let g = try cs.geometry()
+            let seed = UInt64(300 + index)
+            let x: Tensor<Double> = randomTensor(cs.xShape, seed: seed)
+            let w: Tensor<Double> = randomTensor(cs.wShape, seed: seed + 1)
+            let b: Tensor<Double> = randomTensor([cs.k], seed: seed + 2)
+            let r: [Double] = randomArray(g.outputShape.reduce(1, *), seed: seed + 3)
+            let rT = try Tensor(shape: g.outputShape, scalars: r)
+            func loss(_ x: Tensor<Double>, _ w: Tensor<Double>, _ b: Tensor<Double>) throws -> Double {
+                weightedSum(try conv2d(x, weight: w, bias: b, stride: cs.stride, padding: cs.padding,
+                                       dilation: cs.dilation), r)
+            }
+            let grads = try conv2dBackward(gradOut: rT, x: x, weight: w, stride: cs.stride, padding: cs.padding,
+                                           dilation: cs.dilation)
+            let nx = try numericalGradient(of: { try loss($0, w, b) }, at: x)
+            let nw = try numericalGradient(of: { try loss(x, $0, b) }, at: w)
+            let nb = try numericalGradient(of: { try loss(x, w, $0) }, at: b)
+            assertRelativeError(grads.gradX.scalars, nx, 1e-7, "grad_x vs FD \(cs)")
+            assertRelativeError(grads.gradWeight.scalars, nw, 1e-7, "grad_weight vs FD \(cs)")
+            assertRelativeError(grads.gradBias.scalars, nb, 1e-7, "grad_bias vs FD \(cs)")
+        }
+    }
+
+    // MARK: Float vs Double
+
+    func testFloatMatchesDouble() throws {
+        for (index, cs) in convCases.enumerated() {
+            let seed = UInt64(400 + index)
+            let xd: Tensor<Double> = randomTensor(cs.xShape, seed: seed)
+            let wd: Tensor<Double> = randomTensor(cs.wShape, seed: seed + 1)
+            let bd: Tensor<Double> = randomTensor([cs.k], seed: seed + 2)
+            let g = try cs.geometry()
+            let gyd: Tensor<Double> = randomTensor(g.outputShape, seed: seed + 3)
+            let (xf, wf, bf, gyf) = (converted(xd, to: Float.self), converted(wd, to: Float.self),
+                                     converted(bd, to: Float.self), converted(gyd, to: Float.self))
+            // Compare against Double computed from the Float-rounded inputs: only arithmetic differs.
+            let (xr, wr, br, gyr) = (converted(xf, to: Double.self), converted(wf, to: Double.self),
+                                     converted(bf, to: Double.self), converted(gyf, to: Double.self))
+            let p = (cs.stride, cs.padding, cs.dilation)
+            let yf = try conv2d(xf, weight: wf, bias: bf, stride: p.0, padding: p.1, dilation: p.2)
+            let yd = try conv2d(xr, weight: wr, bias: br, stride: p.0, padding: p.1, dilation: p.2)
+            assertRelativeError(yf.scalars, yd.scalars, 1e-4, "forward \(cs)")
+            let gf = try conv2dBackward(gradOut: gyf, x: xf, weight: wf, stride: p.0, padding: p.1, dilation: p.2)
+            let gd = try conv2dBackward(gradOut: gyr, x: xr, weight: wr, stride: p.0, padding: p.1, dilation: p.2)
+            assertRelativeError(gf.gradX.scalars, gd.gradX.scalars, 1e-4, "grad_x \(cs)")
+            assertRelativeError(gf.gradWeight.scalars, gd.gradWeight.scalars, 1e-4, "grad_weight \(cs)")
+            assertRelativeError(gf.gradBias.scalars, gd.gradBias.scalars, 1e-4, "grad_bias \(cs)")
+        }
+    }
+
+    // MARK: the lecture's identity
+
+    /// One channel, stride 1, no padding: dL/dx is the full cross-correlation of dL/dy with the
+    /// filter rotated by 180 degrees (i.e. the full true convolution of dL/dy with the filter).
+    func testGradXIsFullCorrelationWithRotatedFilter() throws {
+        for (h, w, kh, kw) in [(5, 5, 3, 3), (7, 6, 2, 4), (4, 4, 4, 4), (6, 3, 1, 2)] {
+            let x: Tensor<Double> = randomTensor([1, 1, h, w], seed: 500)
+            let wt: Tensor<Double> = randomTensor([1, 1, kh, kw], seed: 501)
+            let (oh, ow) = (h - kh + 1, w - kw + 1)
+            let gy: Tensor<Double> = randomTensor([1, 1, oh, ow], seed: 502)
+            let dx = try conv2dBackward(gradOut: gy, x: x, weight: wt).gradX
+
+            // full[a, b] = sum_{r,s} gy_padded[a + r, b + s] * rot[r, s],  rot[r, s] = w[kh-1-r, kw-1-s],
+            // where gy_padded is gy with kh-1 (kw-1) zero rows (columns) on each side: output (h, w).
+            var full = [Double](repeating: 0, count: h * w)
+            for a in 0..<h {
+                for b in 0..<w {
+                    var sum = 0.0
+                    for r in 0..<kh {
+                        for s in 0..<kw {
+                            let (i, j) = (a + r - (kh - 1), b + s - (kw - 1))
+                            guard i >= 0, i < oh, j >= 0, j < ow else { continue }
+                            sum += gy[flat: i * ow + j] * wt[flat: (kh - 1 - r) * kw + (kw - 1 - s)]
+                        }
+                    }
+                    full[a * w + b] = sum
+                }
+            }
+            assertRelativeError(dx.scalars, full, 1e-14, "\(h)x\(w) kernel \(kh)x\(kw)")
+        }
+    }
+
+    // MARK: edge cases
+
+    func testEmptyBatch() throws {
+        let x = try Tensor<Double>(zeros: [0, 3, 5, 5])
+        let w: Tensor<Double> = randomTensor([4, 3, 3, 3], seed: 1)
+        let b: Tensor<Double> = randomTensor([4], seed: 2)
+        let y = try conv2d(x, weight: w, bias: b, padding: (1, 1))
+        XCTAssertEqual(y.shape, [0, 4, 5, 5])
+        let gy = try Tensor<Double>(zeros: [0, 4, 5, 5])
+        let g = try conv2dBackward(gradOut: gy, x: x, weight: w, padding: (1, 1))
+        XCTAssertEqual(g.gradX.shape, [0, 3, 5, 5])
+        XCTAssertEqual(g.gradWeight.scalars, [Double](repeating: 0, count: 108))
+        XCTAssertEqual(g.gradBias.scalars, [0, 0, 0, 0])
+        // The pointer-level call must overwrite (not leave garbage in) gradWeight/gradBias.
+        let geo = try Conv2DGeometry(op: "conv2d", xShape: [0, 3, 5, 5], weightShape: [4, 3, 3, 3], biasShape: nil,
+                                     stride: (1, 1), padding: (1, 1), dilation: (1, 1))
+        let dw: Tensor<Double> = randomTensor([4, 3, 3, 3], seed: 3), db: Tensor<Double> = randomTensor([4], seed: 4)
+        try conv2dBackward(geo, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: nil,
+                           gradWeight: dw.pointer, gradBias: db.pointer, accumulate: false, workspace: Workspace())
+        XCTAssertEqual(maxAbs(dw.scalars), 0)
+        XCTAssertEqual(maxAbs(db.scalars), 0)
+    }
+
+    func testIntoOutAndOverlap() throws {
+        let x: Tensor<Float> = randomTensor([2, 2, 6, 6], seed: 7)
+        let w: Tensor<Float> = randomTensor([3, 2, 3, 3], seed: 8)
+        let out = try Tensor<Float>(zeros: [2, 3, 4, 4])
+        let y = try conv2d(x, weight: w, into: out)
+        XCTAssertEqual(y.pointer, out.pointer)
+        XCTAssertEqual(y.scalars, try conv2d(x, weight: w).scalars)
+        assertThrowsKind(.value, contains: "out must have shape (2, 3, 4, 4)") {
+            try conv2d(x, weight: w, into: try Tensor<Float>(zeros: [2, 3, 4, 5]))
+        }
+        // out overlapping x: view x's memory as an output-shaped tensor (it has enough elements).
+        let xAsOut = try Tensor(borrowing: x.pointer, shape: [2, 3, 4, 4])
+        assertThrowsKind(.value, contains: "overlap x") { try conv2d(x, weight: w, into: xAsOut) }
+    }
+
+    /// Same inputs, same thread count: bit-identical results (and across 1 and 2 threads for the
+    /// forward and grad_x, which never split a sum).
+    func testDeterministic() throws {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        let x: Tensor<Float> = randomTensor([4, 8, 17, 15], seed: 9)
+        let w: Tensor<Float> = randomTensor([12, 8, 3, 3], seed: 10)
+        let gy: Tensor<Float> = randomTensor([4, 12, 17, 15], seed: 11)
+        func run() throws -> [[Float]] {
+            let y = try conv2d(x, weight: w, padding: (1, 1))
+            let g = try conv2dBackward(gradOut: gy, x: x, weight: w, padding: (1, 1))
+            return [y.scalars, g.gradX.scalars, g.gradWeight.scalars, g.gradBias.scalars]
+        }
+        Threading.numThreads = 2
+        let a = try run(), b = try run()
+        XCTAssertEqual(a, b)
+        Threading.numThreads = 1
+        let c = try run()
+        XCTAssertEqual(a[0], c[0])
+        XCTAssertEqual(a[1], c[1])
+        assertRelativeError(a[2], c[2], 1e-5)
+    }
+
+    // MARK: validation
+
+    func testValidationErrors() {
+        let x = try! Tensor<Double>(zeros: [2, 3, 8, 8])
+        let w = try! Tensor<Double>(zeros: [4, 3, 3, 3])
+        assertThrowsKind(.value, contains: "conv2d: x must be 4-D") {
+            try conv2d(try Tensor<Double>(zeros: [3, 8, 8]), weight: w)
+        }
+        assertThrowsKind(.value, contains: "conv2d: weight must be 4-D") {
+            try conv2d(x, weight: try Tensor<Double>(zeros: [4, 3, 3]))
+        }
+        assertThrowsKind(.value, contains: "conv2d: weight must have 3 input channels to match x (2, 3, 8, 8), got shape (4, 5, 3, 3)") {
+            try conv2d(x, weight: try Tensor<Double>(zeros: [4, 5, 3, 3]))
+        }
+        assertThrowsKind(.value, contains: "bias must have shape (4,)") {
+            try conv2d(x, weight: w, bias: try Tensor<Double>(zeros: [3]))
+        }
+        assertThrowsKind(.value, contains: "stride") { try conv2d(x, weight: w, stride: (0, 1)) }
+        assertThrowsKind(.value, contains: "padding") { try conv2d(x, weight: w, padding: (0, -1)) }
+        assertThrowsKind(.value, contains: "dilation") { try conv2d(x, weight: w, dilation: (1, 0)) }
+        assertThrowsKind(.value, contains: "larger than the padded input") {
+            try conv2d(x, weight: try Tensor<Double>(zeros: [4, 3, 11, 3]), padding: (1, 1))
+        }
+        assertThrowsKind(.value, contains: "larger than the padded input") {
+            try conv2d(x, weight: w, dilation: (4, 1))
+        }
+        assertThrowsKind(.value, contains: "at least 1 channel") {
+            try conv2d(try Tensor<Double>(zeros: [2, 0, 8, 8]), weight: try Tensor<Double>(zeros: [4, 0, 3, 3]))
+        }
+        assertThrowsKind(.value, contains: "spatial size") {
+            try conv2d(try Tensor<Double>(zeros: [2, 3, 0, 8]), weight: w)
+        }
+        assertThrowsKind(.value, contains: "output channel") {
+            try conv2d(x, weight: try Tensor<Double>(zeros: [0, 3, 3, 3]))
+        }
+        assertThrowsKind(.value, contains: "kernel size") {
+            try conv2d(x, weight: try Tensor<Double>(zeros: [4, 3, 0, 3]))
+        }
+        assertThrowsKind(.value,
+                         contains: "conv2d_backward: grad_out must have shape (2, 4, 6, 6), got (2, 4, 5, 6)") {
+            try conv2dBackward(gradOut: try Tensor<Double>(zeros: [2, 4, 5, 6]), x: x, weight: w)
+        }
+        // Geometry-level checks (shapes that would never be allocated).
+        func geometry(_ xs: [Int], _ ws: [Int], stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                      dilation: (Int, Int) = (1, 1)) throws -> Conv2DGeometry {
+            try Conv2DGeometry(op: "conv2d", xShape: xs, weightShape: ws, biasShape: nil, stride: stride,
+                               padding: padding, dilation: dilation)
+        }
+        assertThrowsKind(.value, contains: "non-negative") { try geometry([-1, 3, 8, 8], [4, 3, 3, 3]) }
+        assertThrowsKind(.overflow) { try geometry([1 << 40, 1 << 20, 8, 8], [4, 1 << 20, 3, 3]) }
+        assertThrowsKind(.overflow) { try geometry([1, 1, 8, 8], [1, 1, 3, 3], padding: (Int.max / 2, 0)) }
+        assertThrowsKind(.overflow) { try geometry([1, 1, 8, 8], [1, 1, 4, 3], dilation: (Int.max / 2, 1)) }
+        // im2col buffer: C*kH*kW*Ho*Wo overflows though x, weight and y fit.
+        assertThrowsKind(.overflow, contains: "im2col") {
+            try geometry([1, 1 << 24, 1 << 20, 1 << 10], [1, 1 << 24, 1 << 10, 1], padding: (1 << 9, 0))
+        }
+        XCTAssertNoThrow(try geometry([0, 3, 8, 8], [4, 3, 3, 3]))
+    }
+}

@@ -1,0 +1,1024 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: swiftcnn against PyTorch (CPU), same process, 2 threads, float32.
+
+Usage (from the repository root):
+
+    python bench/run.py                  # full run, writes bench/RESULTS.md
+    python bench/run.py --quick          # smoke run (fewer, shorter repeats)
+    python bench/run.py --only 2         # one figure (1..5 or lenet/conv3x3/conv5x5/percall/memory)
+    python bench/run.py --no-torch       # swiftcnn alone
+    python bench/run.py --no-swiftcnn    # PyTorch alone (checks the harness before the library builds)
+
+Figures (ratio = swiftcnn / PyTorch, measured in the same run):
+  1. the lecture's network (sigmoid and ReLU), batches 64 and 256: training images/s (canonical
+     step and fit), inference images/s;
+  2. one conv layer 32x64x32x32 -> 64, 3x3, pad 1: forward / backward GFLOP/s;
+  3. one conv layer 64x6x14x14 -> 16, 5x5: forward / backward GFLOP/s;
+  4. per-call cost from Python of a tiny conv2d, with a ctypes call of libc's getpid for scale;
+  5. peak resident memory of a 5-epoch training run, each framework in a fresh subprocess.
+
+Method: every timed callable is warmed up, then calibrated so one repeat lasts at least
+`min_time`; the repeats of the two frameworks are interleaved (A, B, A, B, ...) so that a change
+of machine load hits both alike. Figures are the median over repeats, with min-max as the spread.
+The garbage collector is off while timing (as in `timeit`).
+
+glibc's malloc returns freed memory to the OS after large frees, which makes PyTorch's timings
+swing by up to 2x on this machine. To measure the peer at its best the script re-executes itself
+with MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set (unless they are
+already set), and with OMP/OpenBLAS/MKL thread counts pinned; it says so in its output.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# Environment the benchmark runs under; malloc settings must be present at process start.
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "1000000000",
+    "MALLOC_TRIM_THRESHOLD_": "1000000000",
+    "MALLOC_TOP_PAD_": "268435456",
+}
+REEXEC_MARKER = "SWIFTCNN_BENCH_REEXEC"
+
+
+def thread_env(threads: int) -> dict:
+    """Thread-count variables for the BLAS / OpenMP runtimes loaded by numpy and torch."""
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+
+
+def ensure_environment(threads: int) -> None:
+    """Re-exec this script with the malloc and thread variables set, if any is missing.
+
+    Values the user set explicitly are kept (and reported). The re-exec happens before numpy or
+    torch is imported, so glibc and the thread pools see the variables from the start.
+    """
+    wanted = {**MALLOC_ENV, **thread_env(threads)}
+    missing = {k: v for k, v in wanted.items() if k not in os.environ}
+    if not missing:
+        return
+    if os.environ.get(REEXEC_MARKER):  # should not happen; avoid an exec loop
+        return
+    env = dict(os.environ)
+    env.update(missing)
+    env[REEXEC_MARKER] = " ".join(sorted(missing))
+    argv = [sys.executable, *getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]]
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics and timing
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Stats:
+    """Repeated measurements of one quantity, already in the unit shown."""
+
+    values: list
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def lo(self) -> float:
+        return min(self.values)
+
+    @property
+    def hi(self) -> float:
+        return max(self.values)
+
+    def spread_pct(self) -> float:
+        """(max - min) / median, in percent."""
+        return 100.0 * (self.hi - self.lo) / self.median if self.median else float("nan")
+
+
+@dataclass
+class Settings:
+    """How hard to measure: --quick lowers all of these."""
+
+    repeats: int
+    min_time: float   # seconds per repeat (lower bound; calibrated)
+    warmup: float     # seconds of warm-up per callable
+    fit_repeats: int  # epochs timed for the fit-style figure
+    timeit_repeats: int
+    timeit_number: int
+
+
+FULL = Settings(repeats=15, min_time=0.2, warmup=0.5, fit_repeats=9, timeit_repeats=15, timeit_number=20000)
+QUICK = Settings(repeats=5, min_time=0.05, warmup=0.1, fit_repeats=3, timeit_repeats=5, timeit_number=5000)
+
+
+def _run_n(fn: Callable[[], object], n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return time.perf_counter() - t0
+
+
+def _calibrate(fn: Callable[[], object], min_time: float, warmup: float) -> int:
+    """Warm fn up for `warmup` seconds, then return a call count whose run lasts >= min_time."""
+    t_end = time.perf_counter() + warmup
+    fn()
+    while time.perf_counter() < t_end:
+        fn()
+    n = 1
+    while True:
+        dt = _run_n(fn, n)
+        if dt >= min_time:
+            return n
+        n = max(n + 1, min(n * 10, int(n * 1.2 * min_time / max(dt, 1e-9)) + 1))
+
+
+def time_interleaved(fns: dict, settings: Settings, repeats: Optional[int] = None,
+                     fixed_number: Optional[int] = None) -> dict:
+    """Time each callable of `fns` ({name: fn}); returns {name: [seconds per call, ...]}.
+
+    Repeats of the different callables alternate so that load drifts hit all of them alike.
+    """
+    repeats = repeats or settings.repeats
+    numbers = {}
+    for name, fn in fns.items():
+        if fixed_number:
+            _calibrate(fn, 0.0, settings.warmup)
+            numbers[name] = fixed_number
+        else:
+            numbers[name] = _calibrate(fn, settings.min_time, settings.warmup)
+    out = {name: [] for name in fns}
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                out[name].append(_run_n(fn, numbers[name]) / numbers[name])
+    finally:
+        if was_enabled:
+            gc.enable()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine load
+# ----------------------------------------------------------------------------------------------
+
+def _cpu_busy_seconds() -> tuple:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children, steal)."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    v = [int(x) for x in parts]
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq = v[:7]
+    steal = v[7] if len(v) > 7 else 0
+    busy = (user + nice + system + irq + softirq) / tick
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+    return busy, own, steal / tick
+
+
+class LoadMonitor:
+    """Measures how much CPU *other* processes used between start() and stop()."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.busy0, self.own0, self.steal0 = _cpu_busy_seconds()
+
+    def others_share(self) -> float:
+        """Fraction of all cores' time used by other processes since start()."""
+        busy, own, _ = _cpu_busy_seconds()
+        elapsed = time.perf_counter() - self.t0
+        ncpu = os.cpu_count() or 1
+        return max(0.0, (busy - self.busy0) - (own - self.own0)) / (elapsed * ncpu)
+
+
+# ----------------------------------------------------------------------------------------------
+# Result records
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One line of a figure: the same quantity for both frameworks."""
+
+    label: str
+    unit: str
+    higher_is_better: bool
+    sc: Optional[Stats] = None
+    torch: Optional[Stats] = None
+    target: Optional[float] = None     # on the ratio, unless target_abs
+    target_abs: bool = False           # target is an absolute bound on swiftcnn's median
+    note: str = ""
+
+    def ratio(self) -> Optional[float]:
+        if self.sc is None or self.torch is None or not self.torch.median:
+            return None
+        return self.sc.median / self.torch.median
+
+    def verdict(self) -> str:
+        """'yes'/'NO' against the target, '' without one or without data."""
+        if self.target is None:
+            return ""
+        if self.target_abs:
+            if self.sc is None:
+                return ""
+            ok = self.sc.median <= self.target if not self.higher_is_better else self.sc.median >= self.target
+        else:
+            r = self.ratio()
+            if r is None:
+                return ""
+            ok = r >= self.target if self.higher_is_better else r <= self.target
+        return "yes" if ok else "NO"
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        op = ">=" if self.higher_is_better else "<="
+        if self.target_abs:
+            return f"sc {op} {self.target:g} {self.unit}"
+        return f"{op} {self.target:g}x"
+
+
+@dataclass
+class Figure:
+    """A numbered figure: a table of rows plus notes."""
+
+    number: int
+    title: str
+    rows: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    others_load: Optional[float] = None
+    error: str = ""
+
+
+def fmt_value(x: float) -> str:
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fmt_stats(s: Optional[Stats]) -> str:
+    if s is None:
+        return "-"
+    return f"{fmt_value(s.median)} ({fmt_value(s.lo)}-{fmt_value(s.hi)})"
+
+
+def print_row(row: Row) -> None:
+    """Print one compact line as soon as a row is measured."""
+    r = row.ratio()
+    rtxt = f"{r:5.2f}x" if r is not None else "   -  "
+    v = row.verdict()
+    print(f"  {row.label:<40} {row.unit:<8} sc {fmt_stats(row.sc):<26} torch {fmt_stats(row.torch):<26}"
+          f" ratio {rtxt} {row.target_text():>9} {v}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and data
+# ----------------------------------------------------------------------------------------------
+
+def synthetic_mnist(n: int, seed: int = 0):
+    """MNIST-shaped synthetic data: n float32 images (n,1,28,28) in [0,1) and int64 labels 0..9."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, size=n, dtype=np.int64)
+    return x, y
+
+
+def swiftcnn_net(sc, act: str):
+    """The lecture's network (act='sigmoid') or its ReLU variant, in swiftcnn."""
+    A = sc.Sigmoid if act == "sigmoid" else sc.ReLU
+    return sc.Sequential(sc.Conv2d(1, 6, 5, padding=2), A(), sc.MaxPool2d(2),
+                         sc.Conv2d(6, 16, 5), A(), sc.MaxPool2d(2), sc.Flatten(),
+                         sc.Linear(400, 120), A(), sc.Linear(120, 84), A(), sc.Linear(84, 10))
+
+
+def torch_net(torch, act: str):
+    """The same network in PyTorch (same layer indices, so state dicts match)."""
+    nn = torch.nn
+    A = nn.Sigmoid if act == "sigmoid" else nn.ReLU
+    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), A(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5), A(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(400, 120), A(), nn.Linear(120, 84), A(), nn.Linear(84, 10))
+
+
+LR = 0.05
+
+
+def torch_fit_epoch(torch, model, opt, xt, yt, batch_size: int, generator) -> tuple:
+    """One fit-style epoch in PyTorch: shuffle, canonical step per batch (last partial batch kept),
+    and the running loss / accuracy a Keras-style fit reports. Returns (mean loss, accuracy)."""
+    F = torch.nn.functional
+    n = xt.shape[0]
+    perm = torch.randperm(n, generator=generator)
+    loss_sum = 0.0
+    correct = 0
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        xb, yb = xt[idx], yt[idx]
+        opt.zero_grad()
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+    return loss_sum / n, correct / n
+
+
+# ----------------------------------------------------------------------------------------------
+# Figure 1: the lecture's network
+# ----------------------------------------------------------------------------------------------
+
+def sanity_check(sc, torch, x, y) -> list:
+    """Load PyTorch's weights into swiftcnn, compare logits and the loss over a few SGD steps."""
+    import numpy as np
+    F = torch.nn.functional
+    lines = []
+    for act in ("sigmoid", "relu"):
+        torch.manual_seed(0)
+        tm = torch_net(torch, act)
+        sm = swiftcnn_net(sc, act)
+        sm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+        topt = torch.optim.SGD(tm.parameters(), lr=LR)
+        sopt = sc.SGD(sm.parameters(), lr=LR)
+        xb, yb = x[:64], y[:64]
+        xt, yt = torch.from_numpy(xb), torch.from_numpy(yb)
+        with torch.no_grad():
+            dlog = float(np.max(np.abs(sm(xb) - tm(xt).numpy())))
+        losses = []
+        for _ in range(5):
+            sopt.zero_grad()
+            ls, g = sc.softmax_cross_entropy(sm(xb), yb)
+            sm.backward(g)
+            sopt.step()
+            topt.zero_grad()
+            lt = F.cross_entropy(tm(xt), yt)
+            lt.backward()
+            topt.step()
+            losses.append((ls, lt.item()))
+        dloss = max(abs(a - b) for a, b in losses)
+        lines.append(f"{act}: same initial weights, max |logits diff| = {dlog:.2e}; loss over 5 SGD steps "
+                     f"(lr {LR}) swiftcnn {losses[0][0]:.6f} -> {losses[-1][0]:.6f}, "
+                     f"PyTorch {losses[0][1]:.6f} -> {losses[-1][1]:.6f}, max |diff| = {dloss:.2e}")
+    return lines
+
+
+def figure_lenet(ctx) -> Figure:
+    """Figure 1: the lecture's network and its ReLU variant, batches 64 and 256.
+
+    Three measurements per (activation, batch): the canonical training step on one batch, a
+    fit-style epoch over a fixed 5,000-image dataset, and inference on one batch. All in images/s.
+    """
+    import numpy as np
+    sc, torch, s = ctx.sc, ctx.torch, ctx.settings
+    fig = Figure(1, "The lecture's network, training and inference images/s (higher is better)")
+    n_fit = 5000
+    x, y = synthetic_mnist(n_fit)
+    fig.notes.append(f"Synthetic MNIST-shaped data (uniform [0,1) pixels, random labels), {n_fit} images; "
+                     f"SGD lr={LR}; softmax cross-entropy. PyTorch reference here: train ~23k/25k/24k/26k, "
+                     "inference ~49k/57k/48k/61k (sigmoid b64 / ReLU b64 / sigmoid b256 / ReLU b256).")
+    fig.notes.append("train step = `opt.zero_grad(); loss, g = softmax_cross_entropy(model(x), y); "
+                     "model.backward(g); opt.step()` (PyTorch: zero_grad, cross_entropy, loss.backward(), step) "
+                     "cycling over fixed batches; fit = one epoch of `model.fit(x, y, epochs=1, batch_size=b, "
+                     "progress=False)` over 5,000 images (PyTorch: the same loop with randperm shuffling and "
+                     "per-batch loss/accuracy bookkeeping); inference = `model.predict(xb, batch_size=b)` on one "
+                     "batch (PyTorch: `model(torch.from_numpy(xb)).numpy()` under inference_mode).")
+    if sc is not None and torch is not None:
+        fig.notes.extend("Sanity: " + l for l in sanity_check(sc, torch, x, y))
+        for l in fig.notes[-2:]:
+            print("  " + l, flush=True)
+    xt, yt = (torch.from_numpy(x), torch.from_numpy(y)) if torch is not None else (None, None)
+    F = torch.nn.functional if torch is not None else None
+
+    for act in ("sigmoid", "relu"):
+        for b in (64, 256):
+            nb = n_fit // b
+            batches = [(x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]) for i in range(nb)]
+            tag = f"{act} b{b}"
+            fns_train, fns_fit, fns_inf = {}, {}, {}
+            if sc is not None:
+                sm = swiftcnn_net(sc, act)
+                sopt = sc.SGD(sm.parameters(), lr=LR)
+                it = [0]
+
+                def sc_step(sm=sm, sopt=sopt, it=it, batches=batches):
+                    xb, yb = batches[it[0] % len(batches)]
+                    it[0] += 1
+                    sopt.zero_grad()
+                    loss, g = sc.softmax_cross_entropy(sm(xb), yb)
+                    sm.backward(g)
+                    sopt.step()
+
+                seed = [0]
+
+                def sc_fit(sm=sm, sopt=sopt, seed=seed, b=b):
+                    seed[0] += 1
+                    sm.fit(x, y, epochs=1, batch_size=b, optimizer=sopt, shuffle=True, seed=seed[0],
+                           progress=False)
+
+                xi = batches[0][0]
+
+                def sc_inf(sm=sm, xi=xi, b=b):
+                    sm.predict(xi, batch_size=b)
+
+                fns_train["sc"], fns_fit["sc"], fns_inf["sc"] = sc_step, sc_fit, sc_inf
+            if torch is not None:
+                torch.manual_seed(0)
+                tm = torch_net(torch, act)
+                topt = torch.optim.SGD(tm.parameters(), lr=LR)
+                tbatches = [(torch.from_numpy(a), torch.from_numpy(c)) for a, c in batches]
+                tit = [0]
+
+                def t_step(tm=tm, topt=topt, tit=tit, tbatches=tbatches):
+                    xb, yb = tbatches[tit[0] % len(tbatches)]
+                    tit[0] += 1
+                    topt.zero_grad()
+                    loss = F.cross_entropy(tm(xb), yb)
+                    loss.backward()
+                    topt.step()
+
+                gen = torch.Generator().manual_seed(0)
+
+                def t_fit(tm=tm, topt=topt, b=b, gen=gen):
+                    torch_fit_epoch(torch, tm, topt, xt, yt, b, gen)
+
+                xi = batches[0][0]
+
+                def t_inf(tm=tm, xi=xi):
+                    with torch.inference_mode():
+                        tm(torch.from_numpy(xi)).numpy()
+
+                fns_train["torch"], fns_fit["torch"], fns_inf["torch"] = t_step, t_fit, t_inf
+
+            for kind, fns, per_call_images, reps, fixed in (
+                    ("train step", fns_train, b, None, None),
+                    ("fit epoch", fns_fit, n_fit, s.fit_repeats, 1),
+                    ("inference", fns_inf, b, None, None)):
+                times = time_interleaved(fns, s, repeats=reps, fixed_number=fixed)
+                row = Row(f"{tag} {kind}", "images/s", True, target=2.0)
+                if "sc" in times:
+                    row.sc = Stats([per_call_images / t for t in times["sc"]])
+                if "torch" in times:
+                    row.torch = Stats([per_call_images / t for t in times["torch"]])
+                fig.rows.append(row)
+                print_row(row)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures 2 and 3: one conv layer
+# ----------------------------------------------------------------------------------------------
+
+def _conv_figure(ctx, number: int, N: int, C: int, H: int, W: int, K: int, R: int, pad: int,
+                 torch_ref: str) -> Figure:
+    """One conv layer, stride 1: forward, backward (combined) and torch's per-part backward, GFLOP/s.
+
+    FLOPs per pass = 2*N*K*C*R*S*Ho*Wo (forward, grad-input and grad-weight each); the combined
+    backward (grad-input + grad-weight + grad-bias) counts twice that.
+    """
+    import numpy as np
+    sc, torch, s = ctx.sc, ctx.torch, ctx.settings
+    Ho = H + 2 * pad - R + 1
+    Wo = W + 2 * pad - R + 1
+    flops = 2 * N * K * C * R * R * Ho * Wo
+    fig = Figure(number, f"Conv layer N={N}, C={C}, {H}x{W}, K={K}, {R}x{R}, padding {pad}: "
+                         f"GFLOP/s (higher is better)")
+    fig.notes.append(f"{flops / 1e9:.3f} GFLOP per pass (2*N*K*C*R*S*Ho*Wo, Ho=Wo={Ho}); float32, with bias. "
+                     f"PyTorch reference here: {torch_ref} (forward / grad-input / grad-weight).")
+    fig.notes.append("swiftcnn's functional API offers only `conv2d_backward(grad_out, x, w)`, which returns "
+                     "grad-input, grad-weight and grad-bias together, so swiftcnn is timed as a whole and "
+                     "reported as combined backward GFLOP/s (2 x the pass FLOPs); PyTorch is timed the same way "
+                     "(`torch.ops.aten.convolution_backward` with all three outputs) for the ratio, and also "
+                     "per part (`torch.nn.grad.conv2d_input` / `conv2d_weight`) for reference.")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    w = (rng.standard_normal((K, C, R, R), dtype=np.float32) / np.sqrt(C * R * R)).astype(np.float32)
+    bias = rng.standard_normal(K, dtype=np.float32)
+    gy = rng.standard_normal((N, K, Ho, Wo), dtype=np.float32)
+
+    fwd, bwd, dx, dw = {}, {}, {}, {}
+    if sc is not None:
+        fwd["sc"] = lambda: sc.conv2d(x, w, bias, padding=pad)
+        bwd["sc"] = lambda: sc.conv2d_backward(gy, x, w, padding=pad)
+    if torch is not None:
+        F = torch.nn.functional
+        xt, wt, bt, gyt = (torch.from_numpy(a) for a in (x, w, bias, gy))
+        aten_bwd = torch.ops.aten.convolution_backward
+
+        def t_fwd():
+            with torch.no_grad():
+                F.conv2d(xt, wt, bt, padding=pad)
+
+        fwd["torch"] = t_fwd
+        bwd["torch"] = lambda: aten_bwd(gyt, xt, wt, [K], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                                        [True, True, True])
+        dx["torch"] = lambda: torch.nn.grad.conv2d_input(xt.shape, wt, gyt, padding=pad)
+        dw["torch"] = lambda: torch.nn.grad.conv2d_weight(xt, wt.shape, gyt, padding=pad)
+        if sc is not None:  # check that both compute the same thing before timing
+            y_sc = sc.conv2d(x, w, bias, padding=pad)
+            with torch.no_grad():
+                y_t = F.conv2d(xt, wt, bt, padding=pad).numpy()
+            gx_sc, gw_sc, gb_sc = sc.conv2d_backward(gy, x, w, padding=pad)
+            gx_t, gw_t, gb_t = aten_bwd(gyt, xt, wt, [K], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                                        [True, True, True])
+
+            def rel(a, b):
+                return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+            fig.notes.append(f"Agreement (max abs diff / max abs): y {rel(y_sc, y_t):.1e}, "
+                             f"grad-input {rel(gx_sc, gx_t.numpy()):.1e}, grad-weight {rel(gw_sc, gw_t.numpy()):.1e}, "
+                             f"grad-bias {rel(gb_sc, gb_t.numpy()):.1e}.")
+            print("  " + fig.notes[-1], flush=True)
+
+    for label, fns, mult, target in (("forward", fwd, 1, 1.0),
+                                     ("backward, combined (dX+dW+db)", bwd, 2, 1.0),
+                                     ("grad-input (torch only)", dx, 1, None),
+                                     ("grad-weight (torch only)", dw, 1, None)):
+        if not fns:
+            continue
+        times = time_interleaved(fns, s)
+        row = Row(label, "GFLOP/s", True, target=target)
+        if "sc" in times:
+            row.sc = Stats([mult * flops / t / 1e9 for t in times["sc"]])
+        if "torch" in times:
+            row.torch = Stats([mult * flops / t / 1e9 for t in times["torch"]])
+        fig.rows.append(row)
+        print_row(row)
+    return fig
+
+
+def figure_conv3x3(ctx) -> Figure:
+    """Figure 2: conv N=32, C=64, 32x32, K=64, 3x3, padding 1."""
+    return _conv_figure(ctx, 2, 32, 64, 32, 32, 64, 3, 1, "~407 / 369 / 369")
+
+
+def figure_conv5x5(ctx) -> Figure:
+    """Figure 3: conv N=64, C=6, 14x14, K=16, 5x5, no padding (the lecture's second conv)."""
+    return _conv_figure(ctx, 3, 64, 6, 14, 14, 16, 5, 0, "~281 / 117 / 110")
+
+
+# ----------------------------------------------------------------------------------------------
+# Figure 4: per-call cost
+# ----------------------------------------------------------------------------------------------
+
+def figure_percall(ctx) -> Figure:
+    """Figure 4: per-call cost of a tiny conv2d from Python, NumPy in and out, in microseconds.
+
+    timeit with many loops, median over repeats. Scale: a ctypes call of libc's getpid, and
+    np.empty of the output's size (the allocation every NumPy-returning call pays).
+    """
+    import numpy as np
+    sc, torch, s = ctx.sc, ctx.torch, ctx.settings
+    fig = Figure(4, "Per-call cost from Python, conv2d (1,1,8,8) * (1,1,3,3), NumPy in and out: "
+                    "microseconds (lower is better)")
+    x = np.random.default_rng(2).standard_normal((1, 1, 8, 8), dtype=np.float32)
+    w = np.random.default_rng(3).standard_normal((1, 1, 3, 3), dtype=np.float32)
+    out = np.empty((1, 1, 6, 6), np.float32)
+    number, repeats = s.timeit_number, s.timeit_repeats
+
+    cases = {}
+    if sc is not None:
+        cases["sc"] = lambda: sc.conv2d(x, w)
+        cases["sc_out"] = lambda: sc.conv2d(x, w, out=out)
+    if torch is not None:
+        F = torch.nn.functional
+        cases["torch"] = lambda: F.conv2d(torch.from_numpy(x), torch.from_numpy(w)).numpy()
+    libc = ctypes.CDLL(None)
+    getpid = libc.getpid
+    getpid.restype = ctypes.c_int
+    getpid.argtypes = ()
+    cases["ctypes"] = getpid
+    cases["np_empty"] = lambda: np.empty((1, 1, 6, 6), np.float32)
+    cases["py_noop"] = lambda: None
+
+    results = {k: [] for k in cases}
+    for fn in cases.values():  # warm-up
+        for _ in range(1000):
+            fn()
+    for _ in range(repeats):  # interleaved: one repeat of every case, then the next
+        for k, fn in cases.items():
+            if k == "torch":
+                with torch.inference_mode():
+                    v = timeit.Timer(fn).timeit(number=number)
+            else:
+                v = timeit.Timer(fn).timeit(number=number)
+            results[k].append(v / number * 1e6)
+    st = {k: Stats(v) for k, v in results.items()}
+
+    row = Row("conv2d(x, w)", "us", False, target=1.0, target_abs=True)
+    row.sc, row.torch = st.get("sc"), st.get("torch")
+    fig.rows.append(row)
+    print_row(row)
+    if "sc_out" in st:
+        row = Row("conv2d(x, w, out=out) (vs torch above)", "us", False)
+        row.sc, row.torch = st["sc_out"], st.get("torch")
+        fig.rows.append(row)
+        print_row(row)
+    for key, label in (("ctypes", "scale: ctypes libc getpid()"),
+                       ("np_empty", "scale: np.empty((1,1,6,6), float32)"),
+                       ("py_noop", "scale: Python call of `lambda: None`")):
+        row = Row(label, "us", False, sc=st[key])
+        fig.rows.append(row)
+        print_row(row)
+    fig.notes.append(f"timeit, {number} loops per repeat, median over {repeats} repeats (min-max); the "
+                     "'scale' rows are in the swiftcnn column and are framework-independent. PyTorch: "
+                     "`F.conv2d(torch.from_numpy(x), torch.from_numpy(w)).numpy()` under inference_mode "
+                     "(reference here ~4.1-4.9 us); ctypes getpid ~0.34 us here. Target: swiftcnn <= 1.0 us.")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Figure 5: peak resident memory
+# ----------------------------------------------------------------------------------------------
+
+def _proc_status_kib(key: str) -> int:
+    """A VmRSS / VmHWM figure of this process from /proc/self/status, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_child(framework: str, threads: int, epochs: int = 5, n: int = 5000, batch: int = 64) -> None:
+    """Body of figure 5's fresh subprocess: train the lecture's network for 5 epochs and print JSON
+    with the current RSS (KiB) after the imports and before training, and the peak at the end."""
+    import numpy as np  # noqa: F401
+    rss = lambda: _proc_status_kib("VmRSS")  # noqa: E731
+    rep = {"framework": framework, "after_numpy": rss()}
+    if framework == "swiftcnn":
+        import swiftcnn as sc
+        sc.set_num_threads(threads)
+        rep["after_import"] = rss()
+        x, y = synthetic_mnist(n)
+        model = swiftcnn_net(sc, "sigmoid")
+        opt = sc.SGD(model.parameters(), lr=LR)
+        rep["before_train"] = rss()
+        t0 = time.perf_counter()
+        h = model.fit(x, y, epochs=epochs, batch_size=batch, optimizer=opt, shuffle=True, seed=0,
+                      progress=False)
+        rep["train_s"] = time.perf_counter() - t0
+        rep["final_loss"] = float(h.history["loss"][-1])
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        rep["after_import"] = rss()
+        x, y = synthetic_mnist(n)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        torch.manual_seed(0)
+        model = torch_net(torch, "sigmoid")
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        gen = torch.Generator().manual_seed(0)
+        rep["before_train"] = rss()
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            loss, _acc = torch_fit_epoch(torch, model, opt, xt, yt, batch, gen)
+        rep["train_s"] = time.perf_counter() - t0
+        rep["final_loss"] = loss
+    rep["end"] = rss()
+    rep["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("RSS_JSON " + json.dumps(rep), flush=True)
+
+
+def _spawn_rss_child(framework: str, threads: int, env: dict) -> dict:
+    """Run rss_child in a fresh interpreter, reaped with os.wait4 to read that child's own ru_maxrss."""
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--_rss-child", framework,
+                          "--threads", str(threads)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=env, text=True)
+    output = p.stdout.read()
+    p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    lines = [l for l in output.splitlines() if l.startswith("RSS_JSON ")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"{framework} child failed ({p.returncode}): {output.strip()[-800:]}")
+    rep = json.loads(lines[-1][len("RSS_JSON "):])
+    rep["wait4_maxrss"] = ru.ru_maxrss
+    return rep
+
+
+def figure_memory(ctx) -> Figure:
+    """Figure 5: peak resident memory of a 5-epoch training run, each framework in a fresh subprocess.
+
+    5,000 synthetic images, batch 64; once under the benchmark's malloc settings, once under glibc's
+    defaults (memory is the one figure where the speed-oriented malloc settings could cost the peer).
+    """
+    fig = Figure(5, "Peak resident memory, 5-epoch training run of the lecture's network: MiB (lower is better)")
+    fig.notes.append("Fresh subprocess per framework and setting; 5 epochs over 5,000 synthetic MNIST-shaped "
+                     "images (uniform pixels, random labels), batch 64, SGD, 2 threads; swiftcnn via "
+                     "`model.fit`, PyTorch via the fit-style loop of figure 1. Peak = the child's ru_maxrss as "
+                     "reported by os.wait4 (RUSAGE of that child), cross-checked with its own "
+                     "getrusage(RUSAGE_SELF). 'import' = current RSS (VmRSS) right after `import numpy` + the framework "
+                     "+ set_num_threads; 'training increment' = peak minus the current RSS just before training "
+                     "(data and model already built). Median over the repeats (few: memory is "
+                     "near-deterministic).")
+    frameworks = []
+    if ctx.sc is not None:
+        frameworks.append("swiftcnn")
+    if ctx.torch is not None:
+        frameworks.append("torch")
+    reps = 2 if ctx.settings is QUICK else 3
+    base_env = dict(os.environ)
+    default_env = {k: v for k, v in base_env.items() if k not in MALLOC_ENV}
+    for setting, env in (("bench malloc", base_env), ("default malloc", default_env)):
+        res = {f: [] for f in frameworks}
+        for _ in range(reps):
+            for f in frameworks:
+                res[f].append(_spawn_rss_child(f, ctx.threads, env))
+        mib = lambda v: v / 1024.0  # noqa: E731 (ru_maxrss is KiB on Linux)
+        rows = (("peak RSS", lambda r: r["wait4_maxrss"], 1.0),
+                ("RSS after imports", lambda r: r["after_import"], None),
+                ("training increment", lambda r: r["wait4_maxrss"] - r["before_train"], None))
+        for label, get, target in rows:
+            row = Row(f"{label}, {setting}", "MiB", False, target=target)
+            if "swiftcnn" in res:
+                row.sc = Stats([mib(get(r)) for r in res["swiftcnn"]])
+            if "torch" in res:
+                row.torch = Stats([mib(get(r)) for r in res["torch"]])
+            fig.rows.append(row)
+            print_row(row)
+        for f in frameworks:
+            r0 = res[f][0]
+            if abs(r0["wait4_maxrss"] - r0["peak"]) > 1024:
+                fig.notes.append(f"{f} [{setting}]: wait4 maxrss {r0['wait4_maxrss']} KiB vs self-reported "
+                                 f"{r0['peak']} KiB.")
+        times = ", ".join(f"{f} {statistics.median(r['train_s'] for r in res[f]):.2f} s "
+                          f"(final loss {res[f][0]['final_loss']:.4f})" for f in frameworks)
+        fig.notes.append(f"[{setting}] 5-epoch training wall time in the child: {times}.")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine information and report
+# ----------------------------------------------------------------------------------------------
+
+def machine_info(ctx) -> list:
+    """Lines describing the machine, the versions and the environment."""
+    import numpy as np
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = f", {kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    lines = [f"CPU: {cpu}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable){mem}",
+             f"OS: {platform.system()} {platform.release()}, {platform.machine()}, "
+             f"glibc {platform.libc_ver()[1] or '?'}",
+             f"Python {platform.python_version()} ({sys.executable}), NumPy {np.__version__}"]
+    if ctx.sc is not None:
+        lines.append(f"swiftcnn {getattr(ctx.sc, '__version__', '?')} from {Path(ctx.sc.__file__).parent}, "
+                     f"library commit {git_commit()}")
+    if ctx.torch is not None:
+        t = ctx.torch
+        try:
+            cap = t.backends.cpu.get_cpu_capability()
+        except Exception:  # pragma: no cover
+            cap = "?"
+        build = f"CUDA {t.version.cuda} build, run on CPU" if getattr(t.version, "cuda", None) else "CPU build"
+        lines.append(f"PyTorch {t.__version__} ({build}; CPU capability {cap}, oneDNN "
+                     f"{'on' if t.backends.mkldnn.is_available() else 'off'}, {t.get_num_threads()} threads)")
+    lines.append("Threads: " + ", ".join(
+        [f"swiftcnn.get_num_threads()={ctx.sc.get_num_threads()}" if ctx.sc is not None else "",
+         f"torch.get_num_threads()={ctx.torch.get_num_threads()}" if ctx.torch is not None else ""]).strip(", "))
+    env_keys = list(MALLOC_ENV) + list(thread_env(ctx.threads))
+    lines.append("Environment: " + " ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in env_keys))
+    return lines
+
+
+def git_commit() -> str:
+    """Short commit of the repository holding bench/, '+dirty' if it has uncommitted changes."""
+    try:
+        c = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True, timeout=10).stdout.strip()
+        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+        return (c or "?") + ("+dirty" if d else "")
+    except Exception:
+        return "?"
+
+
+def render_markdown(ctx, figures: list) -> str:
+    """RESULTS.md: header (status, command, date, machine, load) and one table per figure."""
+    L = ["# swiftcnn vs PyTorch: benchmark results", ""]
+    busy = ctx.busy()
+    if busy:
+        L += [f"> **Machine was busy during this run: the figures are NOT representative.** {busy}", ""]
+    if ctx.settings is QUICK:
+        L += ["> Quick (smoke) run: few, short repeats.", ""]
+    L += ["Written by `bench/run.py`. Ratio = swiftcnn / PyTorch (medians, same process run, interleaved "
+          "repeats). Cells: median (min-max over repeats).", ""]
+    L += ["## Run", "",
+          f"- Command: `{ctx.command}`",
+          f"- Effective environment prefix: `{ctx.env_prefix}`",
+          f"- {ctx.reexec_note}",
+          f"- Date: {ctx.started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} (took {ctx.elapsed:.0f} s)",
+          f"- Load average (1/5/15 min) before: {ctx.load_before}; after: {ctx.load_after}",
+          f"- CPU used by other processes during the run: {100 * ctx.others:.0f}% of all cores "
+          f"(from /proc/stat minus this process and its children)",
+          f"- Settings: {ctx.settings_text}"]
+    L += [f"- {l}" for l in machine_info(ctx)]
+    L.append("")
+    L += ["## Summary", "", "| figure | measurement | swiftcnn | PyTorch | ratio | target | met |",
+          "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for fig in figures:
+        for row in fig.rows:
+            if row.target is None:
+                continue
+            r = row.ratio()
+            L.append(f"| {fig.number} | {row.label} ({row.unit}) | {fmt_value(row.sc.median) if row.sc else '-'} | "
+                     f"{fmt_value(row.torch.median) if row.torch else '-'} | "
+                     f"{f'{r:.2f}x' if r is not None else '-'} | {row.target_text()} | {row.verdict()} |")
+    L.append("")
+    for fig in figures:
+        L += [f"## {fig.number}. {fig.title}", ""]
+        if fig.others_load is not None:
+            L += [f"Other processes used {100 * fig.others_load:.0f}% of the cores while this figure ran.", ""]
+        if fig.error:
+            L += ["**Failed:**", "", "```", fig.error, "```", ""]
+        if fig.rows:
+            L += ["| measurement | unit | swiftcnn | PyTorch | ratio | spread sc / torch | target | met |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+            for row in fig.rows:
+                r = row.ratio()
+                spread = " / ".join(f"{s.spread_pct():.0f}%" if s else "-" for s in (row.sc, row.torch))
+                L.append(f"| {row.label} | {row.unit} | {fmt_stats(row.sc)} | {fmt_stats(row.torch)} | "
+                         f"{f'{r:.2f}x' if r is not None else '-'} | {spread} | {row.target_text()} | "
+                         f"{row.verdict()} |")
+            L.append("")
+        L += [f"- {n}" for n in fig.notes]
+        L.append("")
+    L += ["Spread = (max - min) / median over the repeats. For throughput rows, higher is better and a "
+          "ratio above 1 favours swiftcnn; for time and memory rows, lower is better and a ratio below 1 "
+          "favours swiftcnn.", ""]
+    return "\n".join(L)
+
+
+# ----------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------
+
+FIGURES = {
+    "1": figure_lenet, "lenet": figure_lenet,
+    "2": figure_conv3x3, "conv3x3": figure_conv3x3,
+    "3": figure_conv5x5, "conv5x5": figure_conv5x5,
+    "4": figure_percall, "percall": figure_percall,
+    "5": figure_memory, "memory": figure_memory,
+}
+ORDER = [figure_lenet, figure_conv3x3, figure_conv5x5, figure_percall, figure_memory]
+
+
+class Context:
+    """What every figure needs: the imported frameworks, the settings, and run metadata."""
+
+    sc = None
+    torch = None
+
+    def busy(self) -> str:
+        """A reason to distrust the run, or '' if the machine looked idle."""
+        ncpu = os.cpu_count() or 1
+        reasons = []
+        worst = max(self.load_before_raw[0], self.load_after_raw[0])
+        if worst > 0.25 * ncpu:
+            reasons.append(f"1-min load average up to {worst:.2f} on {ncpu} cores")
+        if self.others > 0.05:
+            reasons.append(f"other processes used {100 * self.others:.0f}% of the cores during the run")
+        return "; ".join(reasons)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer and shorter repeats (smoke run)")
+    p.add_argument("--only", action="append", metavar="FIGURE", choices=sorted(FIGURES),
+                   help="run only this figure (repeatable): 1..5 or lenet, conv3x3, conv5x5, percall, memory")
+    p.add_argument("--no-torch", action="store_true", help="do not import or measure PyTorch")
+    p.add_argument("--no-swiftcnn", action="store_true", help="do not import or measure swiftcnn")
+    p.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")
+    p.add_argument("--output", default=str(HERE / "RESULTS.md"), help="where to write the report")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write the report")
+    p.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.rss_child:  # figure 5's fresh subprocess: keep the environment it was given
+        rss_child(args.rss_child, args.threads)
+        return 0
+    ensure_environment(args.threads)
+
+    ctx = Context()
+    ctx.threads = args.threads
+    ctx.settings = QUICK if args.quick else FULL
+    s = ctx.settings
+    ctx.settings_text = (f"{'--quick' if args.quick else 'full'}: {s.repeats} repeats of >= {s.min_time} s "
+                         f"after {s.warmup} s warm-up; fit {s.fit_repeats} epochs; timeit "
+                         f"{s.timeit_repeats} x {s.timeit_number} loops")
+    ctx.command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    ctx.env_prefix = " ".join(f"{k}={os.environ[k]}" for k in [*MALLOC_ENV, *thread_env(args.threads)]
+                              if k in os.environ)
+    marker = os.environ.get(REEXEC_MARKER)
+    ctx.reexec_note = (f"run.py re-executed itself to set {marker.replace(' ', ', ')} (they were missing)"
+                       if marker else "malloc and thread variables were already set; no re-exec")
+    print(f"swiftcnn benchmark ({'quick' if args.quick else 'full'}); {ctx.reexec_note}")
+    print(f"  environment: {ctx.env_prefix}")
+
+    if not args.no_swiftcnn:
+        try:
+            import swiftcnn
+        except Exception as e:  # noqa: BLE001
+            print(f"error: cannot import swiftcnn ({e!r}). Install it with `pip install -e .` from the "
+                  "repository root, or pass --no-swiftcnn to measure PyTorch alone.", file=sys.stderr)
+            return 2
+        swiftcnn.set_num_threads(args.threads)
+        ctx.sc = swiftcnn
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+            ctx.torch = torch
+        except ImportError:
+            print("note: PyTorch is not importable; measuring swiftcnn alone (see bench/README.md).")
+    if ctx.sc is None and ctx.torch is None:
+        print("error: nothing to measure", file=sys.stderr)
+        return 2
+
+    ctx.load_before_raw = os.getloadavg()
+    ctx.load_before = " / ".join(f"{v:.2f}" for v in ctx.load_before_raw)
+    print(f"  load average before: {ctx.load_before}")
+    if ctx.load_before_raw[0] > 0.25 * (os.cpu_count() or 1):
+        print("  WARNING: the machine is not idle; timings will not be representative.")
+    ctx.started = datetime.datetime.now().astimezone()
+    t0 = time.perf_counter()
+    whole = LoadMonitor()
+
+    selected = ORDER if not args.only else [f for f in ORDER if f in {FIGURES[k] for k in args.only}]
+    figures = []
+    for fn in selected:
+        print(f"\n[{fn.__doc__.split(':')[0].strip()}] {fn.__doc__.split(':', 1)[1].strip().splitlines()[0]}",
+              flush=True)
+        mon = LoadMonitor()
+        try:
+            fig = fn(ctx)
+        except Exception as e:  # noqa: BLE001 - one failing figure must not lose the others
+            import traceback
+            num = ORDER.index(fn) + 1
+            fig = Figure(num, fn.__doc__.split(":", 1)[1].strip().splitlines()[0])
+            fig.error = "".join(traceback.format_exception_only(type(e), e)).strip()
+            print("  FAILED: " + traceback.format_exc(), flush=True)
+        fig.others_load = mon.others_share()
+        print(f"  (other processes used {100 * fig.others_load:.0f}% of the cores meanwhile)", flush=True)
+        figures.append(fig)
+
+    ctx.elapsed = time.perf_counter() - t0
+    ctx.others = whole.others_share()
+    ctx.load_after_raw = os.getloadavg()
+    ctx.load_after = " / ".join(f"{v:.2f}" for v in ctx.load_after_raw)
+    print(f"\nload average after: {ctx.load_after}; other processes used {100 * ctx.others:.0f}% of the cores")
+    if ctx.busy():
+        print(f"WARNING: machine busy ({ctx.busy()}): figures NOT representative.")
+    if not args.no_write:
+        text = render_markdown(ctx, figures)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""swiftcnn: a small convolutional-network library with a Swift core and a NumPy interface.
+
+Layers and models (PyTorch's layouts and state-dict names)::
+
+    import swiftcnn as sc
+    model = sc.Sequential(sc.Conv2d(1, 6, 5, padding=2), sc.Sigmoid(), sc.MaxPool2d(2),
+                          sc.Conv2d(6, 16, 5), sc.Sigmoid(), sc.MaxPool2d(2), sc.Flatten(),
+                          sc.Linear(400, 120), sc.Sigmoid(), sc.Linear(120, 84), sc.Sigmoid(),
+                          sc.Linear(84, 10))
+    history = model.fit(x_train, y_train, epochs=5, validation_data=(x_test, y_test))
+    model.save("lenet.npz"); model = sc.load("lenet.npz")
+
+The functional ops (``conv2d``, ``conv2d_backward``, ``max_pool2d``, ..., ``softmax_cross_entropy``,
+``correlate2d``, ``convolve2d``) live in ``swiftcnn.functional`` and are re-exported here; the
+optimizers in ``swiftcnn.optim`` (``SGD``, ``Adam``). ``swiftcnn.datasets`` and ``swiftcnn.viz``
+are imported on first use (``viz`` needs matplotlib). See API.md for the full contract.
+"""
+import importlib
+
+from . import _core
+from . import functional, optim
+from ._random import manual_seed
+from .functional import (avg_pool2d, avg_pool2d_backward, binary_cross_entropy_with_logits, conv2d,
+                         conv2d_backward, convolve2d, correlate2d, linear, linear_backward,
+                         max_pool2d, max_pool2d_backward, relu, relu_backward, sigmoid,
+                         sigmoid_backward, softmax, softmax_cross_entropy)
+from .gradcheck import GradcheckReport, gradcheck
+from .layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential,
+                     Sigmoid)
+from .optim import SGD, Adam
+from .parameter import Parameter
+from .serialization import load, save
+from .training import History
+
+__version__ = "0.1.0"
+
+set_num_threads = _core.set_num_threads
+get_num_threads = _core.get_num_threads
+
+_LAZY_SUBMODULES = ("datasets", "viz")
+
+__all__ = [
+    "__version__", "manual_seed", "load", "save", "set_num_threads", "get_num_threads",
+    "gradcheck", "GradcheckReport",
+    # layers and models
+    "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Sigmoid", "ReLU", "Flatten",
+    "Sequential", "Parameter", "History",
+    # optimizers
+    "SGD", "Adam",
+    # submodules
+    "functional", "optim", "datasets", "viz",
+    # functional ops
+    *functional.__all__,
+]
+
+
+def __getattr__(name):
+    """Import ``swiftcnn.datasets`` and ``swiftcnn.viz`` on first use (viz needs matplotlib)."""
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'swiftcnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -1,0 +1,293 @@
+"""Saving and loading models: one ``.npz`` file holding the architecture and the weights.
+
+File format (version 1), an ordinary NumPy ``.npz`` archive with no pickled objects:
+
+- ``__format__``: the string ``"swiftcnn"``;
+- ``__format_version__``: the integer 1;
+- ``__architecture__``: a JSON string describing the module, e.g.
+  ``{"type": "Sequential", "layers": [{"type": "Conv2d", "in_channels": 1, "out_channels": 6,
+  "kernel_size": [5, 5], "stride": [1, 1], "padding": [2, 2], "dilation": [1, 1], "bias": true,
+  "dtype": "float32"}, {"type": "Sigmoid"}, ...]}``;
+- then one array per parameter under its state-dict name (``"0.weight"``, ``"0.bias"``, ...).
+
+``load`` never unpickles or executes anything: the archive is read with ``allow_pickle=False``, the
+architecture is plain JSON checked field by field against the known layer types, and every array's
+name, dtype and shape is checked before any layer is built.
+"""
+import json
+import numbers
+import os
+import secrets
+
+import numpy as np
+
+from . import layers as _layers
+
+__all__ = ["save", "load", "FORMAT_VERSION"]
+
+FORMAT_NAME = "swiftcnn"
+FORMAT_VERSION = 1
+_META_KEYS = ("__format__", "__format_version__", "__architecture__")
+_MAX_NESTING = 64
+
+# Layer type -> (required settings, optional settings). Settings are validated here for type and by
+# the layer constructors for value.
+_LAYER_FIELDS = {
+    "Conv2d": (("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                "bias", "dtype"), ()),
+    "Linear": (("in_features", "out_features", "bias", "dtype"), ()),
+    "MaxPool2d": (("kernel_size", "stride", "padding"), ()),
+    "AvgPool2d": (("kernel_size", "stride", "padding"), ()),
+    "Sigmoid": ((), ()),
+    "ReLU": ((), ()),
+    "Flatten": ((), ()),
+    "Sequential": (("layers",), ()),
+}
+_PAIR_FIELDS = {"kernel_size", "stride", "padding", "dilation"}
+_INT_FIELDS = {"in_channels", "out_channels", "in_features", "out_features"}
+
+
+def save(module, path):
+    """Write ``module`` (a ``Sequential`` or a single layer) to ``path`` as one ``.npz`` file.
+
+    The file is written at exactly ``path`` (no extension is added), atomically: into a temporary
+    file in the same directory, flushed to disk, then renamed over ``path``.
+    """
+    if not isinstance(module, _layers.Module):
+        raise TypeError(f"save: module must be a swiftcnn layer or Sequential, got "
+                        f"{type(module).__name__}")
+    path = _check_path(path, "save")
+    arrays = {
+        "__format__": np.array(FORMAT_NAME),
+        "__format_version__": np.array(FORMAT_VERSION, dtype=np.int64),
+        "__architecture__": np.array(json.dumps(module._spec())),
+    }
+    arrays.update(module.state_dict())
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    """Make the rename durable where the platform allows it (POSIX)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _check_path(path, owner):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{owner}: path must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fsdecode(os.fspath(path))
+    if not path:
+        raise ValueError(f"{owner}: path is empty")
+    return path
+
+
+def load(path):
+    """Rebuild the model saved by ``save`` at ``path``, with its dtype and weights.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a swiftcnn model (damaged, truncated, foreign, pickled, from a
+            newer format version, or its arrays do not match its architecture); the message says
+            what is wrong.
+    """
+    path = _check_path(path, "load")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"load: no such file: {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"load: {path!r} is a directory, not a model file")
+    problem = f"load: {path!r} is not a valid swiftcnn model file"
+    try:
+        arrays = _read_archive(path)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as error:  # BadZipFile, EOFError, zlib.error, pickled data, bad headers...
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"{problem}: {reason}") from None
+    try:
+        spec = _read_header(arrays)
+        expected = _expected_parameters(spec, "", 0)
+        _check_arrays(arrays, expected)
+        module = _build(spec)
+    except RecursionError:
+        raise ValueError(f"{problem}: the architecture is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ValueError(f"{problem}: {error}") from None
+    state = {name: arrays[name] for name in expected}
+    module.load_state_dict(state)
+    return module
+
+
+def _read_archive(path):
+    """``{name: ndarray}`` of every entry of the .npz at ``path``, read with allow_pickle=False."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError("it holds a single array, not an .npz archive")
+    with loaded as archive:
+        arrays = {}
+        for name in archive.files:
+            value = archive[name]
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"its entry {name!r} is not a NumPy array")
+            arrays[name] = value
+    return arrays
+
+
+def _read_header(arrays):
+    """Check the format name and version; return the parsed architecture."""
+    for key in _META_KEYS:
+        if key not in arrays:
+            raise ValueError(f"it has no {key!r} entry (not written by swiftcnn.save)")
+    name = arrays["__format__"]
+    if name.dtype.kind != "U" or name.shape != () or str(name) != FORMAT_NAME:
+        raise ValueError("its '__format__' entry is not 'swiftcnn'")
+    version = arrays["__format_version__"]
+    if version.dtype.kind not in "iu" or version.shape != ():
+        raise ValueError("its '__format_version__' entry is not an integer")
+    if int(version) != FORMAT_VERSION:
+        newer = " (written by a newer swiftcnn)" if int(version) > FORMAT_VERSION else ""
+        raise ValueError(f"it has format version {int(version)}{newer}; this swiftcnn reads "
+                         f"version {FORMAT_VERSION}")
+    text = arrays["__architecture__"]
+    if text.dtype.kind != "U" or text.shape != ():
+        raise ValueError("its '__architecture__' entry is not a string")
+    try:
+        spec = json.loads(str(text))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"its architecture is not valid JSON ({error})") from None
+    _check_spec(spec, "architecture", 0)
+    return spec
+
+
+def _check_spec(spec, where, depth):
+    """Validate one layer description's structure and field types (values: the constructors)."""
+    if depth > _MAX_NESTING:
+        raise ValueError(f"the architecture nests Sequentials more than {_MAX_NESTING} deep")
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ValueError(f"{where} is not a layer description (a JSON object with a 'type')")
+    kind = spec["type"]
+    if kind not in _LAYER_FIELDS:
+        raise ValueError(f"{where} has unknown layer type {kind!r}")
+    required, optional = _LAYER_FIELDS[kind]
+    fields = set(spec) - {"type"}
+    missing = [key for key in required if key not in fields]
+    unknown = sorted(fields - set(required) - set(optional))
+    if missing or unknown:
+        raise ValueError(f"{where} ({kind}) has missing fields {missing} or unknown fields {unknown}")
+    for key in fields:
+        value = spec[key]
+        if key in _INT_FIELDS and not _is_json_int(value):
+            raise ValueError(f"{where} ({kind}): {key} must be an integer, got {value!r}")
+        if key in _PAIR_FIELDS and not (isinstance(value, list) and len(value) == 2
+                                        and all(_is_json_int(v) for v in value)):
+            raise ValueError(f"{where} ({kind}): {key} must be a pair of integers, got {value!r}")
+        if key == "bias" and not isinstance(value, bool):
+            raise ValueError(f"{where} ({kind}): bias must be true or false, got {value!r}")
+        if key == "dtype" and value not in ("float32", "float64"):
+            raise ValueError(f"{where} ({kind}): dtype must be 'float32' or 'float64', got {value!r}")
+    if kind == "Sequential":
+        if not isinstance(spec["layers"], list):
+            raise ValueError(f"{where} (Sequential): layers must be a list")
+        for index, child in enumerate(spec["layers"]):
+            _check_spec(child, f"{where} layer {index}", depth + 1)
+
+
+def _is_json_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _expected_parameters(spec, prefix, depth):
+    """``{state-dict name: (shape, dtype name)}`` the architecture implies, without building it."""
+    kind = spec["type"]
+    if kind == "Sequential":
+        expected = {}
+        for index, child in enumerate(spec["layers"]):
+            expected.update(_expected_parameters(child, f"{prefix}{index}.", depth + 1))
+        return expected
+    if kind == "Conv2d":
+        weight = (spec["out_channels"], spec["in_channels"], *spec["kernel_size"])
+        out = spec["out_channels"]
+    elif kind == "Linear":
+        weight = (spec["out_features"], spec["in_features"])
+        out = spec["out_features"]
+    else:
+        return {}
+    if min(weight) < 1:
+        raise ValueError(f"layer {prefix.rstrip('.') or kind} has a size < 1: {weight}")
+    shapes = {f"{prefix}weight": (tuple(weight), spec["dtype"])}
+    if spec["bias"]:
+        shapes[f"{prefix}bias"] = ((out,), spec["dtype"])
+    return shapes
+
+
+def _check_arrays(arrays, expected):
+    """Every expected parameter present with its shape and a float dtype; nothing else present."""
+    stored = [name for name in arrays if name not in _META_KEYS]
+    unexpected = [name for name in stored if name not in expected]
+    if unexpected:
+        raise ValueError(f"it holds arrays the architecture has no place for: {unexpected}")
+    for name, (shape, _dtype) in expected.items():
+        if name not in arrays:
+            raise ValueError(f"the weights {name!r} are missing")
+        array = arrays[name]
+        if array.dtype.kind != "f":
+            raise ValueError(f"the weights {name!r} have dtype {array.dtype}, not a float dtype")
+        if array.shape != shape:
+            raise ValueError(f"the weights {name!r} have shape {array.shape} but the architecture "
+                             f"needs {shape}")
+
+
+def _build(spec):
+    """Construct the module a checked spec describes (with a fixed seed: weights are loaded next)."""
+    kind = spec["type"]
+    settings = {key: value for key, value in spec.items() if key != "type"}
+    for key in _PAIR_FIELDS & settings.keys():
+        settings[key] = tuple(settings[key])
+    if kind == "Sequential":
+        return _layers.Sequential(*[_build(child) for child in spec["layers"]])
+    if kind in ("Conv2d", "Linear"):
+        settings["seed"] = 0  # do not consume the global generator: the weights are overwritten
+    return getattr(_layers, kind)(**settings)
+
+
+def rebuild(module, dtype=None):
+    """A new module with ``module``'s architecture and weights, optionally in another ``dtype``.
+
+    Used by ``gradcheck`` to run a float64 copy. The original is not modified.
+    """
+    spec = module._spec()
+    if dtype is not None:
+        spec = _with_dtype(spec, np.dtype(dtype).name)
+    copy = _build(spec)
+    copy.load_state_dict(module.state_dict())
+    return copy
+
+
+def _with_dtype(spec, dtype):
+    spec = dict(spec)
+    if "dtype" in spec:
+        spec["dtype"] = dtype
+    if spec["type"] == "Sequential":
+        spec["layers"] = [_with_dtype(child, dtype) for child in spec["layers"]]
+    return spec

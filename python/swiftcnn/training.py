@@ -1,0 +1,338 @@
+"""Training loops for ``Sequential``: ``fit``, ``predict``, ``evaluate``, and the ``History`` they keep.
+
+``TrainingMixin`` holds the methods; ``Sequential`` inherits them. Each training batch runs the
+canonical step ``opt.zero_grad(); loss, g = softmax_cross_entropy(model(x), y); model.backward(g);
+opt.step()``: for swiftcnn's own optimizers as a single fused call into Swift, for any other
+optimizer object (anything with ``zero_grad()`` and ``step()``) as those Python calls.
+"""
+import math
+import time
+
+import numpy as np
+
+from . import _core
+from ._convert import (as_cast_input, as_labels, check_bool, check_int, check_label_range,
+                       describe_type)
+from ._random import check_seed, next_seed
+from .optim import SGD, Optimizer
+
+__all__ = ["History", "TrainingMixin"]
+
+
+class History:
+    """What ``fit`` measured, per epoch.
+
+    Attributes:
+        history: ``{"loss": [...], "accuracy": [...]}`` (the means over each epoch's batches as
+            trained, weighted by batch size), plus ``"val_loss"`` and ``"val_accuracy"`` (measured
+            after each epoch) when ``fit`` was given ``validation_data``. Accuracies are fractions.
+        epoch: the indices (from 0) of the epochs recorded.
+        interrupted: True if Ctrl-C stopped ``fit`` early; the lists then hold the epochs that
+            completed, and the model has the weights of the last completed step.
+    """
+
+    def __init__(self, keys=("loss", "accuracy")):
+        self.history = {key: [] for key in keys}
+        self.epoch = []
+        self.interrupted = False
+
+    def __getitem__(self, key):
+        """``history["loss"]`` is ``history.history["loss"]``."""
+        return self.history[key]
+
+    def _record(self, epoch, figures):
+        self.epoch.append(epoch)
+        for key, value in figures.items():
+            self.history[key].append(float(value))
+
+    def __repr__(self):
+        parts = ", ".join(f"{key}={[round(v, 4) for v in values]}"
+                          for key, values in self.history.items())
+        flag = ", interrupted=True" if self.interrupted else ""
+        return f"History(epochs={len(self.epoch)}, {parts}{flag})"
+
+
+def _num_classes(model, x_shape, owner, argument):
+    """K for a model whose output on ``x_shape`` must be (N, K) logits; ValueError otherwise."""
+    try:
+        out_shape = model._output_shape(x_shape)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {argument} of shape {tuple(x_shape)} does not fit the model: "
+                         f"{error}") from None
+    if len(out_shape) != 2:
+        raise ValueError(f"{owner}: the model's output for {argument} has shape {out_shape}; "
+                         f"loss='cross_entropy' needs logits of shape (N, K)")
+    return out_shape[1]
+
+
+def _random_shift(batch, max_shift, rng):
+    """Each image of ``batch`` (N, C, H, W) moved by its own random (dy, dx) in [-s, s], zero fill."""
+    n, channels, height, width = batch.shape
+    s = max_shift
+    padded = np.zeros((n, channels, height + 2 * s, width + 2 * s), dtype=batch.dtype)
+    padded[:, :, s:s + height, s:s + width] = batch
+    shifts = rng.integers(-s, s + 1, size=(n, 2))
+    rows = np.arange(height)[None, :] + (s - shifts[:, :1])   # (n, H): source row per output row
+    cols = np.arange(width)[None, :] + (s - shifts[:, 1:])    # (n, W)
+    return padded[np.arange(n)[:, None, None, None], np.arange(channels)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class _Progress:
+    """One tqdm bar per epoch (if tqdm is installed) or one printed line per epoch; or nothing."""
+
+    def __init__(self, enabled, epochs, batches):
+        self.enabled = enabled
+        self.epochs = epochs
+        self.batches = batches
+        self.tqdm = None
+        self.bar = None
+        self.started = 0.0
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+                self.tqdm = tqdm
+            except ImportError:
+                self.tqdm = None
+
+    def start_epoch(self, epoch):
+        self.started = time.perf_counter()
+        if self.enabled and self.tqdm is not None:
+            self.bar = self.tqdm(total=self.batches, desc=f"Epoch {epoch + 1}/{self.epochs}",
+                                 unit="batch", leave=True)
+
+    def batch_done(self, loss, accuracy):
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{accuracy:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def end_epoch(self, epoch, figures):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix({key: f"{value:.4f}" for key, value in figures.items()},
+                                 refresh=True)
+            self.close()
+        else:
+            seconds = time.perf_counter() - self.started
+            text = " - ".join(f"{key}: {value:.4f}" for key, value in figures.items())
+            print(f"Epoch {epoch + 1}/{self.epochs} - {text} - {seconds:.1f}s", flush=True)
+
+    def interrupted(self, epoch, completed):
+        self.close()
+        if self.enabled:
+            print(f"fit: interrupted during epoch {epoch + 1}; returning the history of the "
+                  f"{completed} completed epoch(s)", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class TrainingMixin:
+    """``fit``, ``predict`` and ``evaluate`` for ``Sequential`` (which provides forward/backward)."""
+
+    def fit(self, x, y, *, epochs=1, batch_size=64, optimizer=None, loss="cross_entropy",
+            validation_data=None, shuffle=True, seed=None, progress=True, lr_schedule=None,
+            augment_shift=0):
+        """Train the model on ``(x, y)`` with mini-batches; returns a :class:`History`.
+
+        Each batch runs the canonical step ``opt.zero_grad(); loss, g =
+        softmax_cross_entropy(model(x), y); model.backward(g); opt.step()``. Every argument is
+        checked before the first step, so a rejected call leaves the model unchanged.
+
+        Args:
+            x: inputs, cast to the model's dtype (e.g. (N, 1, 28, 28) images).
+            y: integer class labels of shape (N,), values in [0, K) for K outputs.
+            epochs: passes over the data (an int >= 0).
+            batch_size: samples per step; the last, partial batch of an epoch is kept.
+            optimizer: anything with ``zero_grad()`` and ``step()``; default a new
+                ``SGD(model.parameters(), lr=0.1)`` for this call.
+            loss: "cross_entropy" (softmax cross-entropy on the logits); the only one supported.
+            validation_data: an ``(x_val, y_val)`` tuple evaluated after each epoch, which adds
+                ``val_loss`` and ``val_accuracy`` to the history.
+            shuffle: reshuffle the samples each epoch.
+            seed: seed of the shuffling (and augmentation); None draws one from the global
+                generator (``swiftcnn.manual_seed``). The same seed gives bit-identical results.
+            progress: a tqdm bar per epoch if tqdm is installed, else one printed line per epoch;
+                False prints nothing.
+            lr_schedule: optional callable ``epoch -> lr`` (epoch from 0), applied to
+                ``optimizer.lr`` before each epoch.
+            augment_shift: if > 0, each training image (4-D x only) is moved by a random offset of
+                up to this many pixels in each direction (zero fill), drawn anew every epoch.
+
+        Returns:
+            History: per-epoch ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``).
+
+        Raises:
+            FloatingPointError: a batch's loss is not finite; the message names the epoch and the
+                batch, and that step is not applied.
+
+        Ctrl-C stops between batches: the model keeps the weights of the last completed step and
+        the History of the completed epochs is returned, with ``interrupted`` set.
+        """
+        owner = "Sequential.fit"
+        if not isinstance(loss, str) or loss != "cross_entropy":
+            raise ValueError(f"{owner}: loss must be 'cross_entropy', got {loss!r}")
+        epochs = check_int(epochs, "epochs", owner, minimum=0)
+        batch_size = check_int(batch_size, "batch_size", owner)
+        shuffle = check_bool(shuffle, "shuffle", owner)
+        progress = check_bool(progress, "progress", owner)
+        seed = next_seed() if seed is None else check_seed(seed, "seed", owner)
+        augment_shift = check_int(augment_shift, "augment_shift", owner, minimum=0)
+        if lr_schedule is not None and not callable(lr_schedule):
+            raise TypeError(f"{owner}: lr_schedule must be a callable epoch -> lr or None, got "
+                            f"{describe_type(lr_schedule)}")
+
+        dtype = self.dtype
+        x = as_cast_input(x, dtype, owner, "x")
+        dtype = x.dtype
+        labels = as_labels(y, owner, "y")
+        if x.ndim < 1 or x.shape[0] != labels.shape[0]:
+            raise ValueError(f"{owner}: x and y must hold the same number of samples, got x of "
+                             f"shape {x.shape} and y of shape {labels.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{owner}: x holds no samples (shape {x.shape})")
+        check_label_range(labels, _num_classes(self, x.shape, owner, "x"), owner, "y")
+        if augment_shift and x.ndim != 4:
+            raise ValueError(f"{owner}: augment_shift needs images of shape (N, C, H, W), got x "
+                             f"of shape {x.shape}")
+
+        validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError(f"{owner}: validation_data must be an (x_val, y_val) tuple, got "
+                                f"{describe_type(validation_data)}")
+            x_val = as_cast_input(validation_data[0], dtype, owner, "validation_data[0]")
+            y_val = as_labels(validation_data[1], owner, "validation_data[1]")
+            if x_val.ndim < 1 or x_val.shape[0] != y_val.shape[0]:
+                raise ValueError(f"{owner}: validation_data's x and y must hold the same number of "
+                                 f"samples, got shapes {x_val.shape} and {y_val.shape}")
+            classes = _num_classes(self, x_val.shape, owner, "validation_data[0]")
+            check_label_range(y_val, classes, owner, "validation_data[1]")
+            validation = (x_val, y_val)
+
+        if optimizer is None:
+            optimizer = SGD(self.parameters(), lr=0.1)
+        elif not (callable(getattr(optimizer, "zero_grad", None))
+                  and callable(getattr(optimizer, "step", None))):
+            raise TypeError(f"{owner}: optimizer must have zero_grad() and step() (e.g. "
+                            f"swiftcnn.optim.SGD), got {describe_type(optimizer)}")
+        if lr_schedule is not None and not hasattr(optimizer, "lr"):
+            raise TypeError(f"{owner}: lr_schedule needs an optimizer with an lr attribute")
+
+        fused = isinstance(optimizer, Optimizer) and optimizer.dtype == dtype
+        step = self._fused_step if fused else self._python_step
+        rng = np.random.default_rng(seed)
+        count = x.shape[0]
+        batches = -(-count // batch_size)
+        keys = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
+        history = History(keys)
+        reporter = _Progress(progress, epochs, batches)
+        epoch = 0
+        try:
+            for epoch in range(epochs):
+                if lr_schedule is not None:
+                    optimizer.lr = lr_schedule(epoch)
+                order = rng.permutation(count) if shuffle else None
+                reporter.start_epoch(epoch)
+                loss_sum, correct_sum, seen = 0.0, 0, 0
+                for batch, start in enumerate(range(0, count, batch_size)):
+                    if order is None:
+                        x_batch = x[start:start + batch_size]
+                        y_batch = labels[start:start + batch_size]
+                    else:
+                        chosen = order[start:start + batch_size]
+                        x_batch, y_batch = x[chosen], labels[chosen]
+                    if augment_shift:
+                        x_batch = _random_shift(x_batch, augment_shift, rng)
+                    batch_loss, correct = step(optimizer, x_batch, y_batch)
+                    if not math.isfinite(batch_loss):
+                        raise FloatingPointError(
+                            f"{owner}: epoch {epoch + 1}, batch {batch + 1}: loss is {batch_loss}; "
+                            f"that step was not applied (try a smaller learning rate)")
+                    size = y_batch.shape[0]
+                    loss_sum += batch_loss * size
+                    correct_sum += correct
+                    seen += size
+                    reporter.batch_done(loss_sum / seen, correct_sum / seen)
+                figures = {"loss": loss_sum / seen, "accuracy": correct_sum / seen}
+                if validation is not None:
+                    measured = self._evaluate_arrays(*validation, 256)
+                    figures["val_loss"] = measured["loss"]
+                    figures["val_accuracy"] = measured["accuracy"]
+                history._record(epoch, figures)
+                reporter.end_epoch(epoch, figures)
+        except KeyboardInterrupt:
+            history.interrupted = True
+            reporter.interrupted(epoch, len(history.epoch))
+        finally:
+            reporter.close()
+        return history
+
+    def _fused_step(self, optimizer, x_batch, y_batch):
+        """One canonical step as a single Swift call; returns (loss, number correct)."""
+        dtype = x_batch.dtype
+        loss, correct = _core.train_step_cross_entropy(self._handle_for(dtype), optimizer._handle,
+                                                       x_batch, y_batch)
+        self._inputs[dtype] = x_batch  # the Swift layers keep a view of it, like after forward
+        self._last_dtype = dtype
+        return loss, correct
+
+    def _python_step(self, optimizer, x_batch, y_batch):
+        """The canonical step through Python calls, for optimizers that are not swiftcnn's."""
+        optimizer.zero_grad()
+        logits = self.forward(x_batch)
+        loss, grad = _core.softmax_cross_entropy(logits, y_batch)
+        if math.isfinite(loss):
+            self.backward(grad)
+            optimizer.step()
+        return loss, int(np.count_nonzero(np.argmax(logits, axis=1) == y_batch))
+
+    def predict(self, x, batch_size=256):
+        """Return the model's outputs (logits) for ``x`` as a new array, computed ``batch_size`` at a time.
+
+        ``x`` is cast to the model's dtype.
+        """
+        owner = "Sequential.predict"
+        batch_size = check_int(batch_size, "batch_size", owner)
+        x = as_cast_input(x, self.dtype, owner, "x")
+        return self._predict_array(x, batch_size)
+
+    def _predict_array(self, x, batch_size):
+        if x.ndim == 0:
+            raise ValueError(f"Sequential.predict: x must have a batch dimension, got a scalar")
+        count = x.shape[0]
+        if count <= batch_size:
+            return self.forward(x)
+        outputs = [self.forward(x[start:start + batch_size]) for start in range(0, count, batch_size)]
+        return np.concatenate(outputs, axis=0)
+
+    def evaluate(self, x, y, batch_size=256):
+        """Return ``{"loss": mean cross-entropy, "accuracy": fraction correct}`` on ``(x, y)``.
+
+        ``x`` is cast to the model's dtype; ``y`` holds integer class labels (N,). With N = 0 both
+        figures are nan.
+        """
+        owner = "Sequential.evaluate"
+        batch_size = check_int(batch_size, "batch_size", owner)
+        x = as_cast_input(x, self.dtype, owner, "x")
+        labels = as_labels(y, owner, "y")
+        if x.ndim < 1 or x.shape[0] != labels.shape[0]:
+            raise ValueError(f"{owner}: x and y must hold the same number of samples, got x of "
+                             f"shape {x.shape} and y of shape {labels.shape}")
+        return self._evaluate_arrays(x, labels, batch_size)
+
+    def _evaluate_arrays(self, x, labels, batch_size):
+        logits = self._predict_array(x, batch_size)
+        if logits.ndim != 2:
+            raise ValueError(f"Sequential.evaluate: the model's output has shape {logits.shape}; "
+                             f"the cross-entropy needs logits of shape (N, K)")
+        check_label_range(labels, logits.shape[1], "Sequential.evaluate", "y")
+        count = labels.shape[0]
+        if count == 0:
+            return {"loss": math.nan, "accuracy": math.nan}
+        loss, _ = _core.softmax_cross_entropy(logits, labels)
+        correct = int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
+        return {"loss": float(loss), "accuracy": correct / count}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up and runs every test of swiftcnn on a fresh machine (Swift 6, Python 3.9+ with pip, gcc):
+#   1. installs the package with its test extra (builds the Swift library and the C extension),
+#   2. runs the Swift core's XCTest suite,
+#   3. runs the pytest suite against the installed package (torch parity tests included).
+# Any failure, including pytest collecting no tests (exit 5), fails the script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check ".[test]"
+swift test
+# Run from the repo root: python/tests imports the installed `swiftcnn`, not the source tree.
+python3 -m pytest python/tests -q -p no:cacheprovider "$@"
