@@ -95,6 +95,7 @@ setup(
     package_dir={"": "python"},
     packages=find_packages("python", include=["swiftcnn", "swiftcnn.*"]),
     package_data={"swiftcnn": ["*.pyi", "py.typed", "data/*"]},
+    include_package_data=False,  # MANIFEST.in lists _core.c for the sdist, not for the wheel
     ext_modules=[
         Extension(
             "swiftcnn._core",

@@ -82,8 +82,9 @@ final class LayerCAPITests: XCTestCase {
         let bound = 1 / Double(27).squareRoot()
         XCTAssertTrue(params[0].values(T.self).allSatisfy { abs(Double($0)) <= bound })
         XCTAssertTrue(params[0].grads(T.self).allSatisfy { $0 == 0 })
-        XCTAssertEqual(parameters(conv(dt, 3, 4, k: 3, stride: 2, pad: 1, seed: 42))[0].values(T.self), params[0].values(T.self))
-        XCTAssertNotEqual(parameters(conv(dt, 3, 4, k: 3, stride: 2, pad: 1, seed: 43))[0].values(T.self), params[0].values(T.self))
+        let same = conv(dt, 3, 4, k: 3, stride: 2, pad: 1, seed: 42), other = conv(dt, 3, 4, k: 3, stride: 2, pad: 1, seed: 43)
+        XCTAssertEqual(parameters(same)[0].values(T.self), params[0].values(T.self))
+        XCTAssertNotEqual(parameters(other)[0].values(T.self), params[0].values(T.self))
 
         let x: Tensor<T> = randomTensor([2, 3, 7, 6], seed: 5)
         let w = try Tensor<T>(shape: params[0].shape, scalars: params[0].values(T.self))

@@ -186,6 +186,34 @@ final class Conv2DTests: XCTestCase {
         }
     }
 
+    // MARK: im2col / col2im
+
+    /// im2col follows its formula, and col2im is its adjoint: <im2col(x), c> == <x, col2im(c)>.
+    func testIm2ColAndCol2ImAdjoint() throws {
+        for (index, cs) in convCases.enumerated() {
+            let g = try cs.geometry()
+            let x: Tensor<Double> = randomTensor([cs.c, cs.h, cs.w], seed: UInt64(600 + index))
+            let cv: [Double] = randomArray(g.colCount, seed: UInt64(700 + index))
+            var col = [Double](repeating: .nan, count: g.colCount)
+            im2col(g, x: x.pointer, col: &col)
+            for q in 0..<g.colRows {
+                let (c, r, s) = (q / (cs.kh * cs.kw), (q / cs.kw) % cs.kh, q % cs.kw)
+                for i in 0..<g.outH {
+                    for j in 0..<g.outW {
+                        let h = i * g.strideH - g.padH + r * g.dilationH, w = j * g.strideW - g.padW + s * g.dilationW
+                        let expected = h >= 0 && h < cs.h && w >= 0 && w < cs.w ? x[flat: (c * cs.h + h) * cs.w + w] : 0
+                        XCTAssertEqual(col[q * g.colCols + i * g.outW + j], expected, "\(cs) q \(q) i \(i) j \(j)")
+                    }
+                }
+            }
+            var folded = [Double](repeating: .nan, count: x.count)
+            cv.withUnsafeBufferPointer { col2im(g, col: $0.baseAddress!, x: &folded) }
+            let lhs = zip(col, cv).reduce(0.0) { $0 + $1.0 * $1.1 }
+            let rhs = zip(x.scalars, folded).reduce(0.0) { $0 + $1.0 * $1.1 }
+            XCTAssertEqual(lhs, rhs, accuracy: 1e-12 * max(1, abs(lhs)), "\(cs)")
+        }
+    }
+
     // MARK: edge cases
 
     func testEmptyBatch() throws {

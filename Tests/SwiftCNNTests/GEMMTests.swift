@@ -49,21 +49,36 @@ final class GEMMTests: XCTestCase {
             (1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 5, 1), (7, 13, 11), (6, 64, 8), (13, 65, 17), (12, 33, 129),
             (31, 129, 70), (65, 47, 300), (97, 200, 259), (130, 70, 5), (4, 1000, 3), (200, 3, 600),
         ]
+        let scalings: [(T, T)] = [(1, 0), (1, 1), (-0.5, 2.5), (0, 0.5), (2, 0)]
+        var index = 0
         for (m, n, k) in sizes {
             for transA in [false, true] {
                 for transB in [false, true] {
-                    for (alpha, beta) in [(T(1), T(0)), (T(1), T(1)), (T(-0.5), T(2.5)), (T(0), T(0.5))] {
-                        check(T.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
-                              pad: Int(seed % 3), seed: seed, tolerance: tolerance)
-                        seed += 3
-                    }
+                    // Cycle through the (alpha, beta) cases rather than trying every one per shape.
+                    let (alpha, beta) = scalings[index % scalings.count]
+                    check(T.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
+                          pad: Int(seed % 3), seed: seed, tolerance: tolerance)
+                    seed += 3
+                    index += 1
                 }
             }
+            index += 1
         }
     }
 
     func testGemmMatchesNaiveDouble() { checkAll(Double.self, tolerance: 1e-13) }
     func testGemmMatchesNaiveFloat() { checkAll(Float.self, tolerance: 2e-5) }
+
+    /// Sizes over every cache block (k > KC, m > MC, n > NC) so that C is revisited per k block
+    /// (beta applied once) and the jc / ic loops wrap.
+    func testGemmMultipleBlocks() {
+        for (transA, transB) in [(false, false), (true, true), (false, true), (true, false)] {
+            check(Float.self, transA: transA, transB: transB, m: 151, n: 1037, k: 133, alpha: 1.5, beta: -1,
+                  pad: 1, seed: 77, tolerance: 2e-5)
+        }
+        check(Double.self, transA: false, transB: false, m: 149, n: 1030, k: 260, alpha: 1, beta: 0.5,
+              pad: 0, seed: 78, tolerance: 1e-13)
+    }
 
     func testDegenerateSizes() {
         // k = 0: C = beta * C; m or n = 0: nothing happens.

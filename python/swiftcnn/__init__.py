@@ -50,7 +50,10 @@ __all__ = [
     # submodules
     "functional", "optim", "datasets", "viz",
     # functional ops
-    *functional.__all__,
+    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "avg_pool2d_backward", "linear", "linear_backward", "sigmoid", "sigmoid_backward", "relu",
+    "relu_backward", "softmax", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
+    "correlate2d", "convolve2d",
 ]
 
 

@@ -124,17 +124,23 @@ optional(PyObject *o)
 static int
 int64_arg(const char *fn, const char *name, PyObject *o, int64_t *out)
 {
-    if (PyBool_Check(o) || !PyIndex_Check(o) || PyArray_IsScalar(o, Bool)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", fn, name, Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    PyObject *idx = PyNumber_Index(o);
-    if (idx == NULL) {
-        return -1;
-    }
     int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    Py_DECREF(idx);
+    long long v;
+    if (PyLong_CheckExact(o)) { /* the common case, without the __index__ round trip */
+        v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    }
+    else {
+        if (PyBool_Check(o) || !PyIndex_Check(o) || PyArray_IsScalar(o, Bool)) {
+            PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", fn, name, Py_TYPE(o)->tp_name);
+            return -1;
+        }
+        PyObject *idx = PyNumber_Index(o);
+        if (idx == NULL) {
+            return -1;
+        }
+        v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+        Py_DECREF(idx);
+    }
     if (overflow != 0) {
         PyErr_Format(PyExc_OverflowError, "%s: %s does not fit in a 64-bit integer", fn, name);
         return -1;
@@ -161,7 +167,7 @@ pair_arg(const char *fn, const char *name, PyObject *o, int64_t out[2])
         PyObject **items = PySequence_Fast_ITEMS(o);
         for (int i = 0; i < 2; i++) {
             PyObject *item = items[i];
-            if (PyBool_Check(item) || !PyIndex_Check(item) || PyArray_IsScalar(item, Bool)) {
+            if (!PyLong_CheckExact(item) && (PyBool_Check(item) || !PyIndex_Check(item) || PyArray_IsScalar(item, Bool))) {
                 PyErr_Format(PyExc_TypeError, "%s: %s must be an int or a pair of ints (h, w), got a %s holding %s",
                              fn, name, Py_TYPE(o)->tp_name, Py_TYPE(item)->tp_name);
                 return -1;
@@ -172,7 +178,7 @@ pair_arg(const char *fn, const char *name, PyObject *o, int64_t out[2])
         }
         return 0;
     }
-    if (PyBool_Check(o) || !PyIndex_Check(o) || PyArray_IsScalar(o, Bool)) {
+    if (!PyLong_CheckExact(o) && (PyBool_Check(o) || !PyIndex_Check(o) || PyArray_IsScalar(o, Bool))) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be an int or a pair of ints (h, w), got %s",
                      fn, name, Py_TYPE(o)->tp_name);
         return -1;

@@ -11,7 +11,7 @@ from forward passes; the analytic one comes from one ``backward(R)``. An element
 import numpy as np
 
 from ._convert import check_real, describe_type
-from .layers import Module
+from .layers import Module, Sequential
 from .serialization import rebuild
 
 __all__ = ["gradcheck", "GradcheckReport"]
@@ -98,9 +98,6 @@ def gradcheck(module, x, *, eps=1e-6, atol=1e-5, rtol=1e-3):
     y = copy.forward(x)
     weights = rng.standard_normal(y.shape)  # R
 
-    def objective():
-        return float(np.dot(copy.forward(x).ravel(), weights.ravel()))
-
     copy.zero_grad()
     copy.forward(x)
     analytic = {"input": np.array(copy.backward(weights), dtype=np.float64)}
@@ -111,6 +108,7 @@ def gradcheck(module, x, *, eps=1e-6, atol=1e-5, rtol=1e-3):
 
     rows = []
     for name, values in targets:
+        objective = _objective(copy, name, x, weights)
         flat = values.reshape(-1)  # a view: perturbing it perturbs the tensor the copy reads
         if values.size and not np.shares_memory(flat, values):
             raise RuntimeError(f"{owner}: cannot perturb {name!r} in place (not contiguous)")
@@ -130,6 +128,21 @@ def gradcheck(module, x, *, eps=1e-6, atol=1e-5, rtol=1e-3):
         rows.append(_compare(name, values.shape, analytic[name].reshape(-1)[indices], numeric,
                              atol, rtol))
     return GradcheckReport(rows, eps, atol, rtol)
+
+
+def _objective(copy, name, x, weights):
+    """A function computing ``sum(copy(x) * weights)`` after ``name``'s values are perturbed.
+
+    For a parameter of a Sequential's layer k, layers 0..k-1 are unaffected by the perturbation:
+    their output is computed once and only layers k.. are rerun (the same layer objects).
+    """
+    flat_weights = weights.ravel()
+    if isinstance(copy, Sequential) and name != "input":
+        start = int(name.split(".", 1)[0])
+        head, tail = copy[:start], copy[start:]
+        activation = head.forward(x) if start else x
+        return lambda: float(np.dot(tail.forward(activation).ravel(), flat_weights))
+    return lambda: float(np.dot(copy.forward(x).ravel(), flat_weights))
 
 
 def _float64_copy(x, owner):

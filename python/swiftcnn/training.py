@@ -103,7 +103,8 @@ class _Progress:
 
     def batch_done(self, loss, accuracy):
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{accuracy:.4f}", refresh=False)
+            self.bar.set_postfix({"loss": f"{loss:.4f}", "accuracy": f"{accuracy:.4f}"},
+                                 refresh=False)
             self.bar.update(1)
 
     def end_epoch(self, epoch, figures):
@@ -302,7 +303,7 @@ class TrainingMixin:
 
     def _predict_array(self, x, batch_size):
         if x.ndim == 0:
-            raise ValueError(f"Sequential.predict: x must have a batch dimension, got a scalar")
+            raise ValueError("Sequential.predict: x must have a batch dimension, got a scalar")
         count = x.shape[0]
         if count <= batch_size:
             return self.forward(x)

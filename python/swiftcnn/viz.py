@@ -20,6 +20,7 @@ pyplot figure is made (so notebooks show it). Close figures you no longer need
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -204,8 +205,8 @@ def _rows_figure(fig, rows, *, extra_height=0.0, title=""):
         tax.axis("off")
         tax.text(0.98, 0.5, label, ha="right", va="center", fontsize=7.5, transform=tax.transAxes)
         ax = fig.add_subplot(gs[r, 1])
-        cm = matplotlib.colormaps[cmap].copy()
-        cm.set_bad("white")
+        cm = matplotlib.colormaps[cmap]
+        cm = cm.with_extremes(bad="white") if hasattr(cm, "with_extremes") else cm
         vmin, vmax = _value_range(img, symmetric)
         ax.imshow(np.ma.masked_invalid(full), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest",
                   aspect="equal")
@@ -237,12 +238,12 @@ def plot_filters(layer, *, fig=None, cmap="RdBu_r", title=None):
     """
     w = _filter_weights(layer)
     o, i, kh, kw = w.shape
-    fig, _ = _figure(fig, figsize=(min(12, 1.6 * min(o, 8) + 1), 2.2 * (-(-o // 8)) + 0.6) if i == 1
+    ncols = max(1, min(o, 8, int(math.ceil(math.sqrt(1.5 * o)))))
+    nrows = -(-o // ncols)
+    fig, _ = _figure(fig, figsize=(1.6 * ncols + 1.2, 1.7 * nrows + 0.8) if i == 1
                      else (min(12, 0.5 * i + 2), min(12, 0.45 * o + 1.2)))
     m = float(np.max(np.abs(w))) or 1.0
     if i == 1:
-        ncols = min(o, 8)
-        nrows = -(-o // ncols)
         axes = fig.subplots(nrows, ncols, squeeze=False)
         im = None
         for k in range(nrows * ncols):
@@ -302,6 +303,8 @@ def plot_feature_maps(model, x, *, index=0, fig=None, cmap="viridis"):
     ``x`` is an image (H, W), (C, H, W) or a batch (``index`` picks the image). Convolution, activation
     and pooling outputs are drawn as one tile per channel; flattened and fully-connected outputs as a
     strip; the last row shows the softmax probabilities of the logits.
+
+    This runs its own forward pass through the layers: a ``backward`` called afterwards refers to it.
     """
     from . import functional as F
 
@@ -372,7 +375,8 @@ def plot_gradients(model, x, y, *, index=0, fig=None, cmap="RdBu_r"):
     ``softmax_cross_entropy(logits, y)`` (mean over the batch ``x``); its gradient with respect to the
     logits is passed back through the layers one at a time with ``layer.backward``. Image ``index`` of
     the batch is drawn (red positive, blue negative, each row on its own symmetric scale). The model's
-    parameter gradients (``.grad``) are restored afterwards, so a training loop is not disturbed.
+    parameter gradients (``.grad``) are restored afterwards, so a training loop is not disturbed (the
+    layers do keep this call's inputs as their last forward).
     """
     from . import functional as F
 
@@ -473,7 +477,8 @@ def plot_misclassified(x, y_true, y_pred, *, max_images=40, ncols=10, fig=None):
         raise ValueError(f"plot_misclassified: x {x.shape}, y_true {y_true.shape} and y_pred {y_pred.shape} "
                          "must have the same length")
     wrong = np.flatnonzero(y_true != y_pred)
-    shown = wrong[:max_images]
+    # spread the examples over all the mistakes (test sets are often sorted by label)
+    shown = wrong[np.unique(np.linspace(0, wrong.size - 1, max_images).astype(int))] if wrong.size > max_images else wrong
     n = max(1, shown.size)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
@@ -491,6 +496,6 @@ def plot_misclassified(x, y_true, y_pred, *, max_images=40, ncols=10, fig=None):
             ax.axis("off")
     if wrong.size == 0:
         axes[0][0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0][0].transAxes)
-    more = f", first {shown.size} shown" if wrong.size > shown.size else ""
+    more = f", {shown.size} shown" if wrong.size > shown.size else ""
     fig.suptitle(f"Misclassified: {wrong.size} of {y_true.size} (true -> predicted{more})")
     return _root(fig)

@@ -217,8 +217,15 @@ def add_common_array_cases(group, call, arg_names, make_args, out_shape=None, el
             xv, o = overlapping_out(args[0], out_shape)
             args[0] = xv
             unchanged(lambda: call(*args, out=o), xv)
+        def out_overlap_second():
+            args = make_args()
+            wv, o = overlapping_out(args[1], out_shape)
+            args[1] = wv
+            unchanged(lambda: call(*args, out=o), wv)
         if not elementwise:
             case(group, f"out_overlapping_{first}", out_overlap, ValueError, ("out",))
+            if len(arg_names) > 1:
+                case(group, f"out_overlapping_{arg_names[1]}", out_overlap_second, ValueError, ("out",))
         else:
             def out_is_input():
                 args = make_args()

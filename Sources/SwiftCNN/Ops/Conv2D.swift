@@ -13,7 +13,8 @@
 ///
 /// For stride 1, no padding and no dilation the last line is the "full" cross-correlation of g with
 /// the 180°-rotated filter (the lecture's identity). The fast path computes all three as GEMMs over
-/// the im2col matrix of each image (see Kernels/Im2Col.swift):
+/// the im2col matrix of each image (see Kernels/Im2Col.swift; the matrix is packed into the GEMM
+/// straight from the image, never stored whole):
 ///
 ///     y_n = W · col_n        dW += g_n · col_nᵀ        dX_n = col2im(Wᵀ · g_n)
 ///
@@ -22,23 +23,26 @@
 
 // MARK: - pointer level, fast path
 
-/// True when col_n is x_n itself (1x1 kernel, stride 1, no padding): im2col would only copy.
+/// True when col_n is x_n itself (1x1 kernel, stride 1, no padding): the GEMMs read x directly.
 @inlinable
 func conv2dIsPointwise(_ g: Conv2DGeometry) -> Bool {
     g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
 }
 
 /// How many images to process at once on separate threads: several when one image's GEMM is too
-/// small to split across threads on its own, else 1 (the GEMM and im2col then use the threads).
+/// small to split across threads on its own, else 1 (each image's GEMM then uses the threads).
 @inlinable
 func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
-    let flopsPerImage = 2 * g.outChannels * g.colCount
-    if g.batch < 2 || flopsPerImage >= 4_000_000 { return 1 }
-    return min(g.batch, parallelChunks(work: flopsPerImage * g.batch))
+    // In Double: K * C*kH*kW * Ho*Wo is not among the counts the geometry checked against overflow.
+    let flopsPerImage = 2 * Double(g.outChannels) * Double(g.colCount)
+    if g.batch < 2 || flopsPerImage >= 4e6 { return 1 }
+    let work = Int(min(flopsPerImage * Double(g.batch), 1e15))
+    return min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
 }
 
-/// y = conv2d(x, weight, bias): im2col + GEMM per image. The geometry must come from a successful
-/// `Conv2DGeometry.init` for these buffers. Throws only `.memory` (the im2col buffer).
+/// y = conv2d(x, weight, bias): per image, the GEMM y_n = W · col_n with col_n packed straight from
+/// x_n (Kernels/Im2Col.swift). The geometry must come from a successful `Conv2DGeometry.init` for
+/// these buffers. Throws only `.memory` (packing buffers, from `workspace`).
 ///
 ///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
 @inlinable
@@ -50,31 +54,27 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
     let yStride = g.outChannels * hw
     let pointwise = conv2dIsPointwise(g)
     let chunks = conv2dImageChunks(g)
-    // One im2col buffer per chunk, taken before the threads start (Workspace is single-threaded).
-    var cols: [UnsafeMutablePointer<T>] = []
-    if !pointwise {
-        for t in 0..<chunks { cols.append(try workspace.buffer(t, count: g.colCount)) }
-    }
+    let plan = GEMMPlan(T.self, m: g.outChannels, n: hw, k: kdim, threads: chunks == 1 ? Threading.numThreads : 1)
+    // One packing buffer per image chunk and GEMM chunk (one of the two counts is 1), taken before
+    // the threads start: Workspace is single-threaded.
+    var buffers: [UnsafeMutablePointer<T>] = []
+    for t in 0..<(chunks * plan.chunks) { buffers.append(try workspace.buffer(t, count: plan.bufferCount)) }
     parallelFor(chunks) { chunk in
-        let threads = chunks == 1 ? Threading.numThreads : 1
+        let buffer = { (t: Int) in buffers[chunk * plan.chunks + t] }
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             let xn = x + n * xStride, yn = y + n * yStride
-            let col: UnsafePointer<T>
-            if pointwise {
-                col = xn
-            } else {
-                if chunks == 1 { im2col(g, x: xn, col: cols[chunk]) } else {
-                    for c in 0..<g.inChannels { im2colChannel(g, c: c, x: xn, col: cols[chunk]) }
-                }
-                col = UnsafePointer(cols[chunk])
-            }
             // Start from the bias (beta = 1) so the GEMM adds onto it: one pass over y fewer.
             if let bias {
                 for k in 0..<g.outChannels { (yn + k * hw).update(repeating: bias[k], count: hw) }
             }
-            gemmDispatch(transA: false, transB: false, m: g.outChannels, n: hw, k: kdim, alpha: 1,
-                         a: weight, lda: kdim, b: col, ldb: hw, beta: bias == nil ? 0 : 1, c: yn, ldc: hw,
-                         threads: threads)
+            let beta: T = bias == nil ? 0 : 1
+            if pointwise {
+                gemmRun(plan, transA: false, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: weight, lda: kdim,
+                        b: GEMMDenseB(b: xn, ldb: hw, trans: false), beta: beta, c: yn, ldc: hw, buffer: buffer)
+            } else {
+                gemmRun(plan, transA: false, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: weight, lda: kdim,
+                        b: Im2ColB(g, x: xn), beta: beta, c: yn, ldc: hw, buffer: buffer)
+            }
         }
     }
 }
@@ -85,8 +85,9 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
 ///     -> gradX (N, C, H, W) overwritten; gradWeight (K, C, kH, kW) and gradBias (K) overwritten,
 ///        or added to when `accumulate` (layers: parameter gradients accumulate, as PyTorch)
 ///
-/// Throws only `.memory`. Deterministic: for a fixed thread count, each output element is summed
-/// in a fixed order.
+/// Per image: dW += g_n · col_nᵀ (colᵀ packed straight from x_n), dcol = Wᵀ · g_n, dx_n = col2im(dcol).
+/// Throws only `.memory`. Deterministic: for a fixed thread count each output element is summed in
+/// a fixed order.
 @inlinable
 public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                          weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
@@ -95,6 +96,7 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
     let (kdim, hw) = (g.colRows, g.colCols)
     let xStride = g.inChannels * g.height * g.width
     let yStride = g.outChannels * hw
+    let wCount = g.outChannels * kdim
     let pointwise = conv2dIsPointwise(g)
 
     if let gradBias {
@@ -109,63 +111,63 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
         }
     }
     if gradWeight == nil && gradX == nil { return }
+    if g.batch == 0 {
+        if let gradWeight, !accumulate { gradWeight.update(repeating: 0, count: wCount) }
+        return
+    }
 
     let chunks = conv2dImageChunks(g)
-    // Slots: [0, chunks) im2col buffers, [chunks, 2*chunks) dcol buffers, then, when several images
-    // run at once, one private dW per chunk beyond the first (summed in chunk order at the end).
-    var cols: [UnsafeMutablePointer<T>] = [], dcols: [UnsafeMutablePointer<T>] = []
+    let threads = chunks == 1 ? Threading.numThreads : 1
+    let planW = GEMMPlan(T.self, m: g.outChannels, n: kdim, k: hw, threads: threads)   // dW = g_n · col_nᵀ
+    let planX = GEMMPlan(T.self, m: kdim, n: hw, k: g.outChannels, threads: threads)   // dcol = Wᵀ · g_n
+    // Workspace slots: packing buffers (shared by the two GEMMs, which run one after the other),
+    // then one dcol per image chunk, then a private dW per image chunk beyond the first (summed in
+    // chunk order at the end: deterministic for a given thread count).
+    let perChunk = max(planW.chunks, planX.chunks)
+    let packCount = max(gradWeight != nil ? planW.bufferCount : 0, gradX != nil ? planX.bufferCount : 0)
+    var buffers: [UnsafeMutablePointer<T>] = [], dcols: [UnsafeMutablePointer<T>] = []
     var partialW: [UnsafeMutablePointer<T>] = []
-    if !pointwise {
-        for t in 0..<chunks {
-            if gradWeight != nil { cols.append(try workspace.buffer(t, count: g.colCount)) }
-            if gradX != nil { dcols.append(try workspace.buffer(chunks + t, count: g.colCount)) }
-        }
+    for t in 0..<(chunks * perChunk) { buffers.append(try workspace.buffer(t, count: packCount)) }
+    var slot = chunks * perChunk
+    if gradX != nil && !pointwise {
+        for _ in 0..<chunks { dcols.append(try workspace.buffer(slot, count: g.colCount)); slot += 1 }
     }
-    let wCount = g.outChannels * kdim
     if let gradWeight {
         partialW.append(gradWeight)
-        for t in 1..<max(chunks, 1) { partialW.append(try workspace.buffer(2 * chunks + t, count: wCount)) }
+        for _ in 1..<chunks { partialW.append(try workspace.buffer(slot, count: wCount)); slot += 1 }
     }
     parallelFor(chunks) { chunk in
-        let threads = chunks == 1 ? Threading.numThreads : 1
+        let buffer = { (t: Int) in buffers[chunk * perChunk + t] }
         let images = chunkRange(chunk, of: chunks, total: g.batch)
         for n in images {
             let xn = x + n * xStride, gn = gradOut + n * yStride
             if gradWeight != nil {
-                let col: UnsafePointer<T>
-                if pointwise {
-                    col = xn
-                } else {
-                    if chunks == 1 { im2col(g, x: xn, col: cols[chunk]) } else {
-                        for c in 0..<g.inChannels { im2colChannel(g, c: c, x: xn, col: cols[chunk]) }
-                    }
-                    col = UnsafePointer(cols[chunk])
-                }
-                // dW (K × kdim) += g_n (K × hw) · col_nᵀ (hw × kdim); the chunk's first image
-                // overwrites (unless accumulating into the caller's gradWeight).
+                // dW (K × kdim) += g_n (K × hw) · col_nᵀ (hw × kdim); a chunk's first image
+                // overwrites, unless accumulating into the caller's gradWeight.
                 let first = n == images.lowerBound && !(accumulate && chunk == 0)
-                gemmDispatch(transA: false, transB: true, m: g.outChannels, n: kdim, k: hw, alpha: 1,
-                             a: gn, lda: hw, b: col, ldb: hw, beta: first ? 0 : 1,
-                             c: partialW[chunk], ldc: kdim, threads: threads)
+                let beta: T = first ? 0 : 1
+                if pointwise {
+                    gemmRun(planW, transA: false, m: g.outChannels, n: kdim, k: hw, alpha: 1, a: gn, lda: hw,
+                            b: GEMMDenseB(b: xn, ldb: hw, trans: true), beta: beta, c: partialW[chunk], ldc: kdim,
+                            buffer: buffer)
+                } else {
+                    gemmRun(planW, transA: false, m: g.outChannels, n: kdim, k: hw, alpha: 1, a: gn, lda: hw,
+                            b: Im2ColTransposedB(g, x: xn), beta: beta, c: partialW[chunk], ldc: kdim, buffer: buffer)
+                }
             }
             if let gradX {
                 let gxn = gradX + n * xStride
                 // dcol (kdim × hw) = Wᵀ (kdim × K) · g_n (K × hw), then fold back onto the image.
                 let dcol = pointwise ? gxn : dcols[chunk]
-                gemmDispatch(transA: true, transB: false, m: kdim, n: hw, k: g.outChannels, alpha: 1,
-                             a: weight, lda: kdim, b: gn, ldb: hw, beta: 0, c: dcol, ldc: hw, threads: threads)
-                if !pointwise {
-                    if chunks == 1 { col2im(g, col: dcol, x: gxn) } else {
-                        for c in 0..<g.inChannels { col2imChannel(g, c: c, col: dcol, x: gxn) }
-                    }
-                }
+                gemmRun(planX, transA: true, m: kdim, n: hw, k: g.outChannels, alpha: 1, a: weight, lda: kdim,
+                        b: GEMMDenseB(b: gn, ldb: hw, trans: false), beta: 0, c: dcol, ldc: hw, buffer: buffer)
+                if !pointwise { col2im(g, col: dcol, x: gxn, threads: threads) }
             }
         }
     }
     if let gradWeight {
-        if g.batch == 0 && !accumulate { gradWeight.update(repeating: 0, count: wCount) }
         // Chunks beyond the first wrote private partial sums: add them in chunk order.
-        for t in 1..<max(chunks, 1) where !chunkRange(t, of: chunks, total: g.batch).isEmpty {
+        for t in 1..<chunks {
             let p = partialW[t]
             for i in 0..<wCount { gradWeight[i] += p[i] }
         }

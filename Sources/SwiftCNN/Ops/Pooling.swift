@@ -24,7 +24,8 @@
 @inlinable
 func poolPlaneChunks(_ g: Pool2DGeometry) -> Int {
     let planes = g.batch * g.channels
-    let work = planes * g.outH * g.outW * g.kernelH * g.kernelW
+    // In Double: output count times window area is not a count the geometry checked for overflow.
+    let work = Int(min(Double(planes) * Double(g.outH * g.outW) * Double(g.kernelH) * Double(g.kernelW), 1e15))
     return min(max(planes, 1), parallelChunks(work: work, minPerThread: 50_000))
 }
 

@@ -194,6 +194,8 @@ public struct Pool2DGeometry: Equatable, Sendable {
             throw SwiftCNNError.value("\(op): x must have a spatial size of at least 1x1, got shape \(describeShape(xShape))")
         }
         _ = try checkedElementCount(xShape, what: "\(op): x")
+        // Padding up to kernel/2 lets a kernel exceed the input; its area is the average's divisor.
+        _ = try checkedMultiply(kernelSize.0, kernelSize.1, what: "\(op): kernel_size area")
         let oh = try slidingOutputSize(op, size: h, kernel: kernelSize.0, stride: stride.0, pad: padding.0, dilation: 1, axis: "height")
         let ow = try slidingOutputSize(op, size: w, kernel: kernelSize.1, stride: stride.1, pad: padding.1, dilation: 1, axis: "width")
         _ = try checkedElementCount([n, c, oh, ow], what: "\(op): output")

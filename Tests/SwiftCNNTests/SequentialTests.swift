@@ -1,0 +1,136 @@
+import Dispatch
+import XCTest
+@testable import SwiftCNN
+
+final class SequentialTests: XCTestCase {
+    func testParameterNamesFollowPyTorch() throws {
+        let inner = try Sequential<Float>(Linear<Float>(inFeatures: 4, outFeatures: 3, seed: 1), ReLU<Float>())
+        let model = try Sequential<Float>(
+            Conv2d<Float>(inChannels: 1, outChannels: 2, kernelSize: (3, 3), seed: 2), Sigmoid<Float>(),
+            Flatten<Float>(), Linear<Float>(inFeatures: 2 * 3 * 3, outFeatures: 4, bias: false, seed: 3), inner)
+        XCTAssertEqual(model.parameters.map(\.name), ["0.weight", "0.bias", "3.weight", "4.0.weight", "4.0.bias"])
+        XCTAssertEqual(model.parameters.map(\.data.shape), [[2, 1, 3, 3], [2], [4, 18], [3, 4], [3]])
+        XCTAssertEqual(inner.parameters.map(\.name), ["0.weight", "0.bias"])
+        XCTAssertEqual(model.layers.count, 5)
+        XCTAssertEqual(try model.outputShape(forInput: [7, 1, 5, 5]), [7, 3])
+        XCTAssertEqual(model.description, """
+            Sequential(
+              (0): Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
+              (1): Sigmoid()
+              (2): Flatten(start_dim=1, end_dim=-1)
+              (3): Linear(in_features=18, out_features=4, bias=False)
+              (4): Sequential(
+                (0): Linear(in_features=4, out_features=3, bias=True)
+                (1): ReLU()
+              )
+            )
+            """)
+    }
+
+    /// A Sequential holds the very objects given: parameters are the same memory, and training
+    /// through the model is seen through the layer (and the other way round).
+    func testLayersAndParametersAreShared() throws {
+        let linear = try Linear<Double>(inFeatures: 3, outFeatures: 2, seed: 4)
+        let model = try Sequential<Double>(linear, Sigmoid<Double>())
+        XCTAssertTrue(model.layers[0] === linear)
+        XCTAssertEqual(model.parameters[0].data.pointer, linear.weight.data.pointer)
+        XCTAssertEqual(model.parameters[0].grad.pointer, linear.weight.grad.pointer)
+        let other = try Sequential<Double>(linear)  // the same layer in two models is fine
+        let x = randomTensor([2, 3], seed: 5, as: Double.self)
+        _ = try model.forward(x)
+        _ = try model.backward(randomTensor([2, 2], seed: 6, as: Double.self))
+        XCTAssertTrue(linear.weight.grad.scalars.contains { $0 != 0 })
+        try other.zeroGrad()
+        XCTAssertTrue(linear.weight.grad.scalars.allSatisfy { $0 == 0 })
+        linear.weight.data[flat: 0] = 42
+        XCTAssertEqual(model.parameters[0].data[flat: 0], 42)
+    }
+
+    func testForwardChainsAndBackwardMatchesManualChain() throws {
+        let conv = try Conv2d<Double>(inChannels: 1, outChannels: 2, kernelSize: (3, 3), padding: (1, 1), seed: 7)
+        let pool = try AvgPool2d<Double>(kernelSize: (2, 2))
+        let flat = Flatten<Double>()
+        let fc = try Linear<Double>(inFeatures: 2 * 2 * 2, outFeatures: 3, seed: 8)
+        let model = try Sequential<Double>(conv, pool, flat, fc)
+        let x = randomTensor([2, 1, 4, 4], seed: 9, as: Double.self)
+        let g = randomTensor([2, 3], seed: 10, as: Double.self)
+        let y = try model.forward(x)
+        XCTAssertEqual(y.pointer, fc.output!.pointer)  // a view of the last layer's buffer, no copy
+        let expected = try linear(flat.forward(avgPool2d(conv2d(x, weight: conv.weight.data, bias: conv.bias!.data,
+                                                                 padding: (1, 1)), kernelSize: (2, 2))),
+                                  weight: fc.weight.data, bias: fc.bias!.data)
+        assertRelativeError(y.scalars, expected.scalars, 1e-15)
+        _ = try model.forward(x)
+        let gx = try model.backward(g).scalars
+        // The same chain by hand, reversed.
+        let g3 = try linearBackward(gradOut: g, x: flat.forward(pool.forward(conv.forward(x))), weight: fc.weight.data)
+        let g1 = try avgPool2dBackward(gradOut: g3.gradX.reshaped([2, 2, 2, 2]), x: conv.forward(x), kernelSize: (2, 2))
+        let g0 = try conv2dBackward(gradOut: g1, x: x, weight: conv.weight.data, padding: (1, 1))
+        assertRelativeError(gx, g0.gradX.scalars, 1e-15)
+        try assertLayerGradients(model, input: x)
+    }
+
+    func testEmptySequentialIsIdentity() throws {
+        let model = try Sequential<Float>([])
+        let x = randomTensor([2, 3], seed: 11, as: Float.self)
+        XCTAssertEqual(try model.forward(x).scalars, x.scalars)
+        XCTAssertEqual(try model.backward(x).scalars, x.scalars)
+        XCTAssertTrue(model.parameters.isEmpty)
+        XCTAssertEqual(model.description, "Sequential()")
+    }
+
+    func testSameLayerTwiceIsRejected() throws {
+        let sig = Sigmoid<Float>()
+        assertThrowsKind(.value, contains: "layer 2 is the same object as an earlier layer") {
+            try Sequential<Float>(sig, ReLU<Float>(), sig)
+        }
+        let inner = try Sequential<Float>(sig)
+        assertThrowsKind(.value, contains: "layer 1.0 is the same object") { try Sequential<Float>(sig, inner) }
+        assertThrowsKind(.value) { try Sequential<Float>(inner, inner) }
+    }
+
+    func testErrorsNameTheLayer() throws {
+        let model = try Sequential<Float>(Flatten<Float>(), Linear<Float>(inFeatures: 10, outFeatures: 2, seed: 1))
+        assertThrowsKind(.value, contains: "layer 1: Linear: weight must have 12 input features") {
+            try model.forward(Tensor<Float>(zeros: [2, 3, 4]))
+        }
+        // A failed forward leaves nothing for backward.
+        assertThrowsKind(.runtime, contains: "Sequential: backward called before forward") {
+            try model.backward(Tensor<Float>(zeros: [2, 2]))
+        }
+        _ = try model.forward(Tensor<Float>(zeros: [2, 10]))
+        assertThrowsKind(.value, contains: "Sequential.backward: grad_out must have shape (2, 2), got (2, 3)") {
+            try model.backward(Tensor<Float>(zeros: [2, 3]))
+        }
+    }
+
+    /// A child run on its own between the model's forward and backward: a runtime error, no trap.
+    func testChildUsedStandaloneInBetween() throws {
+        let linear = try Linear<Float>(inFeatures: 4, outFeatures: 2, seed: 2)
+        let model = try Sequential<Float>(linear, Sigmoid<Float>())
+        _ = try model.forward(Tensor<Float>(zeros: [3, 4]))
+        _ = try linear.forward(Tensor<Float>(zeros: [5, 4]))
+        assertThrowsKind(.runtime, contains: "layer 0 was run on another input") {
+            try model.backward(Tensor<Float>(zeros: [3, 2]))
+        }
+    }
+
+    func testBusySequentialRejectsASecondThread() throws {
+        let model = try Sequential<Float>(ReLU<Float>())
+        let entered = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? model.access.run {
+                entered.signal()
+                release.wait()
+            }
+            done.signal()
+        }
+        entered.wait()
+        assertThrowsKind(.runtime, contains: "Sequential is in use by another thread") {
+            try model.forward(Tensor<Float>(zeros: [1, 1]))
+        }
+        release.signal()
+        done.wait()
+        XCTAssertEqual(try model.forward(Tensor<Float>(zeros: [1, 1])).shape, [1, 1])
+    }
+}
