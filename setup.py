@@ -63,7 +63,7 @@ class BuildSwiftExt(build_ext):
     def build_swift(self):
         if shutil.which("swift") is None:
             raise SetupError(
-                "swiftcnn needs the Swift toolchain (5.10 or later) to build its core, but `swift` "
+                "swiftcnn needs the Swift toolchain (6.0 or later) to build its core, but `swift` "
                 "is not on PATH. Install Swift from swift.org and make sure `swift --version` works."
             )
         cmd = swift_build_command()

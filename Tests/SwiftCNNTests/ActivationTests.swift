@@ -102,6 +102,25 @@ final class ActivationTests: XCTestCase {
                             try sigmoidBackward(gradOut: gd, y: sigmoid(xd)).scalars, 1e-5)
     }
 
+    /// Big tensors are split over threads; every element is computed the same way, so the result is
+    /// bit-identical for any thread count.
+    func testThreadCountDoesNotChangeResults() throws {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        let x = randomTensor([300_001], seed: 10, low: -10, high: 10, as: Float.self)
+        let g = randomTensor([300_001], seed: 11, as: Float.self)
+        var results: [[[Float]]] = []
+        for threads in [1, 2, 3] {
+            Threading.numThreads = threads
+            let y = try sigmoid(x)
+            results.append([y.scalars, try sigmoidBackward(gradOut: g, y: y).scalars,
+                            try relu(x).scalars, try reluBackward(gradOut: g, x: x).scalars])
+        }
+        XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
+        XCTAssertEqual(results[0][0][12345], stableSigmoid(x[flat: 12345]))
+    }
+
     /// The gradient may be written over grad_out (exact aliasing).
     func testBackwardInPlace() throws {
         let y = randomTensor([10], seed: 8, low: 0, high: 1, as: Float.self)

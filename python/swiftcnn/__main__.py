@@ -231,10 +231,13 @@ def train(args) -> dict:
             dt = time.perf_counter() - t0
             train_seconds += dt
             train_cpu_seconds += time.process_time() - c0
+            if getattr(h, "interrupted", False) or not h.history.get("loss"):
+                # fit stops between batches on Ctrl-C and returns: the epoch is incomplete
+                raise KeyboardInterrupt
             images_seen += xa.shape[0]
-            ev = model.evaluate(xte, yte)
             history["loss"].append(float(h.history["loss"][-1]))
             history["accuracy"].append(float(h.history["accuracy"][-1]))
+            ev = model.evaluate(xte, yte)
             history["val_loss"].append(float(ev["loss"]))
             history["val_accuracy"].append(float(ev["accuracy"]))
             history["lr"].append(lr)

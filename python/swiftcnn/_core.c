@@ -389,9 +389,9 @@ scnn_dtype(int typenum)
     return typenum == NPY_FLOAT ? SCNN_FLOAT32 : SCNN_FLOAT64;
 }
 
-/* Checks that the required operands are not None, that every ndarray operand is float32 or
- * float64, and that they all share one dtype; *typenum gets it (float64 when no operand is an
- * ndarray). Operands with obj == NULL are skipped. */
+/* Checks that every ndarray operand is float32 or float64 and that they all share one dtype;
+ * *typenum gets it (float64 when no operand is an ndarray: lists and scalars adopt the dtype of
+ * the ndarrays). Operands with obj == NULL (absent optional ones) are skipped. */
 static int
 resolve_dtype(const char *fn, operand *ops, int n, int *typenum)
 {
@@ -1771,9 +1771,10 @@ layer_typenum(scnn_layer *layer)
 }
 
 /* An array a handle function takes as is: an ndarray of typenum, C-contiguous, aligned, native
- * (writable too when `writable`). The Python layer converts user input before calling. */
+ * (writable too when `writable`). The Python layer converts user input before calling. `owner`
+ * ("layer", "optimizer") names whose dtype it must have; NULL for int64 labels. */
 static int
-check_exact_array(const char *fn, const char *name, PyObject *o, int typenum, int writable)
+check_exact_array(const char *fn, const char *name, PyObject *o, int typenum, int writable, const char *owner)
 {
     if (!PyArray_Check(o)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be a numpy.ndarray, got %s", fn, name, Py_TYPE(o)->tp_name);
@@ -1783,10 +1784,13 @@ check_exact_array(const char *fn, const char *name, PyObject *o, int typenum, in
     int matches = typenum == NPY_INT64
         ? (PyArray_ISINTEGER(a) && PyArray_ISSIGNED(a) && PyArray_ITEMSIZE(a) == 8) /* long or long long */
         : PyArray_TYPE(a) == typenum;
+    if (!matches && owner != NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: %s has dtype %S but the %s's dtype is %s", fn, name,
+                     (PyObject *)PyArray_DESCR(a), owner, dtype_name(typenum));
+        return -1;
+    }
     if (!matches) {
-        PyErr_Format(PyExc_TypeError, "%s: %s has dtype %S but the %s dtype is %s", fn, name,
-                     (PyObject *)PyArray_DESCR(a), typenum == NPY_INT64 ? "expected" : "layer's",
-                     typenum == NPY_INT64 ? "int64" : dtype_name(typenum));
+        PyErr_Format(PyExc_TypeError, "%s: %s has dtype %S; expected int64", fn, name, (PyObject *)PyArray_DESCR(a));
         return -1;
     }
     if (!PyArray_ISNOTSWAPPED(a)) {
@@ -2010,7 +2014,9 @@ core_sequential_layer(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        layers[i] = layer_arg(fn, "layers[i]", PySequence_Fast_GET_ITEM(seq, i));
+        char name[40];
+        snprintf(name, sizeof name, "layers[%zd]", i);
+        layers[i] = layer_arg(fn, name, PySequence_Fast_GET_ITEM(seq, i));
         if (layers[i] == NULL) {
             goto done;
         }
@@ -2071,7 +2077,7 @@ core_layer_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, Py
         return NULL;
     }
     int typenum = layer_typenum(layer);
-    if (check_exact_array(fn, "x", v[1], typenum, 0) < 0) {
+    if (check_exact_array(fn, "x", v[1], typenum, 0, "layer") < 0) {
         return NULL;
     }
     PyArrayObject *x = (PyArrayObject *)v[1];
@@ -2126,7 +2132,7 @@ core_layer_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
         return NULL;
     }
     int typenum = layer_typenum(layer);
-    if (check_exact_array(fn, "grad_out", v[1], typenum, 0) < 0) {
+    if (check_exact_array(fn, "grad_out", v[1], typenum, 0, "layer") < 0) {
         return NULL;
     }
     PyArrayObject *g = (PyArrayObject *)v[1];
@@ -2370,7 +2376,11 @@ collect_params(const char *fn, PyObject *data_obj, PyObject *grad_obj, int typen
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *d = PySequence_Fast_GET_ITEM(ds, i);
         PyObject *g = PySequence_Fast_GET_ITEM(gs, i);
-        if (check_exact_array(fn, "data[i]", d, typenum, 1) < 0 || check_exact_array(fn, "grads[i]", g, typenum, 1) < 0) {
+        char dname[40], gname[40];
+        snprintf(dname, sizeof dname, "data[%zd]", i);
+        snprintf(gname, sizeof gname, "grads[%zd]", i);
+        if (check_exact_array(fn, dname, d, typenum, 1, "optimizer") < 0 ||
+            check_exact_array(fn, gname, g, typenum, 1, "optimizer") < 0) {
             goto done;
         }
         npy_intp nd = PyArray_SIZE((PyArrayObject *)d), ng = PyArray_SIZE((PyArrayObject *)g);
@@ -2618,8 +2628,8 @@ core_train_step_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_
     if (v[1] != Py_None && (opt = optimizer_arg(fn, "optimizer", v[1])) == NULL) {
         return NULL;
     }
-    if (check_exact_array(fn, "x", v[2], layer_typenum(model), 0) < 0 ||
-        check_exact_array(fn, "labels", v[3], NPY_INT64, 0) < 0) {
+    if (check_exact_array(fn, "x", v[2], layer_typenum(model), 0, "model") < 0 ||
+        check_exact_array(fn, "labels", v[3], NPY_INT64, 0, NULL) < 0) {
         return NULL;
     }
     PyArrayObject *x = (PyArrayObject *)v[2], *labels = (PyArrayObject *)v[3];

@@ -152,6 +152,15 @@ class Module:
         from .serialization import save
         save(self, path)
 
+    def __deepcopy__(self, memo):
+        """An independent module with the same architecture, dtype, weights and gradients."""
+        from .serialization import rebuild
+        duplicate = rebuild(self)
+        for original, copied in zip(self.parameters(), duplicate.parameters()):
+            np.copyto(copied.grad, original.grad)
+        memo[id(self)] = duplicate
+        return duplicate
+
     # -- plumbing shared with Sequential, serialization and gradcheck -----------------------------
     def _config(self):
         """The constructor settings, JSON-serialisable (how save and gradcheck rebuild the module)."""
@@ -379,9 +388,11 @@ class _LayerWithoutParameters(Module):
 
 
 class _Pool2d(_LayerWithoutParameters):
-    _kind = None            # "max" or "avg"
-    _forward_op = None
-    _backward_op = None
+    """Shared by MaxPool2d and AvgPool2d, which set the pooling kind and its functional ops."""
+
+    _kind = None            # "max" or "avg": the Swift pool2d_layer kind
+    _forward_op = None      # the functional forward (standalone use)
+    _backward_op = None     # the functional backward
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -393,7 +404,11 @@ class _Pool2d(_LayerWithoutParameters):
         self._check_padding()
 
     def _check_padding(self):
-        pass
+        # As PyTorch (and the functional ops): a window may not lie entirely in the padding.
+        if any(p > k // 2 for p, k in zip(self._padding, self._kernel_size)):
+            raise ValueError(f"{type(self).__name__}: padding must be at most half of kernel_size "
+                             f"(padding <= kernel_size // 2), got padding={self._padding} with "
+                             f"kernel_size={self._kernel_size}")
 
     kernel_size = property(lambda self: self._kernel_size, doc="(kH, kW) window size.")
     stride = property(lambda self: self._stride, doc="(sh, sw); defaults to kernel_size.")
@@ -402,15 +417,15 @@ class _Pool2d(_LayerWithoutParameters):
     def forward(self, x):
         """Pool ``x`` (N, C, H, W); returns a new (N, C, H_out, W_out) array and keeps ``x``."""
         x = as_layer_input(x, None, f"{type(self).__name__}.forward")
-        y = type(self)._forward_op(x, self._kernel_size, self._stride, self._padding)
+        y = self._forward_op(x, self._kernel_size, self._stride, self._padding)
         self._saved = x
         return y
 
     def backward(self, grad_out):
         """Return the gradient for the last forward's input."""
         self._check_forward_done()
-        return type(self)._backward_op(grad_out, self._saved, self._kernel_size, self._stride,
-                                       self._padding)
+        return self._backward_op(grad_out, self._saved, self._kernel_size, self._stride,
+                                 self._padding)
 
     def _handle_for(self, dtype):
         return _core.pool2d_layer(np.dtype(dtype).name, self._kind, self._kernel_size,
@@ -456,12 +471,6 @@ class MaxPool2d(_Pool2d):
     _forward_op = staticmethod(_core.max_pool2d)
     _backward_op = staticmethod(_core.max_pool2d_backward)
 
-    def _check_padding(self):
-        if any(p > k // 2 for p, k in zip(self._padding, self._kernel_size)):
-            raise ValueError(f"MaxPool2d: padding must be at most half of kernel_size "
-                             f"(padding <= kernel_size // 2), got padding={self._padding} with "
-                             f"kernel_size={self._kernel_size}")
-
 
 class AvgPool2d(_Pool2d):
     """2-D average pooling over NCHW images.
@@ -471,7 +480,8 @@ class AvgPool2d(_Pool2d):
     Args:
         kernel_size: positive int or (h, w) pair.
         stride: positive int or (h, w) pair; None (default) means kernel_size.
-        padding: non-negative int or (h, w) pair of zeros added on each side.
+        padding: non-negative int or (h, w) pair of zeros added on each side, at most
+            kernel_size // 2 (as PyTorch).
     """
 
     _kind = "avg"
@@ -609,6 +619,9 @@ class Sequential(TrainingMixin, Module):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential: argument {index} must be a layer (a swiftcnn Module), "
                                 f"got {describe_type(layer)}")
+            if type(layer)._handle_for is Module._handle_for:
+                raise TypeError(f"Sequential: argument {index} ({type(layer).__name__}) is not one "
+                                f"of swiftcnn's layers, which a Sequential runs in the Swift core")
             if layer.dtype is not None:
                 if dtype is not None and layer.dtype != dtype:
                     raise TypeError(f"Sequential: layer {index} ({layer!r}) has dtype "

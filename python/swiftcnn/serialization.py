@@ -30,18 +30,18 @@ FORMAT_VERSION = 1
 _META_KEYS = ("__format__", "__format_version__", "__architecture__")
 _MAX_NESTING = 64
 
-# Layer type -> (required settings, optional settings). Settings are validated here for type and by
-# the layer constructors for value.
+# Layer type -> its settings in the architecture JSON (all required, no others allowed). Settings are
+# checked here for type and by the layer constructors for value.
 _LAYER_FIELDS = {
-    "Conv2d": (("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-                "bias", "dtype"), ()),
-    "Linear": (("in_features", "out_features", "bias", "dtype"), ()),
-    "MaxPool2d": (("kernel_size", "stride", "padding"), ()),
-    "AvgPool2d": (("kernel_size", "stride", "padding"), ()),
-    "Sigmoid": ((), ()),
-    "ReLU": ((), ()),
-    "Flatten": ((), ()),
-    "Sequential": (("layers",), ()),
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+               "bias", "dtype"),
+    "Linear": ("in_features", "out_features", "bias", "dtype"),
+    "MaxPool2d": ("kernel_size", "stride", "padding"),
+    "AvgPool2d": ("kernel_size", "stride", "padding"),
+    "Sigmoid": (),
+    "ReLU": (),
+    "Flatten": (),
+    "Sequential": ("layers",),
 }
 _PAIR_FIELDS = {"kernel_size", "stride", "padding", "dilation"}
 _INT_FIELDS = {"in_channels", "out_channels", "in_features", "out_features"}
@@ -57,10 +57,15 @@ def save(module, path):
         raise TypeError(f"save: module must be a swiftcnn layer or Sequential, got "
                         f"{type(module).__name__}")
     path = _check_path(path, "save")
+    spec = module._spec()
+    try:
+        _check_spec(spec, "the module", 0)  # what load will accept
+    except ValueError as error:
+        raise TypeError(f"save: cannot save a {type(module).__name__}: {error}") from None
     arrays = {
         "__format__": np.array(FORMAT_NAME),
         "__format_version__": np.array(FORMAT_VERSION, dtype=np.int64),
-        "__architecture__": np.array(json.dumps(module._spec())),
+        "__architecture__": np.array(json.dumps(spec)),
     }
     arrays.update(module.state_dict())
     directory = os.path.dirname(os.path.abspath(path))
@@ -189,10 +194,10 @@ def _check_spec(spec, where, depth):
     kind = spec["type"]
     if kind not in _LAYER_FIELDS:
         raise ValueError(f"{where} has unknown layer type {kind!r}")
-    required, optional = _LAYER_FIELDS[kind]
+    required = _LAYER_FIELDS[kind]
     fields = set(spec) - {"type"}
     missing = [key for key in required if key not in fields]
-    unknown = sorted(fields - set(required) - set(optional))
+    unknown = sorted(fields - set(required))
     if missing or unknown:
         raise ValueError(f"{where} ({kind}) has missing fields {missing} or unknown fields {unknown}")
     for key in fields:

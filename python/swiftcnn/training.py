@@ -6,6 +6,7 @@ opt.step()``: for swiftcnn's own optimizers as a single fused call into Swift, f
 optimizer object (anything with ``zero_grad()`` and ``step()``) as those Python calls.
 """
 import math
+import numbers
 import time
 
 import numpy as np
@@ -63,6 +64,15 @@ def _num_classes(model, x_shape, owner, argument):
         raise ValueError(f"{owner}: the model's output for {argument} has shape {out_shape}; "
                          f"loss='cross_entropy' needs logits of shape (N, K)")
     return out_shape[1]
+
+
+def _scheduled_lr(lr_schedule, epoch, owner):
+    """``lr_schedule(epoch)``, checked to be a non-negative number (before training starts)."""
+    lr = lr_schedule(epoch)
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not lr >= 0:
+        raise ValueError(f"{owner}: lr_schedule({epoch}) returned {lr!r}; learning rates must be "
+                         f"numbers >= 0")
+    return float(lr)
 
 
 def _random_shift(batch, max_shift, rng):
@@ -159,7 +169,7 @@ class TrainingMixin:
             progress: a tqdm bar per epoch if tqdm is installed, else one printed line per epoch;
                 False prints nothing.
             lr_schedule: optional callable ``epoch -> lr`` (epoch from 0), applied to
-                ``optimizer.lr`` before each epoch.
+                ``optimizer.lr`` before each epoch (all values are computed and checked first).
             augment_shift: if > 0, each training image (4-D x only) is moved by a random offset of
                 up to this many pixels in each direction (zero fill), drawn anew every epoch.
 
@@ -220,8 +230,11 @@ class TrainingMixin:
                   and callable(getattr(optimizer, "step", None))):
             raise TypeError(f"{owner}: optimizer must have zero_grad() and step() (e.g. "
                             f"swiftcnn.optim.SGD), got {describe_type(optimizer)}")
-        if lr_schedule is not None and not hasattr(optimizer, "lr"):
-            raise TypeError(f"{owner}: lr_schedule needs an optimizer with an lr attribute")
+        learning_rates = None
+        if lr_schedule is not None:
+            if not hasattr(optimizer, "lr"):
+                raise TypeError(f"{owner}: lr_schedule needs an optimizer with an lr attribute")
+            learning_rates = [_scheduled_lr(lr_schedule, epoch, owner) for epoch in range(epochs)]
 
         fused = isinstance(optimizer, Optimizer) and optimizer.dtype == dtype
         step = self._fused_step if fused else self._python_step
@@ -234,8 +247,8 @@ class TrainingMixin:
         epoch = 0
         try:
             for epoch in range(epochs):
-                if lr_schedule is not None:
-                    optimizer.lr = lr_schedule(epoch)
+                if learning_rates is not None:
+                    optimizer.lr = learning_rates[epoch]
                 order = rng.permutation(count) if shuffle else None
                 reporter.start_epoch(epoch)
                 loss_sum, correct_sum, seen = 0.0, 0, 0

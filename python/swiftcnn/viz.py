@@ -128,11 +128,32 @@ def _layers(model):
     return list(layers)
 
 
+def _pair_str(v) -> str:
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return f"{v[0]}x{v[1]}" if v[0] != v[1] else f"{v[0]}"
+    return str(v)
+
+
+def _short(layer) -> str:
+    name = type(layer).__name__
+    if hasattr(layer, "in_channels") and hasattr(layer, "out_channels"):
+        ks = getattr(layer, "kernel_size", "?")
+        ks = f"{ks[0]}x{ks[1]}" if isinstance(ks, (tuple, list)) else f"{ks}x{ks}"
+        extra = ""
+        for attr, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            v = getattr(layer, attr, default)
+            if _pair_str(v) != str(default):
+                extra += f", {attr} {_pair_str(v)}"
+        return f"{name} {layer.in_channels}->{layer.out_channels}, {ks}{extra}"
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return f"{name} {layer.in_features}->{layer.out_features}"
+    if hasattr(layer, "kernel_size"):
+        return f"{name} {_pair_str(layer.kernel_size)}"
+    return name
+
+
 def _layer_label(i, layer) -> str:
-    r = repr(layer)
-    if len(r) > 48:
-        r = type(layer).__name__
-    return f"[{i}] {r}"
+    return f"[{i}] {_short(layer)}"
 
 
 def _forward_layers(model, x):

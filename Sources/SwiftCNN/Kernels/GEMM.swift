@@ -27,9 +27,9 @@ import Darwin
 /// multiply-adds. Packing makes every load of the micro-kernel contiguous whatever the transposes
 /// and leading dimensions, and pads the edges with zeros so one kernel serves every tile.
 ///
-/// The B operand is anything that can pack itself (`GEMMPackableB`): a dense matrix here, or, for
-/// convolutions, the im2col matrix of an image, packed straight from the image (Im2Col.swift) so the
-/// column matrix is never materialized.
+/// The operands are anything that can pack itself (`GEMMPackableA`, `GEMMPackableB`): a dense
+/// matrix here, or, for convolutions, the im2col matrix of an image, packed straight from the image
+/// (Im2Col.swift) so the column matrix is never materialized.
 ///
 /// Determinism: every element of C is summed in the same order (KC blocks in turn, each summed
 /// p = 0, 1, ... in one accumulator) whatever the thread count or partition, so results are
@@ -86,7 +86,7 @@ func gemmDispatch<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: I
     }
     defer { free(raw) }
     let base = raw.bindMemory(to: T.self, capacity: plan.bufferCount * plan.chunks)
-    gemmRun(plan, transA: transA, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+    gemmRun(plan, m: m, n: n, k: k, alpha: alpha, a: GEMMDenseA(a: a, lda: lda, trans: transA),
             b: GEMMDenseB(b: b, ldb: ldb, trans: transB), beta: beta, c: c, ldc: ldc,
             buffer: { base + $0 * plan.bufferCount })
 }
@@ -131,10 +131,10 @@ struct GEMMPlan {
 /// Runs the plan: each chunk multiplies its block of C on its own thread with its own packing
 /// buffer (`buffer(chunk)`, `plan.bufferCount` elements, 64-byte aligned).
 @inlinable
-func gemmRun<T: CNNScalar, B: GEMMPackableB>(_ plan: GEMMPlan, transA: Bool, m: Int, n: Int, k: Int, alpha: T,
-                                             a: UnsafePointer<T>, lda: Int, b: B, beta: T,
-                                             c: UnsafeMutablePointer<T>, ldc: Int,
-                                             buffer: (Int) -> UnsafeMutablePointer<T>) where B.Scalar == T {
+func gemmRun<T: CNNScalar, A: GEMMPackableA, B: GEMMPackableB>(
+    _ plan: GEMMPlan, m: Int, n: Int, k: Int, alpha: T, a: A, b: B, beta: T, c: UnsafeMutablePointer<T>, ldc: Int,
+    buffer: (Int) -> UnsafeMutablePointer<T>
+) where A.Scalar == T, B.Scalar == T {
     if m <= 0 || n <= 0 { return }
     if k <= 0 || alpha == 0 {
         gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
@@ -153,11 +153,11 @@ func gemmRun<T: CNNScalar, B: GEMMPackableB>(_ plan: GEMMPlan, transA: Bool, m: 
         }
         // One SIMD vector is 64 bytes (one AVX-512 register, one cache line).
         if MemoryLayout<T>.stride == 4 {
-            gemmBlocked(SIMD16<T>.self, transA: transA, rows: rows, cols: cols, k: k, alpha: alpha, a: a, lda: lda,
-                        b: b, beta: beta, c: c, ldc: ldc, buffer: buffers[t])
+            gemmBlocked(SIMD16<T>.self, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b, beta: beta,
+                        c: c, ldc: ldc, buffer: buffers[t])
         } else {
-            gemmBlocked(SIMD8<T>.self, transA: transA, rows: rows, cols: cols, k: k, alpha: alpha, a: a, lda: lda,
-                        b: b, beta: beta, c: c, ldc: ldc, buffer: buffers[t])
+            gemmBlocked(SIMD8<T>.self, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b, beta: beta,
+                        c: c, ldc: ldc, buffer: buffers[t])
         }
     }
 }
@@ -228,11 +228,10 @@ struct GEMMDenseB<Scalar: CNNScalar>: GEMMPackableB {
 /// The single-threaded blocked GEMM (see the file comment) on rows × cols of C (absolute indices
 /// into op(A), op(B) and C). `buffer` holds `GEMMPlan.bufferCount` elements.
 @inlinable
-func gemmBlocked<V: SIMD, B: GEMMPackableB>(_: V.Type, transA: Bool, rows: Range<Int>, cols: Range<Int>, k: Int,
-                                            alpha: V.Scalar, a: UnsafePointer<V.Scalar>, lda: Int, b: B,
-                                            beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int,
-                                            buffer: UnsafeMutablePointer<V.Scalar>)
-where V.Scalar: CNNScalar, B.Scalar == V.Scalar {
+func gemmBlocked<V: SIMD, A: GEMMPackableA, B: GEMMPackableB>(
+    _: V.Type, rows: Range<Int>, cols: Range<Int>, k: Int, alpha: V.Scalar, a: A, b: B, beta: V.Scalar,
+    c: UnsafeMutablePointer<V.Scalar>, ldc: Int, buffer: UnsafeMutablePointer<V.Scalar>
+) where V.Scalar: CNNScalar, A.Scalar == V.Scalar, B.Scalar == V.Scalar {
     typealias T = V.Scalar
     let nr = 4 * V.scalarCount
     let m = rows.count, n = cols.count
@@ -255,7 +254,17 @@ where V.Scalar: CNNScalar, B.Scalar == V.Scalar {
             var ic = rows.lowerBound
             while ic < rows.upperBound {
                 let mc = min(mcMax, rows.upperBound - ic)
-                gemmPackA(transA: transA, mc: mc, kc: kc, alpha: alpha, a: a, lda: lda, row: ic, col: pc, ap: ap)
+                // When C is narrow (one or two NR panels) each element of A is used only once or
+                // twice, and packing A would cost as much as the multiply: a dense A is then read in
+                // place, and only a partial last panel is packed (zero-padded). Otherwise packing pays
+                // (contiguous, L2-resident panels).
+                let direct = alpha == 1 && nc <= 2 * nr ? a.inPlace : nil
+                let fullPanels = direct == nil ? 0 : mc / gemmMR * gemmMR
+                var packed = (rs: 1, ks: gemmMR)
+                if fullPanels < mc {
+                    packed = a.pack(mc: mc - fullPanels, kc: kc, row: ic + fullPanels, col: pc, alpha: alpha,
+                                    into: ap + fullPanels * kc)
+                }
                 var jr = 0
                 while jr < nc {
                     let nrValid = min(nr, nc - jr)
@@ -263,14 +272,20 @@ where V.Scalar: CNNScalar, B.Scalar == V.Scalar {
                     var ir = 0
                     while ir < mc {
                         let mrValid = min(gemmMR, mc - ir)
-                        let aPanel = ap + ir * kc
+                        // op(A)[i, p] of this panel is aPanel[i * rs + p * ks].
+                        var (aPanel, rs, ks) = (UnsafePointer(ap + ir * kc), packed.rs, packed.ks)
+                        if let direct, ir < fullPanels {
+                            (rs, ks) = (direct.rowStride, direct.kStride)
+                            aPanel = direct.base + (ic + ir) * rs + pc * ks
+                        }
                         let cTile = c + (ic + ir) * ldc + jc + jr
                         if mrValid == gemmMR && nrValid == nr {
-                            gemmMicroKernel(V.self, kc: kc, a: aPanel, b: bPanel, beta: betaBlock, c: cTile, ldc: ldc)
+                            gemmMicroKernel(V.self, kc: kc, a: aPanel, rs: rs, ks: ks, b: bPanel, beta: betaBlock,
+                                            c: cTile, ldc: ldc)
                         } else {
                             // Edge tile: compute the full tile into scratch, then merge the valid part
                             // exactly as the kernel would have.
-                            gemmMicroKernel(V.self, kc: kc, a: aPanel, b: bPanel, beta: 0, c: tile, ldc: nr)
+                            gemmMicroKernel(V.self, kc: kc, a: aPanel, rs: rs, ks: ks, b: bPanel, beta: 0, c: tile, ldc: nr)
                             for r in 0..<mrValid {
                                 let cr = cTile + r * ldc, tr = tile + r * nr
                                 for j in 0..<nrValid {
@@ -291,59 +306,103 @@ where V.Scalar: CNNScalar, B.Scalar == V.Scalar {
     }
 }
 
-/// Packs alpha * op(A)[row ..< row+mc, col ..< col+kc] into MR-tall panels:
-/// ap[panel*MR*kc + p*MR + r] = alpha * op(A)[row + panel*MR + r, col + p], zero past row+mc.
-@inlinable
-func gemmPackA<T: CNNScalar>(transA: Bool, mc: Int, kc: Int, alpha: T, a: UnsafePointer<T>, lda: Int,
-                             row: Int, col: Int, ap: UnsafeMutablePointer<T>) {
-    var i = 0
-    while i < mc {
-        let rows = min(gemmMR, mc - i)
-        let panel = ap + i * kc
-        if transA {
-            // op(A)[r, p] = A[p, r]: for each p the MR values are contiguous in A.
-            for p in 0..<kc {
-                let src = a + (col + p) * lda + row + i, dst = panel + p * gemmMR
-                if alpha == 1 {
-                    for r in 0..<rows { dst[r] = src[r] }
-                } else {
-                    for r in 0..<rows { dst[r] = alpha * src[r] }
+// MARK: - the A operand
+
+/// The A operand of the blocked GEMM: something that packs blocks of alpha * op(A) (m × k) into
+/// MR-tall panels.
+@usableFromInline
+protocol GEMMPackableA {
+    associatedtype Scalar: CNNScalar
+    /// Packs alpha * op(A)[row ..< row+mc, col ..< col+kc] (rows zero-padded up to the next multiple
+    /// of MR) and returns the layout written: element (i, p) at ap[(i / MR) * MR*kc + (i % MR) * rs + p * ks].
+    /// The usual layout is MR-interleaved panels (rs 1, ks MR: the micro-kernel reads one stream);
+    /// row-major (rs kc, ks 1) is also fine when it is much cheaper to produce.
+    func pack(mc: Int, kc: Int, row: Int, col: Int, alpha: Scalar, into ap: UnsafeMutablePointer<Scalar>)
+        -> (rs: Int, ks: Int)
+    /// If op(A) can be read where it is: op(A)[i, p] = base[i * rowStride + p * kStride].
+    var inPlace: (base: UnsafePointer<Scalar>, rowStride: Int, kStride: Int)? { get }
+}
+
+/// A dense row-major A (m × k, or k × m when `trans`), row stride lda.
+@usableFromInline
+struct GEMMDenseA<Scalar: CNNScalar>: GEMMPackableA {
+    @usableFromInline let a: UnsafePointer<Scalar>
+    @usableFromInline let lda: Int
+    @usableFromInline let trans: Bool
+
+    @inlinable
+    init(a: UnsafePointer<Scalar>, lda: Int, trans: Bool) {
+        self.a = a
+        self.lda = lda
+        self.trans = trans
+    }
+
+    @inlinable
+    var inPlace: (base: UnsafePointer<Scalar>, rowStride: Int, kStride: Int)? {
+        trans ? (a, 1, lda) : (a, lda, 1)
+    }
+
+    @inlinable
+    func pack(mc: Int, kc: Int, row: Int, col: Int, alpha: Scalar, into ap: UnsafeMutablePointer<Scalar>)
+        -> (rs: Int, ks: Int) {
+        var i = 0
+        while i < mc {
+            let rows = min(gemmMR, mc - i)
+            let panel = ap + i * kc
+            if trans {
+                // op(A)[r, p] = A[p, r]: for each p the MR values are contiguous in A.
+                for p in 0..<kc {
+                    let src = a + (col + p) * lda + row + i, dst = panel + p * gemmMR
+                    if alpha == 1 {
+                        for r in 0..<rows { dst[r] = src[r] }
+                    } else {
+                        for r in 0..<rows { dst[r] = alpha * src[r] }
+                    }
+                    for r in rows..<gemmMR { dst[r] = 0 }
                 }
-                for r in rows..<gemmMR { dst[r] = 0 }
-            }
-        } else {
-            // Row by row: contiguous reads; the strided writes stay inside one MR × kc panel (L1).
-            for r in 0..<rows {
-                let src = a + (row + i + r) * lda + col
-                if alpha == 1 {
-                    for p in 0..<kc { panel[p * gemmMR + r] = src[p] }
-                } else {
-                    for p in 0..<kc { panel[p * gemmMR + r] = alpha * src[p] }
+            } else {
+                // Row by row: contiguous reads; the strided writes stay in one MR × kc panel (L1).
+                for r in 0..<rows {
+                    let src = a + (row + i + r) * lda + col
+                    if alpha == 1 {
+                        for p in 0..<kc { panel[p * gemmMR + r] = src[p] }
+                    } else {
+                        for p in 0..<kc { panel[p * gemmMR + r] = alpha * src[p] }
+                    }
                 }
+                gemmZeroPanelRows(panel, rows: rows, kc: kc)
             }
-            for r in rows..<gemmMR {
-                for p in 0..<kc { panel[p * gemmMR + r] = 0 }
-            }
+            i += gemmMR
         }
-        i += gemmMR
+        return (1, gemmMR)
     }
 }
 
-/// The register tile: C[0..<MR, 0..<NR] = Ap_panel · Bp_panel + beta * C (beta 0: C not read),
-/// NR = 4 vectors. a: kc × MR (packed), b: kc × NR (packed), c: row stride ldc.
+/// Zeroes rows rows..<MR of an MR-tall packed panel (the padding of a partial panel).
+@inlinable
+func gemmZeroPanelRows<T: CNNScalar>(_ panel: UnsafeMutablePointer<T>, rows: Int, kc: Int) {
+    if rows == gemmMR { return }
+    for p in 0..<kc {
+        for r in rows..<gemmMR { panel[p * gemmMR + r] = 0 }
+    }
+}
+
+/// The register tile: C[0..<MR, 0..<NR] = A_panel · Bp_panel + beta * C (beta 0: C not read),
+/// NR = 4 vectors. A_panel[i, p] = a[i * rs + p * ks] (packed: rs 1, ks MR; in place: the matrix's
+/// strides), b: kc × NR (packed), c: row stride ldc.
 ///
 /// The 24 accumulators are separate variables (not an array) so that the compiler keeps them in
 /// registers for the whole k loop.
 @inlinable @inline(__always)
-func gemmMicroKernel<V: SIMD>(_: V.Type, kc: Int, a: UnsafePointer<V.Scalar>, b: UnsafePointer<V.Scalar>,
-                              beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int)
+func gemmMicroKernel<V: SIMD>(_: V.Type, kc: Int, a: UnsafePointer<V.Scalar>, rs: Int, ks: Int,
+                              b: UnsafePointer<V.Scalar>, beta: V.Scalar, c: UnsafeMutablePointer<V.Scalar>, ldc: Int)
 where V.Scalar: CNNScalar {
     let w = V.scalarCount, nr = 4 * w
     #if DEBUG
     // Unoptimized builds (swift build / swift test in debug) run SIMD code lane by lane through
     // generic witnesses, ~100x slower than scalar code; the scalar twin sums in the same order, so
     // debug and release give bit-identical results. Release builds run (and test) the SIMD code.
-    gemmMicroKernelScalar(kc: kc, nr: nr, a: a, b: b, beta: beta, c: c, ldc: ldc)
+    gemmMicroKernelScalar(kc: kc, nr: nr, a: a, rs: rs, ks: ks, b: b, beta: beta, c: c, ldc: ldc)
     return
     #else
     var c00 = V(), c01 = V(), c02 = V(), c03 = V()
@@ -363,22 +422,22 @@ where V.Scalar: CNNScalar {
         var av = V(repeating: ai[0])
         c00 = multiplyAdd(av, b0, c00); c01 = multiplyAdd(av, b1, c01)
         c02 = multiplyAdd(av, b2, c02); c03 = multiplyAdd(av, b3, c03)
-        av = V(repeating: ai[1])
+        av = V(repeating: ai[rs])
         c10 = multiplyAdd(av, b0, c10); c11 = multiplyAdd(av, b1, c11)
         c12 = multiplyAdd(av, b2, c12); c13 = multiplyAdd(av, b3, c13)
-        av = V(repeating: ai[2])
+        av = V(repeating: ai[2 * rs])
         c20 = multiplyAdd(av, b0, c20); c21 = multiplyAdd(av, b1, c21)
         c22 = multiplyAdd(av, b2, c22); c23 = multiplyAdd(av, b3, c23)
-        av = V(repeating: ai[3])
+        av = V(repeating: ai[3 * rs])
         c30 = multiplyAdd(av, b0, c30); c31 = multiplyAdd(av, b1, c31)
         c32 = multiplyAdd(av, b2, c32); c33 = multiplyAdd(av, b3, c33)
-        av = V(repeating: ai[4])
+        av = V(repeating: ai[4 * rs])
         c40 = multiplyAdd(av, b0, c40); c41 = multiplyAdd(av, b1, c41)
         c42 = multiplyAdd(av, b2, c42); c43 = multiplyAdd(av, b3, c43)
-        av = V(repeating: ai[5])
+        av = V(repeating: ai[5 * rs])
         c50 = multiplyAdd(av, b0, c50); c51 = multiplyAdd(av, b1, c51)
         c52 = multiplyAdd(av, b2, c52); c53 = multiplyAdd(av, b3, c53)
-        ai += gemmMR
+        ai += ks
         bi += rowBytes
     }
     gemmStoreRow(c, w: w, beta: beta, c00, c01, c02, c03)
@@ -392,13 +451,13 @@ where V.Scalar: CNNScalar {
 
 /// The micro-kernel's scalar twin (debug builds): the same sums in the same order.
 @inlinable
-func gemmMicroKernelScalar<T: CNNScalar>(kc: Int, nr: Int, a: UnsafePointer<T>, b: UnsafePointer<T>,
-                                         beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+func gemmMicroKernelScalar<T: CNNScalar>(kc: Int, nr: Int, a: UnsafePointer<T>, rs: Int, ks: Int,
+                                         b: UnsafePointer<T>, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     for r in 0..<gemmMR {
         let cr = c + r * ldc
         for j in 0..<nr {
             var sum: T = 0
-            for p in 0..<kc { sum = multiplyAdd(a[p * gemmMR + r], b[p * nr + j], sum) }
+            for p in 0..<kc { sum = multiplyAdd(a[r * rs + p * ks], b[p * nr + j], sum) }
             cr[j] = beta == 0 ? sum : (beta == 1 ? cr[j] + sum : multiplyAdd(beta, cr[j], sum))
         }
     }

@@ -14,8 +14,8 @@
 /// `col2im` is the adjoint of `im2col`: it scatters each column entry back to the input pixel it was
 /// read from, summing where kernel windows overlap.
 ///
-/// The convolution's GEMMs never materialize `col`: `Im2ColB` and `Im2ColTransposedB` pack blocks of
-/// col (or colᵀ) straight from the image into the GEMM's panel layout, one pass instead of an
+/// The convolution's GEMMs never materialize `col`: `Im2ColB` and `Im2ColA` pack blocks of col
+/// straight from the image into the GEMM's panel layouts, one pass instead of an
 /// im2col pass (writing C*kH*kW*Ho*Wo elements, often more than L2) plus a packing pass. `im2col`
 /// itself is kept for tests and callers that want the matrix.
 
@@ -31,37 +31,50 @@ func validOutputRange(outSize: Int, stride: Int, offset: Int, size: Int) -> Rang
     return l..<h
 }
 
-/// Writes col[q, j0 ..< j1] (one row q = (c*kH + r)*kW + s of one image's column matrix, a range of
-/// output positions j = oh*Wo + ow) to dst[0 ..< j1-j0], with stride `dstStride` between elements.
-@inlinable @inline(__always)
-func im2colRowSegment<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, row q: Int, from j0: Int, to j1: Int,
-                                    into dst: UnsafeMutablePointer<T>, dstStride: Int = 1) {
-    let kk = g.kernelH * g.kernelW
-    let c = q / kk, r = (q % kk) / g.kernelW, s = q % g.kernelW
-    let offH = r * g.dilationH - g.padH, offW = s * g.dilationW - g.padW
-    let rowsH = validOutputRange(outSize: g.outH, stride: g.strideH, offset: offH, size: g.height)
-    let colsW = validOutputRange(outSize: g.outW, stride: g.strideW, offset: offW, size: g.width)
-    let plane = x + c * g.height * g.width
-    var j = j0
-    while j < j1 {
-        // One run along output row oh: ow = ow0 ..< ow0 + len.
-        let oh = j / g.outW, ow0 = j % g.outW
-        let len = min(g.outW - ow0, j1 - j)
-        let out = dst + (j - j0) * dstStride
-        if !rowsH.contains(oh) {
-            for t in 0..<len { out[t * dstStride] = 0 }
-        } else {
-            let src = plane + (oh * g.strideH + offH) * g.width + offW   // src[ow * sw] = x[.., ih, iw(ow)]
-            let lo = min(max(colsW.lowerBound, ow0), ow0 + len), hi = max(min(colsW.upperBound, ow0 + len), lo)
-            for ow in ow0..<lo { out[(ow - ow0) * dstStride] = 0 }
-            if dstStride == 1 && g.strideW == 1 {
-                (out + (lo - ow0)).update(from: src + lo, count: hi - lo)
+/// Row q = (c*kH + r)*kW + s of one image's column matrix, decoded once: where its entries come
+/// from and which output positions fall inside the image.
+@usableFromInline
+struct Im2ColRow<T: CNNScalar> {
+    /// src[oh * sh * W + ow * sw] = x[c, oh*sh - ph + r*dh, ow*sw - pw + s*dw] (when inside).
+    @usableFromInline let src: UnsafePointer<T>
+    /// Output rows / columns whose input row / column is inside the image.
+    @usableFromInline let rowsH: Range<Int>, colsW: Range<Int>
+
+    @inlinable @inline(__always)
+    init(_ g: Conv2DGeometry, x: UnsafePointer<T>, row q: Int) {
+        let kk = g.kernelH * g.kernelW
+        let c = q / kk, r = (q % kk) / g.kernelW, s = q % g.kernelW
+        let offH = r * g.dilationH - g.padH, offW = s * g.dilationW - g.padW
+        rowsH = validOutputRange(outSize: g.outH, stride: g.strideH, offset: offH, size: g.height)
+        colsW = validOutputRange(outSize: g.outW, stride: g.strideW, offset: offW, size: g.width)
+        // Only an address: it may point outside x, but every read through it is inside.
+        src = x + c * g.height * g.width + offH * g.width + offW
+    }
+
+    /// Writes col[q, j0 ..< j1] (output positions j = oh*Wo + ow) to dst[t * dstStride], t = j - j0.
+    @inlinable @inline(__always)
+    func copy(_ g: Conv2DGeometry, from j0: Int, to j1: Int, into dst: UnsafeMutablePointer<T>, dstStride: Int) {
+        var j = j0
+        while j < j1 {
+            // One run along output row oh: ow = ow0 ..< ow0 + len.
+            let oh = j / g.outW, ow0 = j % g.outW
+            let len = min(g.outW - ow0, j1 - j)
+            let out = dst + (j - j0) * dstStride - ow0 * dstStride   // out[ow * dstStride]
+            if !rowsH.contains(oh) {
+                for ow in ow0..<(ow0 + len) { out[ow * dstStride] = 0 }
             } else {
-                for ow in lo..<hi { out[(ow - ow0) * dstStride] = src[ow * g.strideW] }
+                let line = src + oh * g.strideH * g.width
+                let lo = min(max(colsW.lowerBound, ow0), ow0 + len), hi = max(min(colsW.upperBound, ow0 + len), lo)
+                for ow in ow0..<lo { out[ow * dstStride] = 0 }
+                if dstStride == 1 && g.strideW == 1 {
+                    (out + lo).update(from: line + lo, count: hi - lo)
+                } else {
+                    for ow in lo..<hi { out[ow * dstStride] = line[ow * g.strideW] }
+                }
+                for ow in hi..<(ow0 + len) { out[ow * dstStride] = 0 }
             }
-            for ow in hi..<(ow0 + len) { out[(ow - ow0) * dstStride] = 0 }
+            j += len
         }
-        j += len
     }
 }
 
@@ -69,7 +82,7 @@ func im2colRowSegment<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, ro
 @inlinable
 public func im2col<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, col: UnsafeMutablePointer<T>) {
     let hw = g.colCols
-    for q in 0..<g.colRows { im2colRowSegment(g, x: x, row: q, from: 0, to: hw, into: col + q * hw) }
+    for q in 0..<g.colRows { Im2ColRow(g, x: x, row: q).copy(g, from: 0, to: hw, into: col + q * hw, dstStride: 1) }
 }
 
 /// Folds col (C*kH*kW, Ho*Wo) back into one image x (C, H, W), the adjoint of `im2col`:
@@ -128,51 +141,51 @@ struct Im2ColB<Scalar: CNNScalar>: GEMMPackableB {
 
     @inlinable init(_ g: Conv2DGeometry, x: UnsafePointer<Scalar>) { self.g = g; self.x = x }
 
-    /// bp[panel][p][j] = col[row + p, col + panel*nr + j]: each (p, panel) is a segment of one col row.
+    /// bp[panel][p][j] = col[row + p, col + panel*nr + j]: row (row + p) of col, cut into panels.
     @inlinable
     func pack(nr: Int, kc: Int, nc: Int, row: Int, col: Int, into bp: UnsafeMutablePointer<Scalar>,
               scratch: UnsafeMutablePointer<Scalar>) {
-        var j = 0
-        while j < nc {
-            let cols = min(nr, nc - j)
-            let panel = bp + j * kc
-            for p in 0..<kc {
-                let dst = panel + p * nr
-                im2colRowSegment(g, x: x, row: row + p, from: col + j, to: col + j + cols, into: dst)
+        for p in 0..<kc {
+            let source = Im2ColRow(g, x: x, row: row + p)
+            var j = 0
+            while j < nc {
+                let cols = min(nr, nc - j)
+                let dst = bp + j * kc + p * nr
+                source.copy(g, from: col + j, to: col + j + cols, into: dst, dstStride: 1)
                 if cols < nr { (dst + cols).update(repeating: 0, count: nr - cols) }
+                j += nr
             }
-            j += nr
         }
     }
 }
 
-/// op(B) = colᵀ (Ho*Wo × C*kH*kW) of one image, for the weight-gradient GEMM dW += g_n · col_nᵀ.
+/// op(A) = col (C*kH*kW × Ho*Wo) of one image, for the weight-gradient GEMM computed transposed,
+/// dWᵀ (C*kH*kW × K) += col_n · g_nᵀ; only g_n (K × Ho*Wo, small) then needs a transposing pack.
+/// The block is packed row-major (each col row segment written contiguously, mostly by memcpy),
+/// which is several times cheaper than MR-interleaving it; each packed element is used only K/NR
+/// times, so the packing cost matters as much as the micro-kernel's access pattern.
 @usableFromInline
-struct Im2ColTransposedB<Scalar: CNNScalar>: GEMMPackableB {
+struct Im2ColA<Scalar: CNNScalar>: GEMMPackableA {
     @usableFromInline let g: Conv2DGeometry
     @usableFromInline let x: UnsafePointer<Scalar>
 
     @inlinable init(_ g: Conv2DGeometry, x: UnsafePointer<Scalar>) { self.g = g; self.x = x }
 
-    /// bp[panel][p][j] = col[col + panel*nr + j, row + p]: column j of the panel is a segment of col
-    /// row (col + panel*nr + j), unfolded into `scratch` and then scattered with stride nr (the
-    /// panel, kc × nr, stays in L1).
+    /// col is never stored: always packed.
+    @inlinable var inPlace: (base: UnsafePointer<Scalar>, rowStride: Int, kStride: Int)? { nil }
+
     @inlinable
-    func pack(nr: Int, kc: Int, nc: Int, row: Int, col: Int, into bp: UnsafeMutablePointer<Scalar>,
-              scratch: UnsafeMutablePointer<Scalar>) {
-        var j = 0
-        while j < nc {
-            let cols = min(nr, nc - j)
-            let panel = bp + j * kc
-            for jj in 0..<cols {
-                im2colRowSegment(g, x: x, row: col + j + jj, from: row, to: row + kc, into: scratch)
-                let dst = panel + jj
-                for p in 0..<kc { dst[p * nr] = scratch[p] }
+    func pack(mc: Int, kc: Int, row: Int, col: Int, alpha: Scalar, into ap: UnsafeMutablePointer<Scalar>)
+        -> (rs: Int, ks: Int) {
+        for i in 0..<mc {
+            let dst = ap + i * kc
+            Im2ColRow(g, x: x, row: row + i).copy(g, from: col, to: col + kc, into: dst, dstStride: 1)
+            if alpha != 1 {
+                for p in 0..<kc { dst[p] *= alpha }
             }
-            if cols < nr {
-                for p in 0..<kc { (panel + p * nr + cols).update(repeating: 0, count: nr - cols) }
-            }
-            j += nr
         }
+        let padded = (mc + gemmMR - 1) / gemmMR * gemmMR
+        (ap + mc * kc).update(repeating: 0, count: (padded - mc) * kc)
+        return (kc, 1)
     }
 }

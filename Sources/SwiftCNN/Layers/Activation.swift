@@ -15,7 +15,7 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { output?.shape }
+    public var lastInputShape: [Int]? { access.read { output?.shape } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         _ = try checkedElementCount(shape, what: "Sigmoid: x")
@@ -63,7 +63,7 @@ public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { input?.shape }
+    public var lastInputShape: [Int]? { access.read { input?.shape } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         _ = try checkedElementCount(shape, what: "ReLU: x")

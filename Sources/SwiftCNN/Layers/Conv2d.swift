@@ -54,7 +54,7 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { bias.map { [weight, $0] } ?? [weight] }
 
-    public var lastInputShape: [Int]? { geometry?.inputShape }
+    public var lastInputShape: [Int]? { access.read { geometry?.inputShape } }
 
     @usableFromInline
     func makeGeometry(_ xShape: [Int]) throws -> Conv2DGeometry {

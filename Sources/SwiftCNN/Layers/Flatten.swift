@@ -14,7 +14,7 @@ public final class Flatten<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { inputShape }
+    public var lastInputShape: [Int]? { access.read { inputShape } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         guard shape.count >= 2 else {

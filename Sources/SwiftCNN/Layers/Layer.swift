@@ -118,6 +118,18 @@ public final class ExclusiveAccess: Sendable {
         defer { busy.store(false, ordering: .releasing) }
         return try body()
     }
+
+    /// Reads state under the flag, or returns nil if another call holds it. For the layers'
+    /// `lastInputShape`: reading a layer's fields while another thread's forward writes them is a
+    /// data race (and for fields holding object references, a possible crash), so a busy layer
+    /// answers "unknown" instead.
+    public func read<R>(_ body: () -> R?) -> R? {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            return nil
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        return body()
+    }
 }
 
 // MARK: - Shared helpers of the layer implementations

@@ -36,7 +36,7 @@ public final class Linear<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { bias.map { [weight, $0] } ?? [weight] }
 
-    public var lastInputShape: [Int]? { geometry?.inputShape }
+    public var lastInputShape: [Int]? { access.read { geometry?.inputShape } }
 
     @usableFromInline
     func makeGeometry(_ xShape: [Int]) throws -> LinearGeometry {

@@ -28,7 +28,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { geometry?.inputShape }
+    public var lastInputShape: [Int]? { access.read { geometry?.inputShape } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         try Pool2DGeometry(op: "MaxPool2d", kind: .max, xShape: shape, kernelSize: kernelSize, stride: stride,
@@ -98,7 +98,7 @@ public final class AvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { geometry?.inputShape }
+    public var lastInputShape: [Int]? { access.read { geometry?.inputShape } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         try Pool2DGeometry(op: "AvgPool2d", kind: .average, xShape: shape, kernelSize: kernelSize, stride: stride,

@@ -46,7 +46,7 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
         layers.enumerated().flatMap { i, layer in layer.parameters.map { $0.prefixed("\(i)") } }
     }
 
-    public var lastInputShape: [Int]? { activationShapes?.first }
+    public var lastInputShape: [Int]? { access.read { activationShapes?.first } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         var s = shape

@@ -1,7 +1,9 @@
 // Elementwise activations: sigmoid and ReLU, each a forward/backward pair.
 //
 // Pointer level: no validation, `count` elements, `y` may be `x` (in place) and `gradX` may be
-// `gradOut`. Each element is read before it is written, so exact aliasing is safe.
+// `gradOut`. Each element is read before it is written, so exact aliasing is safe. Large tensors
+// are split into contiguous chunks over the worker threads; each element is computed by one thread
+// with the same formula, so results do not depend on the thread count.
 // Tensor level: shapes checked, errors name the Python arguments.
 
 // MARK: - Sigmoid
@@ -14,8 +16,8 @@
 /// NaN propagates.
 @inlinable
 public func sigmoidForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>) {
-    for i in 0..<count {
-        y[i] = stableSigmoid(x[i])
+    forEachChunk(count: count, costPerElement: 16) { range in
+        for i in range { y[i] = stableSigmoid(x[i]) }
     }
 }
 
@@ -26,9 +28,11 @@ public func sigmoidForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: Uns
 @inlinable
 public func sigmoidBackward<T: CNNScalar>(count: Int, gradOut: UnsafePointer<T>, y: UnsafePointer<T>,
                                           gradX: UnsafeMutablePointer<T>) {
-    for i in 0..<count {
-        let yi = y[i]
-        gradX[i] = gradOut[i] * (yi * (1 - yi))
+    forEachChunk(count: count, costPerElement: 2) { range in
+        for i in range {
+            let yi = y[i]
+            gradX[i] = gradOut[i] * (yi * (1 - yi))
+        }
     }
 }
 
@@ -44,9 +48,11 @@ public func stableSigmoid<T: CNNScalar>(_ x: T) -> T {
 /// y = max(x, 0), elementwise; `y` may be `x`. NaN propagates (as PyTorch's relu).
 @inlinable
 public func reluForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>) {
-    for i in 0..<count {
-        let xi = x[i]
-        y[i] = xi < 0 ? 0 : xi
+    forEachChunk(count: count, costPerElement: 1) { range in
+        for i in range {
+            let xi = x[i]
+            y[i] = xi < 0 ? 0 : xi
+        }
     }
 }
 
@@ -56,9 +62,19 @@ public func reluForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: Unsafe
 @inlinable
 public func reluBackward<T: CNNScalar>(count: Int, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                        gradX: UnsafeMutablePointer<T>) {
-    for i in 0..<count {
-        gradX[i] = x[i] > 0 ? gradOut[i] : 0
+    forEachChunk(count: count, costPerElement: 1) { range in
+        for i in range { gradX[i] = x[i] > 0 ? gradOut[i] : 0 }
     }
+}
+
+/// Runs `body` on contiguous chunks covering 0..<count, in parallel when count * costPerElement
+/// is worth several threads (see `parallelChunks`).
+@inlinable
+func forEachChunk(count: Int, costPerElement: Int, _ body: (Range<Int>) -> Void) {
+    let (work, overflow) = count.multipliedReportingOverflow(by: costPerElement)
+    let chunks = parallelChunks(work: overflow ? Int.max : work)
+    if chunks == 1 { return body(0..<count) }
+    parallelFor(chunks) { chunk in body(chunkRange(chunk, of: chunks, total: count)) }
 }
 
 // MARK: - Tensor level

@@ -69,10 +69,10 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
             }
             let beta: T = bias == nil ? 0 : 1
             if pointwise {
-                gemmRun(plan, transA: false, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: weight, lda: kdim,
+                gemmRun(plan, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: GEMMDenseA(a: weight, lda: kdim, trans: false),
                         b: GEMMDenseB(b: xn, ldb: hw, trans: false), beta: beta, c: yn, ldc: hw, buffer: buffer)
             } else {
-                gemmRun(plan, transA: false, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: weight, lda: kdim,
+                gemmRun(plan, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: GEMMDenseA(a: weight, lda: kdim, trans: false),
                         b: Im2ColB(g, x: xn), beta: beta, c: yn, ldc: hw, buffer: buffer)
             }
         }
@@ -85,7 +85,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
 ///     -> gradX (N, C, H, W) overwritten; gradWeight (K, C, kH, kW) and gradBias (K) overwritten,
 ///        or added to when `accumulate` (layers: parameter gradients accumulate, as PyTorch)
 ///
-/// Per image: dW += g_n · col_nᵀ (colᵀ packed straight from x_n), dcol = Wᵀ · g_n, dx_n = col2im(dcol).
+/// Per image: dWᵀ += col_n · g_nᵀ (col_n packed straight from x_n), dcol = Wᵀ · g_n, dx_n = col2im(dcol).
 /// Throws only `.memory`. Deterministic: for a fixed thread count each output element is summed in
 /// a fixed order.
 @inlinable
@@ -118,23 +118,24 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
 
     let chunks = conv2dImageChunks(g)
     let threads = chunks == 1 ? Threading.numThreads : 1
-    let planW = GEMMPlan(T.self, m: g.outChannels, n: kdim, k: hw, threads: threads)   // dW = g_n · col_nᵀ
+    // dW is computed transposed, dWᵀ (kdim × K) = Σ_n col_n · g_nᵀ, so that col_n is the A operand
+    // (packed straight from x_n; see Im2ColA) and only the small g_n needs a transposing pack.
+    let planW = GEMMPlan(T.self, m: kdim, n: g.outChannels, k: hw, threads: threads)
     let planX = GEMMPlan(T.self, m: kdim, n: hw, k: g.outChannels, threads: threads)   // dcol = Wᵀ · g_n
     // Workspace slots: packing buffers (shared by the two GEMMs, which run one after the other),
-    // then one dcol per image chunk, then a private dW per image chunk beyond the first (summed in
-    // chunk order at the end: deterministic for a given thread count).
+    // then per image chunk a dcol and a dWᵀ (the chunks' dWᵀ are summed in chunk order at the end:
+    // deterministic for a given thread count).
     let perChunk = max(planW.chunks, planX.chunks)
     let packCount = max(gradWeight != nil ? planW.bufferCount : 0, gradX != nil ? planX.bufferCount : 0)
     var buffers: [UnsafeMutablePointer<T>] = [], dcols: [UnsafeMutablePointer<T>] = []
-    var partialW: [UnsafeMutablePointer<T>] = []
+    var partialWt: [UnsafeMutablePointer<T>] = []
     for t in 0..<(chunks * perChunk) { buffers.append(try workspace.buffer(t, count: packCount)) }
     var slot = chunks * perChunk
     if gradX != nil && !pointwise {
         for _ in 0..<chunks { dcols.append(try workspace.buffer(slot, count: g.colCount)); slot += 1 }
     }
-    if let gradWeight {
-        partialW.append(gradWeight)
-        for _ in 1..<chunks { partialW.append(try workspace.buffer(slot, count: wCount)); slot += 1 }
+    if gradWeight != nil {
+        for _ in 0..<chunks { partialWt.append(try workspace.buffer(slot, count: wCount)); slot += 1 }
     }
     parallelFor(chunks) { chunk in
         let buffer = { (t: Int) in buffers[chunk * perChunk + t] }
@@ -142,34 +143,37 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
         for n in images {
             let xn = x + n * xStride, gn = gradOut + n * yStride
             if gradWeight != nil {
-                // dW (K × kdim) += g_n (K × hw) · col_nᵀ (hw × kdim); a chunk's first image
-                // overwrites, unless accumulating into the caller's gradWeight.
-                let first = n == images.lowerBound && !(accumulate && chunk == 0)
-                let beta: T = first ? 0 : 1
+                // dWᵀ (kdim × K) (+)= col_n (kdim × hw) · g_nᵀ (hw × K); a chunk's first image overwrites.
+                let beta: T = n == images.lowerBound ? 0 : 1
+                let gT = GEMMDenseB(b: gn, ldb: hw, trans: true)
                 if pointwise {
-                    gemmRun(planW, transA: false, m: g.outChannels, n: kdim, k: hw, alpha: 1, a: gn, lda: hw,
-                            b: GEMMDenseB(b: xn, ldb: hw, trans: true), beta: beta, c: partialW[chunk], ldc: kdim,
-                            buffer: buffer)
+                    gemmRun(planW, m: kdim, n: g.outChannels, k: hw, alpha: 1, a: GEMMDenseA(a: xn, lda: hw, trans: false),
+                            b: gT, beta: beta, c: partialWt[chunk], ldc: g.outChannels, buffer: buffer)
                 } else {
-                    gemmRun(planW, transA: false, m: g.outChannels, n: kdim, k: hw, alpha: 1, a: gn, lda: hw,
-                            b: Im2ColTransposedB(g, x: xn), beta: beta, c: partialW[chunk], ldc: kdim, buffer: buffer)
+                    gemmRun(planW, m: kdim, n: g.outChannels, k: hw, alpha: 1, a: Im2ColA(g, x: xn),
+                            b: gT, beta: beta, c: partialWt[chunk], ldc: g.outChannels, buffer: buffer)
                 }
             }
             if let gradX {
                 let gxn = gradX + n * xStride
                 // dcol (kdim × hw) = Wᵀ (kdim × K) · g_n (K × hw), then fold back onto the image.
                 let dcol = pointwise ? gxn : dcols[chunk]
-                gemmRun(planX, transA: true, m: kdim, n: hw, k: g.outChannels, alpha: 1, a: weight, lda: kdim,
-                        b: GEMMDenseB(b: gn, ldb: hw, trans: false), beta: 0, c: dcol, ldc: hw, buffer: buffer)
+                gemmRun(planX, m: kdim, n: hw, k: g.outChannels, alpha: 1,
+                        a: GEMMDenseA(a: weight, lda: kdim, trans: true), b: GEMMDenseB(b: gn, ldb: hw, trans: false),
+                        beta: 0, c: dcol, ldc: hw, buffer: buffer)
                 if !pointwise { col2im(g, col: dcol, x: gxn, threads: threads) }
             }
         }
     }
     if let gradWeight {
-        // Chunks beyond the first wrote private partial sums: add them in chunk order.
-        for t in 1..<chunks {
-            let p = partialW[t]
-            for i in 0..<wCount { gradWeight[i] += p[i] }
+        // dW[k, q] (+)= Σ_chunks dWᵀ_chunk[q, k], chunks in order.
+        for k in 0..<g.outChannels {
+            let row = gradWeight + k * kdim
+            for q in 0..<kdim {
+                var sum: T = accumulate ? row[q] : 0
+                for t in 0..<chunks { sum += partialWt[t][q * g.outChannels + k] }
+                row[q] = sum
+            }
         }
     }
 }

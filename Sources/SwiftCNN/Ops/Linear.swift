@@ -33,7 +33,10 @@ public struct LinearGeometry: Equatable, Sendable {
                 "\(op): weight must be 2-D (out_features, in_features), got shape \(describeShape(weightShape))")
         }
         let (n, inF, outF) = (xShape[0], xShape[1], weightShape[0])
-        guard n >= 0, inF >= 1 else {
+        guard n >= 0 else {
+            throw SwiftCNNError.value("\(op): x must have non-negative sizes, got shape \(describeShape(xShape))")
+        }
+        guard inF >= 1 else {
             throw SwiftCNNError.value("\(op): x must have at least one feature, got shape \(describeShape(xShape))")
         }
         guard weightShape[1] == inF else {

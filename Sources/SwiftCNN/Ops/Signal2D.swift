@@ -214,7 +214,8 @@ public func correlate2d<T: CNNScalar>(_ image: Tensor<T>, _ kernel: Tensor<T>, m
 
 /// `convolve2d(image, kernel, mode="valid")`: scipy.signal.convolve2d with zero fill, the true
 /// convolution out[i, j] = sum_{r,c} image[i - r + s_H, j - c + s_W] * kernel[r, c] (the kernel
-/// rotated by 180 degrees, then correlated). Same rules as `correlate2d`.
+/// rotated by 180 degrees, then correlated), s = kH - 1 for valid, 0 for full, (kH - 1)/2 for same.
+/// Same validation as `correlate2d`.
 @inlinable
 public func convolve2d<T: CNNScalar>(_ image: Tensor<T>, _ kernel: Tensor<T>, mode: CorrelationMode = .valid,
                                      into out: Tensor<T>? = nil) throws -> Tensor<T> {

@@ -58,9 +58,11 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable {
     /// A value uniform in [low, high): `low + (high - low) * u`, computed in Double and rounded to T.
     ///
     /// Rounding to Float can land exactly on `high`; such a draw is moved to the largest T below
-    /// `high`, so the interval stays half-open as PyTorch's `uniform_`. Requires low < high.
+    /// `high`, so the interval stays half-open as PyTorch's `uniform_`. Returns `low` (drawing
+    /// nothing) unless low < high.
     @inlinable
     public mutating func uniform<T: CNNScalar>(_ low: T, _ high: T) -> T {
+        guard low < high else { return low }
         let lo = Double(low), hi = Double(high)
         let v = T(lo + (hi - lo) * nextUnitDouble())
         return v < high ? v : high.nextDown
