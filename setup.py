@@ -58,7 +58,11 @@ class BuildSwiftExt(build_ext):
         super().run()  # builds into build_lib, then copies the extension into the source if inplace
         for dest_dir in {Path(self.build_lib) / "swiftcnn", PACKAGE_SRC}:
             dest_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(bin_path / SWIFT_LIB, dest_dir / SWIFT_LIB)
+            # Copy to a temporary name and rename over the old library: overwriting it in place
+            # would change the pages of a library that running processes have mapped (a crash).
+            tmp = dest_dir / (SWIFT_LIB + ".tmp")
+            shutil.copyfile(bin_path / SWIFT_LIB, tmp)
+            os.replace(tmp, dest_dir / SWIFT_LIB)
 
     def build_swift(self):
         if shutil.which("swift") is None:

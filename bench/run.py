@@ -38,6 +38,7 @@ import os
 import platform
 import resource
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -389,13 +390,70 @@ def sanity_check(sc, torch, x, y) -> list:
     return lines
 
 
+def _swiftcnn_lenet_callables(sc, act: str, b: int, x, y, batches) -> tuple:
+    """(train step, fit epoch, inference) callables for swiftcnn on a fresh network."""
+    model = swiftcnn_net(sc, act)
+    opt = sc.SGD(model.parameters(), lr=LR)
+    state = {"step": 0, "seed": 0}
+
+    def train_step():
+        xb, yb = batches[state["step"] % len(batches)]
+        state["step"] += 1
+        opt.zero_grad()
+        loss, g = sc.softmax_cross_entropy(model(xb), yb)
+        model.backward(g)
+        opt.step()
+
+    def fit_epoch():
+        state["seed"] += 1
+        model.fit(x, y, epochs=1, batch_size=b, optimizer=opt, shuffle=True, seed=state["seed"],
+                  progress=False)
+
+    xi = batches[0][0]
+
+    def inference():
+        model.predict(xi, batch_size=b)
+
+    return train_step, fit_epoch, inference
+
+
+def _torch_lenet_callables(torch, act: str, b: int, x, y, batches) -> tuple:
+    """(train step, fit epoch, inference) callables for PyTorch on a fresh network."""
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    model = torch_net(torch, act)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    tbatches = [(torch.from_numpy(xb), torch.from_numpy(yb)) for xb, yb in batches]
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(0)
+    state = {"step": 0}
+
+    def train_step():
+        xb, yb = tbatches[state["step"] % len(tbatches)]
+        state["step"] += 1
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+
+    def fit_epoch():
+        torch_fit_epoch(torch, model, opt, xt, yt, b, gen)
+
+    xi = batches[0][0]
+
+    def inference():
+        with torch.inference_mode():
+            model(torch.from_numpy(xi)).numpy()
+
+    return train_step, fit_epoch, inference
+
+
 def figure_lenet(ctx) -> Figure:
     """Figure 1: the lecture's network and its ReLU variant, batches 64 and 256.
 
     Three measurements per (activation, batch): the canonical training step on one batch, a
     fit-style epoch over a fixed 5,000-image dataset, and inference on one batch. All in images/s.
     """
-    import numpy as np
     sc, torch, s = ctx.sc, ctx.torch, ctx.settings
     fig = Figure(1, "The lecture's network, training and inference images/s (higher is better)")
     n_fit = 5000
@@ -413,75 +471,21 @@ def figure_lenet(ctx) -> Figure:
         fig.notes.extend("Sanity: " + l for l in sanity_check(sc, torch, x, y))
         for l in fig.notes[-2:]:
             print("  " + l, flush=True)
-    xt, yt = (torch.from_numpy(x), torch.from_numpy(y)) if torch is not None else (None, None)
-    F = torch.nn.functional if torch is not None else None
-
     for act in ("sigmoid", "relu"):
         for b in (64, 256):
-            nb = n_fit // b
-            batches = [(x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]) for i in range(nb)]
-            tag = f"{act} b{b}"
+            batches = [(x[i:i + b], y[i:i + b]) for i in range(0, n_fit - b + 1, b)]
             fns_train, fns_fit, fns_inf = {}, {}, {}
             if sc is not None:
-                sm = swiftcnn_net(sc, act)
-                sopt = sc.SGD(sm.parameters(), lr=LR)
-                it = [0]
-
-                def sc_step(sm=sm, sopt=sopt, it=it, batches=batches):
-                    xb, yb = batches[it[0] % len(batches)]
-                    it[0] += 1
-                    sopt.zero_grad()
-                    loss, g = sc.softmax_cross_entropy(sm(xb), yb)
-                    sm.backward(g)
-                    sopt.step()
-
-                seed = [0]
-
-                def sc_fit(sm=sm, sopt=sopt, seed=seed, b=b):
-                    seed[0] += 1
-                    sm.fit(x, y, epochs=1, batch_size=b, optimizer=sopt, shuffle=True, seed=seed[0],
-                           progress=False)
-
-                xi = batches[0][0]
-
-                def sc_inf(sm=sm, xi=xi, b=b):
-                    sm.predict(xi, batch_size=b)
-
-                fns_train["sc"], fns_fit["sc"], fns_inf["sc"] = sc_step, sc_fit, sc_inf
+                fns_train["sc"], fns_fit["sc"], fns_inf["sc"] = _swiftcnn_lenet_callables(sc, act, b, x, y, batches)
             if torch is not None:
-                torch.manual_seed(0)
-                tm = torch_net(torch, act)
-                topt = torch.optim.SGD(tm.parameters(), lr=LR)
-                tbatches = [(torch.from_numpy(a), torch.from_numpy(c)) for a, c in batches]
-                tit = [0]
-
-                def t_step(tm=tm, topt=topt, tit=tit, tbatches=tbatches):
-                    xb, yb = tbatches[tit[0] % len(tbatches)]
-                    tit[0] += 1
-                    topt.zero_grad()
-                    loss = F.cross_entropy(tm(xb), yb)
-                    loss.backward()
-                    topt.step()
-
-                gen = torch.Generator().manual_seed(0)
-
-                def t_fit(tm=tm, topt=topt, b=b, gen=gen):
-                    torch_fit_epoch(torch, tm, topt, xt, yt, b, gen)
-
-                xi = batches[0][0]
-
-                def t_inf(tm=tm, xi=xi):
-                    with torch.inference_mode():
-                        tm(torch.from_numpy(xi)).numpy()
-
-                fns_train["torch"], fns_fit["torch"], fns_inf["torch"] = t_step, t_fit, t_inf
-
+                fns_train["torch"], fns_fit["torch"], fns_inf["torch"] = _torch_lenet_callables(
+                    torch, act, b, x, y, batches)
             for kind, fns, per_call_images, reps, fixed in (
                     ("train step", fns_train, b, None, None),
                     ("fit epoch", fns_fit, n_fit, s.fit_repeats, 1),
                     ("inference", fns_inf, b, None, None)):
                 times = time_interleaved(fns, s, repeats=reps, fixed_number=fixed)
-                row = Row(f"{tag} {kind}", "images/s", True, target=2.0)
+                row = Row(f"{act} b{b} {kind}", "images/s", True, target=2.0)
                 if "sc" in times:
                     row.sc = Stats([per_call_images / t for t in times["sc"]])
                 if "torch" in times:
@@ -719,8 +723,10 @@ def rss_launcher(framework: str, threads: int) -> None:
                        text=True)
     lines = [l for l in p.stdout.splitlines() if l.startswith("RSS_JSON ")]
     if p.returncode != 0 or not lines:
-        print(p.stdout)
-        sys.exit(p.returncode or 1)
+        how = (f"killed by {signal.Signals(-p.returncode).name}" if p.returncode < 0
+               else f"exit status {p.returncode}")
+        print(f"{p.stdout}\nrss child ({framework}) failed: {how}", flush=True)
+        sys.exit(1)
     rep = json.loads(lines[-1][len("RSS_JSON "):])
     rep["children_maxrss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     rep["launcher_rss"] = _proc_status_kib("VmHWM")
@@ -939,6 +945,7 @@ class Context:
 
 
 def parse_args(argv):
+    """Command-line flags (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer and shorter repeats (smoke run)")
@@ -955,6 +962,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    """Run the selected figures, print them as they go and write the report."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.rss_child:  # figure 5's fresh subprocess: keep the environment it was given
         rss_child(args.rss_child, args.threads)

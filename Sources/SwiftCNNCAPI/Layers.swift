@@ -324,33 +324,47 @@ func lastInputShape(_ h: LayerHandle) throws -> [Int] {
 }
 
 /// `scnn_layer_backward`: grad_x for the last forward's input; adds into the parameter grads.
+///
+/// The caller's grad_x buffer is described by `gradXShape`, and that shape is compared with the
+/// layer's last input while the layer is held: the input shape can change between the caller's
+/// `scnn_layer_input_shape` and this call if another thread runs forward (directly, or through a
+/// Sequential that contains this layer), and writing the new shape into the old buffer would
+/// overrun it. The copy into grad_x happens only when the gradient has exactly the buffer's shape.
 @_cdecl("scnn_layer_backward")
 public func scnn_layer_backward(_ layer: OpaquePointer?,
                                 _ gradOut: UnsafeRawPointer?, _ gradOutShape: UnsafePointer<Int64>?, _ gradOutNdim: Int64,
-                                _ gradX: UnsafeMutableRawPointer?,
+                                _ gradX: UnsafeMutableRawPointer?, _ gradXShape: UnsafePointer<Int64>?, _ gradXNdim: Int64,
                                 _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
         let h = try layerHandle(layer, op: "layer_backward")
         try h.exclusive {
             let inShape = try lastInputShape(h)
             let gs = try readShape(gradOutShape, ndim: gradOutNdim, name: "grad_out", op: h.name, maxNdim: maxLayerNdim)
+            let gxs = try readShape(gradXShape, ndim: gradXNdim, name: "grad_x", op: h.name, maxNdim: maxLayerNdim)
+            guard gxs == inShape else {
+                throw SwiftCNNError.runtime(
+                    "\(h.name): grad_x has shape \(describeShape(gxs)) but the last forward's input has shape "
+                        + "\(describeShape(inShape)); was the layer run again (by another thread) since the shape was read?")
+            }
             switch h.model {
-            case .float32(let l): try layerBackwardC(l, h.name, gradOut, gs, inShape, gradX)
-            case .float64(let l): try layerBackwardC(l, h.name, gradOut, gs, inShape, gradX)
+            case .float32(let l): try layerBackwardC(l, h.name, gradOut, gs, gxs, gradX)
+            case .float64(let l): try layerBackwardC(l, h.name, gradOut, gs, gxs, gradX)
             }
         }
     }
 }
 
 func layerBackwardC<T: CNNScalar>(_ layer: any Layer<T>, _ op: String, _ gradOut: UnsafeRawPointer?, _ gs: [Int],
-                                  _ inShape: [Int], _ gradX: UnsafeMutableRawPointer?) throws {
+                                  _ gradXShape: [Int], _ gradX: UnsafeMutableRawPointer?) throws {
     let got: Tensor<T> = try borrow(gradOut, shape: gs, name: "grad_out", op: op)
-    let gxt: Tensor<T> = try borrowOut(gradX, shape: inShape, name: "grad_x", op: op)
+    let gxt: Tensor<T> = try borrowOut(gradX, shape: gradXShape, name: "grad_x", op: op)
     try checkNoOverlapOutputs(op: op, [("grad_x", gxt)], [("grad_out", got)])
     let result = try layer.backward(got)
-    guard result.shape == inShape else {
+    // Another thread may have run forward on this layer (through a parent Sequential) since the
+    // shape check above: copy only a gradient that fits the caller's buffer exactly.
+    guard result.shape == gradXShape else {
         throw SwiftCNNError.runtime(
-            "\(op): backward returned shape \(describeShape(result.shape)), expected \(describeShape(inShape)); was the layer used by another thread?")
+            "\(op): backward returned shape \(describeShape(result.shape)), expected \(describeShape(gradXShape)); was the layer used by another thread?")
     }
     copyElements(from: result, to: gxt)
 }

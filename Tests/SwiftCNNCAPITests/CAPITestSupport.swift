@@ -191,7 +191,7 @@ func backward<T: CNNScalar>(_ layer: LayerRef, _ g: Tensor<T>, file: StaticStrin
     XCTAssertEqual(o.status, OK, o.message, file: file, line: line)
     let gx = try! Tensor<T>(zeros: inShape.prefix(Int(ndim)).map { Int($0) })
     let gs = s64(g.shape)
-    o = call { scnn_layer_backward(layer.raw, g.pointer, gs, Int64(gs.count), gx.pointer, $0, $1) }
+    o = call { scnn_layer_backward(layer.raw, g.pointer, gs, Int64(gs.count), gx.pointer, inShape, ndim, $0, $1) }
     XCTAssertEqual(o.status, OK, o.message, file: file, line: line)
     return gx
 }

@@ -204,7 +204,7 @@ final class FuzzCAPITests: XCTestCase {
                 let so = call { scnn_layer_output_shape(model.raw, xs, Int64(xs.count), &ys, &ndim, $0, $1) }
                 record(so)
                 if rng.next() % 3 == 0 {
-                    record(call { scnn_layer_backward(model.raw, bufY, ys, ndim, ptr(bufG), $0, $1) })
+                    record(call { scnn_layer_backward(model.raw, bufY, ys, ndim, ptr(bufG), xs, Int64(xs.count), $0, $1) })
                 }
                 guard so.status == OK, let n = count(Array(ys.prefix(Int(ndim)))), n <= Int64(Self.capacity) else { continue }
                 record(call { scnn_layer_forward(model.raw, ptr(bufA), xs, Int64(xs.count), ptr(bufY), $0, $1) })
@@ -213,7 +213,7 @@ final class FuzzCAPITests: XCTestCase {
                 record(call { scnn_layer_input_shape(model.raw, &inShape, &inNdim, $0, $1) })
                 let gs = rng.next() % 4 == 0 ? shape(4) : Array(ys.prefix(Int(ndim)))
                 guard fits(gs) else { continue }
-                record(call { scnn_layer_backward(model.raw, ptr(bufG), gs, Int64(gs.count), ptr(bufH), $0, $1) })
+                record(call { scnn_layer_backward(model.raw, ptr(bufG), gs, Int64(gs.count), ptr(bufH), inShape, inNdim, $0, $1) })
                 var labels = [Int64](repeating: 0, count: 64)
                 var loss = 0.0
                 var correct: Int64 = 0

@@ -40,7 +40,7 @@ final class LayerCAPITests: XCTestCase {
         var shape = [Int64](repeating: 0, count: 8)
         var ndim: Int64 = 0
         assertStatus(call { scnn_layer_forward(nil, y, [4], 1, &y, $0, $1) }, VALUE, "layer", "NULL")
-        assertStatus(call { scnn_layer_backward(nil, y, [4], 1, &y, $0, $1) }, VALUE, "layer", "NULL")
+        assertStatus(call { scnn_layer_backward(nil, y, [4], 1, &y, [4], 1, $0, $1) }, VALUE, "layer", "NULL")
         assertStatus(call { scnn_layer_output_shape(nil, [4], 1, &shape, &ndim, $0, $1) }, VALUE, "NULL")
         assertStatus(call { scnn_layer_input_shape(nil, &shape, &ndim, $0, $1) }, VALUE, "NULL")
         assertStatus(call { scnn_layer_zero_grad(nil, $0, $1) }, VALUE, "NULL")
@@ -146,7 +146,7 @@ final class LayerCAPITests: XCTestCase {
         assertStatus(call { scnn_layer_output_shape(f.raw, [0, 3, 4], 3, &shape, &ndim, $0, $1) }, OK)
         XCTAssertEqual(Array(shape.prefix(Int(ndim))), [0, 12])
         assertStatus(call { scnn_layer_forward(f.raw, nil, [0, 3, 4], 3, nil, $0, $1) }, OK)
-        assertStatus(call { scnn_layer_backward(f.raw, nil, [0, 12], 2, nil, $0, $1) }, OK)
+        assertStatus(call { scnn_layer_backward(f.raw, nil, [0, 12], 2, nil, [0, 3, 4], 3, $0, $1) }, OK)
     }
 
     func testLayerRejections() throws {
@@ -157,7 +157,7 @@ final class LayerCAPITests: XCTestCase {
         let go = [Float](repeating: 1, count: 2 * 3 * 3 * 3)
         // Before any forward.
         assertStatus(call { scnn_layer_input_shape(layer.raw, &shape, &ndim, $0, $1) }, RUNTIME, "Conv2d", "before forward")
-        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, &gx, $0, $1) }, RUNTIME, "before forward")
+        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, &gx, [2, 2, 5, 5], 4, $0, $1) }, RUNTIME, "before forward")
         XCTAssertTrue(parameters(layer)[0].grads(Float.self).allSatisfy { $0 == 0 })
 
         let x: Tensor<Float> = randomTensor([2, 2, 5, 5], seed: 1)
@@ -184,15 +184,19 @@ final class LayerCAPITests: XCTestCase {
         assertStatus(call { scnn_layer_forward(layer.raw, x.pointer, [2, 2, 5, 5], 4, &y, $0, $1) }, OK)
         XCTAssertNotEqual(y, sentinel)
         let gxBefore = gx
-        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 2], 4, &gx, $0, $1) }, VALUE, "grad_out", "(2, 3, 3, 3)")
-        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, nil, $0, $1) }, VALUE, "grad_x", "NULL")
-        assertStatus(call { scnn_layer_backward(layer.raw, nil, [2, 3, 3, 3], 4, &gx, $0, $1) }, VALUE, "grad_out", "NULL")
-        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 99, &gx, $0, $1) }, VALUE, "grad_out")
+        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 2], 4, &gx, [2, 2, 5, 5], 4, $0, $1) }, VALUE, "grad_out", "(2, 3, 3, 3)")
+        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, nil, [2, 2, 5, 5], 4, $0, $1) }, VALUE, "grad_x", "NULL")
+        assertStatus(call { scnn_layer_backward(layer.raw, nil, [2, 3, 3, 3], 4, &gx, [2, 2, 5, 5], 4, $0, $1) }, VALUE, "grad_out", "NULL")
+        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 99, &gx, [2, 2, 5, 5], 4, $0, $1) }, VALUE, "grad_out")
+        // A grad_x buffer described with another shape than the last input (as after a forward by
+        // another thread between input_shape and backward) is refused, not overrun.
+        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, &gx, [2, 2, 4, 5], 4, $0, $1) },
+                     RUNTIME, "grad_x", "(2, 2, 4, 5)", "(2, 2, 5, 5)")
         XCTAssertEqual(gx, gxBefore)
         XCTAssertTrue(parameters(layer).allSatisfy { $0.grads(Float.self).allSatisfy { $0 == 0 } })
         // A rejected forward does not lose the previous forward's state.
         assertStatus(call { scnn_layer_forward(layer.raw, x.pointer, [2, 9, 5, 5], 4, &y, $0, $1) }, VALUE)
-        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, &gx, $0, $1) }, OK)
+        assertStatus(call { scnn_layer_backward(layer.raw, go, [2, 3, 3, 3], 4, &gx, [2, 2, 5, 5], 4, $0, $1) }, OK)
 
         // Parameter queries.
         assertStatus(call { scnn_layer_parameter(layer.raw, 2, nil, nil, nil, nil, nil, 0, $0, $1) }, VALUE, "index", "2")
@@ -269,7 +273,7 @@ final class LayerCAPITests: XCTestCase {
                 let y = try! Tensor<Double>(zeros: [3, 4])
                 let gx = try! Tensor<Double>(zeros: [3, 1, 6, 6])
                 let o1 = call { scnn_layer_forward(model.raw, x.pointer, [3, 1, 6, 6], 4, y.pointer, $0, $1) }
-                let o2 = call { scnn_layer_backward(model.raw, g.pointer, [3, 4], 2, gx.pointer, $0, $1) }
+                let o2 = call { scnn_layer_backward(model.raw, g.pointer, [3, 4], 2, gx.pointer, [3, 1, 6, 6], 4, $0, $1) }
                 let o3 = t == 0 ? call { scnn_layer_zero_grad(model.raw, $0, $1) } : Outcome(status: OK, message: "")
                 lock.lock()
                 for o in [o1, o2, o3] {

@@ -237,6 +237,31 @@ final class Conv2DTests: XCTestCase {
         XCTAssertEqual(maxAbs(db.scalars), 0)
     }
 
+    /// Every combination of requested outputs, for empty and non-empty batches (an optimized build
+    /// once mis-handled one of these early-exit paths).
+    func testOutputCombinations() throws {
+        for batch in [0, 1, 3] {
+            let cs = ConvCase(n: batch, c: 3, h: 5, w: 5, k: 4, kh: 3, kw: 3, padding: (1, 1), bias: false)
+            let g = try cs.geometry()
+            let x: Tensor<Double> = randomTensor(cs.xShape, seed: 31), w: Tensor<Double> = randomTensor(cs.wShape, seed: 32)
+            let gy: Tensor<Double> = randomTensor(g.outputShape, seed: 33)
+            let dxRef = try Tensor<Double>(zeros: g.inputShape), dwRef = try Tensor<Double>(zeros: g.weightShape)
+            let dbRef = try Tensor<Double>(zeros: [4])
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dxRef.pointer,
+                                gradWeight: dwRef.pointer, gradBias: dbRef.pointer, accumulate: false)
+            for mask in 0..<8 {
+                let dx = try Tensor<Double>(zeros: g.inputShape), dw = try Tensor<Double>(zeros: g.weightShape)
+                let db = try Tensor<Double>(zeros: [4])
+                try conv2dBackward(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer,
+                                   gradX: mask & 1 != 0 ? dx.pointer : nil, gradWeight: mask & 2 != 0 ? dw.pointer : nil,
+                                   gradBias: mask & 4 != 0 ? db.pointer : nil, accumulate: false, workspace: Workspace())
+                if mask & 1 != 0 { assertRelativeError(dx.scalars, dxRef.scalars, 1e-13, "batch \(batch) mask \(mask)") }
+                if mask & 2 != 0 { assertRelativeError(dw.scalars, dwRef.scalars, 1e-13, "batch \(batch) mask \(mask)") }
+                if mask & 4 != 0 { assertRelativeError(db.scalars, dbRef.scalars, 1e-13, "batch \(batch) mask \(mask)") }
+            }
+        }
+    }
+
     func testIntoOutAndOverlap() throws {
         let x: Tensor<Float> = randomTensor([2, 2, 6, 6], seed: 7)
         let w: Tensor<Float> = randomTensor([3, 2, 3, 3], seed: 8)

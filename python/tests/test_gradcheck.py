@@ -71,6 +71,10 @@ def test_gradcheck_on_the_lecture_network(rng, capfd):
                                   "9.weight", "9.bias", "11.weight", "11.bias"}
     assert_unchanged(model, snap)
     assert model[0].dtype == np.float32
+    # the module's own forward state is untouched too: backward still refers to the forward above
+    model.backward(np.ones((1, 10), np.float32))
+    for p in model.parameters():
+        np.testing.assert_allclose(p.grad, 2 * snap[p.name][1], rtol=1e-5, atol=1e-8)
     # 7.weight has 48000 > 10^4 elements and 9.weight 10080: they are sampled, so the whole
     # check stays far below the ~120k forward passes a full check would take.
     assert elapsed < 60

@@ -98,6 +98,14 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
     let yStride = g.outChannels * hw
     let wCount = g.outChannels * kdim
     let pointwise = conv2dIsPointwise(g)
+    if g.batch == 0 {
+        // Empty sums: the parameter gradients are zero (unchanged when accumulating); gradX is empty.
+        if !accumulate {
+            gradWeight?.update(repeating: 0, count: wCount)
+            gradBias?.update(repeating: 0, count: g.outChannels)
+        }
+        return
+    }
 
     if let gradBias {
         // db[k] = sum_{n,i,j} g[n,k,i,j]
@@ -111,10 +119,6 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
         }
     }
     if gradWeight == nil && gradX == nil { return }
-    if g.batch == 0 {
-        if let gradWeight, !accumulate { gradWeight.update(repeating: 0, count: wCount) }
-        return
-    }
 
     let chunks = conv2dImageChunks(g)
     let threads = chunks == 1 ? Threading.numThreads : 1

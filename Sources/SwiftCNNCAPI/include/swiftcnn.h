@@ -215,10 +215,14 @@ int32_t scnn_layer_forward(scnn_layer *layer, const void *x, const int64_t *x_sh
  * Runtime error before any forward. */
 int32_t scnn_layer_input_shape(scnn_layer *layer, int64_t *shape_out, int64_t *ndim_out,
                                char *msg, int64_t msg_cap);
-/* grad_out must have the last forward's output shape; grad_x gets the last forward's input shape. */
+/* grad_out must have the last forward's output shape. grad_x is a buffer of grad_x_shape, which
+ * must be the last forward's input shape (as scnn_layer_input_shape reported it): it is checked
+ * while the layer is held, so a forward by another thread between the two calls gives
+ * SCNN_RUNTIME_ERROR instead of a write past the buffer. */
 int32_t scnn_layer_backward(scnn_layer *layer,
                             const void *grad_out, const int64_t *grad_out_shape, int64_t grad_out_ndim,
-                            void *grad_x, char *msg, int64_t msg_cap);
+                            void *grad_x, const int64_t *grad_x_shape, int64_t grad_x_ndim,
+                            char *msg, int64_t msg_cap);
 
 /* Parameters, in PyTorch's order: weight then bias for a layer; for a Sequential, its layers' in
  * order with names "0.weight", "0.bias", "3.weight", ... ("2.0.weight" when nested).
