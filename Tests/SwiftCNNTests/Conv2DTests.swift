@@ -277,27 +277,43 @@ final class Conv2DTests: XCTestCase {
         assertThrowsKind(.value, contains: "overlap x") { try conv2d(x, weight: w, into: xAsOut) }
     }
 
-    /// Same inputs, same thread count: bit-identical results (and across 1 and 2 threads for the
-    /// forward and grad_x, which never split a sum).
-    func testDeterministic() throws {
+    /// Same inputs, same thread count: bit-identical results; every thread count agrees with the
+    /// naive oracle. Two shapes: small images (split across threads image by image, dW summed per
+    /// chunk) and large ones (each image's GEMM split across threads).
+    func testThreadsDeterministic() throws {
         let saved = Threading.numThreads
         defer { Threading.numThreads = saved }
-        let x: Tensor<Float> = randomTensor([4, 8, 17, 15], seed: 9)
-        let w: Tensor<Float> = randomTensor([12, 8, 3, 3], seed: 10)
-        let gy: Tensor<Float> = randomTensor([4, 12, 17, 15], seed: 11)
-        func run() throws -> [[Float]] {
-            let y = try conv2d(x, weight: w, padding: (1, 1))
-            let g = try conv2dBackward(gradOut: gy, x: x, weight: w, padding: (1, 1))
-            return [y.scalars, g.gradX.scalars, g.gradWeight.scalars, g.gradBias.scalars]
+        for (xs, ws) in [([9, 8, 12, 12], [12, 8, 3, 3]), ([2, 16, 24, 24], [32, 16, 3, 3])] {
+            let x: Tensor<Float> = randomTensor(xs, seed: 9)
+            let w: Tensor<Float> = randomTensor(ws, seed: 10)
+            let g = try Conv2DGeometry(op: "conv2d", xShape: xs, weightShape: ws, biasShape: nil,
+                                       stride: (1, 1), padding: (1, 1), dilation: (1, 1))
+            let gy: Tensor<Float> = randomTensor(g.outputShape, seed: 11)
+            func run() throws -> [[Float]] {
+                let y = try conv2d(x, weight: w, padding: (1, 1))
+                let grads = try conv2dBackward(gradOut: gy, x: x, weight: w, padding: (1, 1))
+                return [y.scalars, grads.gradX.scalars, grads.gradWeight.scalars, grads.gradBias.scalars]
+            }
+            let y = try Tensor<Float>(zeros: g.outputShape), dx = try Tensor<Float>(zeros: xs)
+            let dw = try Tensor<Float>(zeros: ws), db = try Tensor<Float>(zeros: [ws[0]])
+            conv2dForwardNaive(g, x: x.pointer, weight: w.pointer, bias: nil, y: y.pointer)
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dx.pointer,
+                                gradWeight: dw.pointer, gradBias: db.pointer, accumulate: false)
+            let reference = [y.scalars, dx.scalars, dw.scalars, db.scalars]
+            var byThreads: [[[Float]]] = []
+            for threads in [1, 2, 3] {
+                Threading.numThreads = threads
+                let a = try run(), b = try run()
+                XCTAssertEqual(a, b, "\(xs) threads \(threads): not bit-identical run to run")
+                for (t, (got, want)) in zip(a, reference).enumerated() {
+                    assertRelativeError(got, want, 1e-5, "\(xs) threads \(threads) output \(t)")
+                }
+                byThreads.append(a)
+            }
+            // The forward and grad_x never split a sum, so they agree across thread counts too.
+            XCTAssertEqual(byThreads[0][0], byThreads[1][0])
+            XCTAssertEqual(byThreads[0][1], byThreads[2][1])
         }
-        Threading.numThreads = 2
-        let a = try run(), b = try run()
-        XCTAssertEqual(a, b)
-        Threading.numThreads = 1
-        let c = try run()
-        XCTAssertEqual(a[0], c[0])
-        XCTAssertEqual(a[1], c[1])
-        assertRelativeError(a[2], c[2], 1e-5)
     }
 
     // MARK: validation

@@ -20,7 +20,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 try:  # hypothesis: no deadlines (the first call of an op may be slow), modest example counts.
     from hypothesis import settings
 
-    settings.register_profile("swiftcnn", deadline=None, max_examples=25, derandomize=True)
+    settings.register_profile("swiftcnn", deadline=None, max_examples=25, derandomize=True, database=None)
     settings.load_profile("swiftcnn")
 except ImportError:  # pragma: no cover
     pass

@@ -372,12 +372,13 @@ SIGNAL_SHAPES = [((5, 5), (3, 3)), ((6, 4), (2, 3)), ((7, 8), (4, 4)), ((3, 3), 
                  ((5, 3), (5, 1)), ((2, 2), (3, 4)), ((1, 1), (2, 2))]
 
 
-@pytest.mark.parametrize("shapes", SIGNAL_SHAPES)
-@pytest.mark.parametrize("mode", ["valid", "same", "full"])
+SIGNAL_CASES = [(s, m) for s in SIGNAL_SHAPES for m in ("valid", "same", "full")
+                if not (m == "valid" and (s[1][0] > s[0][0] or s[1][1] > s[0][1]))]  # that is an error
+
+
+@pytest.mark.parametrize("shapes,mode", SIGNAL_CASES)
 def test_correlate2d_and_convolve2d_match_reference(rng, dtype, shapes, mode):
     ishape, kshape = shapes
-    if mode == "valid" and (kshape[0] > ishape[0] or kshape[1] > ishape[1]):
-        pytest.skip("kernel larger than image in valid mode is an error (test_bad_inputs)")
     a = rng.standard_normal(ishape).astype(dtype)
     k = rng.standard_normal(kshape).astype(dtype)
     check(F.correlate2d(a, k, mode), R.correlate2d(a, k, mode), dtype, f"correlate2d {mode}")
@@ -667,3 +668,49 @@ def test_property_pooling_shape_and_values(problem):
         check(y, rf(x, k, stride, p), np.float64, fwd.__name__)
         g = r.standard_normal(y.shape)
         check(bwd(g, x, k, stride, p), rb(g, x, k, stride, p), np.float64, bwd.__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes that stress blocking/packing edges and long float32 reductions
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c,h,w,k,kh,kw", [(3, 3, 13, 11, 37, 5, 5), (1, 17, 9, 10, 33, 3, 3),
+                                             (5, 1, 31, 29, 7, 7, 7), (2, 64, 6, 6, 65, 1, 1)])
+def test_conv2d_odd_sizes(rng, dtype, n, c, h, w, k, kh, kw):
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    y = F.conv2d(x, wt, b, 1, kh // 2)
+    check(y, R.conv2d(x, wt, b, 1, kh // 2), dtype, "conv2d")
+    g = rng.standard_normal(y.shape).astype(dtype)
+    for a, r, name in zip(F.conv2d_backward(g, x, wt, 1, kh // 2), R.conv2d_backward(g, x, wt, 1, kh // 2),
+                          ["grad_x", "grad_weight", "grad_bias"]):
+        check(a, r, dtype, name)
+
+
+@pytest.mark.parametrize("n,i,o", [(17, 257, 65), (1, 1, 1), (33, 5, 129), (64, 400, 120), (3, 1000, 3)])
+def test_linear_odd_sizes(rng, dtype, n, i, o):
+    x = rng.standard_normal((n, i)).astype(dtype)
+    w = rng.standard_normal((o, i)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    check(F.linear(x, w, b), R.linear(x, w, b), dtype, "linear")
+    g = rng.standard_normal((n, o)).astype(dtype)
+    for a, r, name in zip(F.linear_backward(g, x, w), R.linear_backward(g, x, w), ["grad_x", "grad_weight",
+                                                                                  "grad_bias"]):
+        check(a, r, dtype, name)
+
+
+def test_float32_long_reductions_stay_within_1e_4(rng):
+    # grad_weight / grad_bias of the lecture's first layer over a batch of 128 sums 100k products.
+    x = rng.random((128, 1, 28, 28))
+    w = rng.standard_normal((6, 1, 5, 5)) * 0.2
+    g = rng.standard_normal((128, 6, 28, 28)) * 1e-3 + 1e-3  # same-signed-ish: no cancellation
+    r64 = F.conv2d_backward(g, x, w, 1, 2)
+    r32 = F.conv2d_backward(g.astype(np.float32), x.astype(np.float32), w.astype(np.float32), 1, 2)
+    for a, b, name in zip(r32, r64, ["grad_x", "grad_weight", "grad_bias"]):
+        err = R.max_rel_diff(a, b)
+        assert err <= 1e-4, f"{name}: float32 vs float64 {err:.3g}"
+    xl = rng.random((256, 400)).astype(np.float32)
+    gl = (rng.random((256, 120)) * 1e-2).astype(np.float32)
+    wl = rng.standard_normal((120, 400)).astype(np.float32)
+    for a, b in zip(F.linear_backward(gl, xl, wl), R.linear_backward(gl, xl, wl)):
+        assert R.max_rel_diff(a, b) <= 1e-4

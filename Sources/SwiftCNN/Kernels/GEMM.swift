@@ -25,7 +25,9 @@ import Darwin
 /// The micro-kernel keeps an MR × NR tile of C in registers (6 × 4 SIMD vectors: 24 of the 32
 /// AVX-512 registers); per k step it loads 4 vectors of B, broadcasts 6 scalars of A and issues 24
 /// multiply-adds. Packing makes every load of the micro-kernel contiguous whatever the transposes
-/// and leading dimensions, and pads the edges with zeros so one kernel serves every tile.
+/// and leading dimensions, and pads the edges with zeros so one kernel serves every tile. When C is
+/// narrow (one or two NR panels) a dense A is read in place instead: each of its elements is then
+/// used only once or twice, and packing it would cost about as much as the multiply.
 ///
 /// The operands are anything that can pack itself (`GEMMPackableA`, `GEMMPackableB`): a dense
 /// matrix here, or, for convolutions, the im2col matrix of an image, packed straight from the image

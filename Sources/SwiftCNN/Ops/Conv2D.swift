@@ -18,8 +18,9 @@
 ///
 ///     y_n = W · col_n        dW += g_n · col_nᵀ        dX_n = col2im(Wᵀ · g_n)
 ///
-/// with W the weight viewed as K × (C*kH*kW) and g_n as K × (Ho*Wo). The `Naive` functions are the
-/// direct loops above, kept as the test oracle.
+/// with W the weight viewed as K × (C*kH*kW) and g_n as K × (Ho*Wo) (dW is computed as its
+/// transpose, dWᵀ += col_n · g_nᵀ, for cheaper packing). The `Naive` functions are the direct loops
+/// above, kept as the test oracle.
 
 // MARK: - pointer level, fast path
 
@@ -29,15 +30,22 @@ func conv2dIsPointwise(_ g: Conv2DGeometry) -> Bool {
     g.kernelH == 1 && g.kernelW == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0
 }
 
-/// How many images to process at once on separate threads: several when one image's GEMM is too
-/// small to split across threads on its own, else 1 (each image's GEMM then uses the threads).
+/// How many chunks of images to run at once on separate threads (each image's GEMMs then run on
+/// one thread), or 1 (images in turn, each image's GEMMs split across the threads).
+///
+/// Whole images per thread is the cheaper split (one fork-join per call instead of per GEMM, no
+/// operand packed twice), used whenever the images divide well among the threads; a few large
+/// images (batch 1, or 3 on 2 threads) split each GEMM instead, to keep every thread busy.
 @inlinable
 func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
+    let threads = Threading.numThreads
+    if g.batch < 2 || threads < 2 { return 1 }
     // In Double: K * C*kH*kW * Ho*Wo is not among the counts the geometry checked against overflow.
     let flopsPerImage = 2 * Double(g.outChannels) * Double(g.colCount)
-    if g.batch < 2 || flopsPerImage >= 4e6 { return 1 }
     let work = Int(min(flopsPerImage * Double(g.batch), 1e15))
-    return min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
+    let chunks = min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
+    if flopsPerImage < 4e6 || g.batch % chunks == 0 || g.batch >= 4 * chunks { return chunks }
+    return 1
 }
 
 /// y = conv2d(x, weight, bias): per image, the GEMM y_n = W · col_n with col_n packed straight from
