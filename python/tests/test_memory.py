@@ -1,12 +1,11 @@
 """Memory: nothing swiftcnn does from Python leaks, and nothing it holds outlives its owner.
 
-- Every functional op called many times (small shapes) keeps the resident set flat: RSS (from
-  /proc/self/statm) after the calls minus RSS after a warm-up stays under a few MB. The issue's
-  figure is 100k calls per op; the cheap ops (elementwise, softmax, losses) get 100k, the ops whose
-  one call costs tens of microseconds on a busy 2-core machine (conv2d and its backward, pooling,
-  linear, correlate2d/convolve2d) get 25k so the file stays well under a minute. Set
-  SWIFTCNN_SLOW_TESTS=1 to run 100k calls of every op. Each op's result is at least ~0.5 KB, so a
-  leaked result per call (or leaked Swift scratch) would grow RSS by >= 12 MB and fail the bound.
+- Every functional op called 100k times (small shapes, one worker thread) keeps the resident set
+  flat: RSS (from /proc/self/statm) after the calls minus RSS after a warm-up stays under 4 MB.
+  All 18 op variants take ~16 s together on an idle 2-core machine (up to ~3x that when the
+  machine is busy). Set SWIFTCNN_QUICK_MEMORY=1 to run 25k calls of the eight slower ops (conv2d
+  and its backward, pooling, linear, correlate2d/convolve2d) instead. Each op's result is at least
+  ~0.5 KB, so a leaked result per call (or leaked Swift scratch) would grow RSS by >= 12 MB.
 - 1k create / train / destroy cycles of a small model (layers, Sequential, optimizer, fit and a
   manual step) keep RSS flat.
 - sys.getrefcount of every input of a functional op (arrays, lists, `out=`, tuples of ints) is the
@@ -27,9 +26,9 @@ import pytest
 import swiftcnn as S
 import swiftcnn.functional as F
 
-SLOW = bool(os.environ.get("SWIFTCNN_SLOW_TESTS"))
+QUICK = bool(os.environ.get("SWIFTCNN_QUICK_MEMORY"))
 FULL = 100_000
-REDUCED = FULL if SLOW else 25_000
+REDUCED = 25_000 if QUICK else FULL
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1 << 20
 RSS_BOUND = 4 * MB

@@ -19,31 +19,19 @@ public enum Threading {
     @usableFromInline
     static let storage = Atomic<Int>(0)
 
-    /// Worker threads compute calls may use; defaults to the number of cores this process may run
-    /// on (its CPU affinity mask, as `os.sched_getaffinity`; else the online cores).
+    /// Worker threads compute calls may use; defaults to the number of online cores.
     /// Values below 1 are stored as 1 (the C ABI rejects them before they get here).
     public static var numThreads: Int {
         get {
             let n = storage.load(ordering: .relaxed)
             if n > 0 { return n }
-            let cores = availableCores()
-            storage.store(cores, ordering: .relaxed)
-            return cores
+            // (sched_getaffinity, which would honour taskset, is not visible through Glibc's module.)
+            let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            // Only if still unset: a concurrent `numThreads = k` wins over the default.
+            let (exchanged, current) = storage.compareExchange(expected: 0, desired: cores, ordering: .relaxed)
+            return exchanged ? cores : current
         }
         set { storage.store(max(1, newValue), ordering: .relaxed) }
-    }
-
-    /// Cores in this process's affinity mask (taskset, cgroup cpusets), or the online cores.
-    static func availableCores() -> Int {
-        #if os(Linux)
-        var set = cpu_set_t()
-        if sched_getaffinity(0, MemoryLayout<cpu_set_t>.size, &set) == 0 {
-            // CPU_COUNT is a C macro Swift cannot import: count the mask's bits.
-            let count = withUnsafeBytes(of: &set) { $0.reduce(0) { $0 + $1.nonzeroBitCount } }
-            if count > 0 { return count }
-        }
-        #endif
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 }
 
