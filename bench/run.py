@@ -202,6 +202,7 @@ def wait_for_idle(limit: float, threshold: float = 0.10, window: float = 10.0) -
     1-min load average below a quarter of the cores) or `limit` seconds have passed. Returns the
     seconds waited."""
     t0 = time.perf_counter()
+    last_note = -60.0
     while True:
         mon = LoadMonitor()
         time.sleep(window)
@@ -214,7 +215,9 @@ def wait_for_idle(limit: float, threshold: float = 0.10, window: float = 10.0) -
             print(f"  gave up waiting for an idle machine after {waited:.0f} s (others {100 * share:.0f}%)",
                   flush=True)
             return waited
-        print(f"  waiting for an idle machine: others use {100 * share:.0f}% of the cores", flush=True)
+        if waited - last_note >= 60:
+            last_note = waited
+            print(f"  waiting for an idle machine: others use {100 * share:.0f}% of the cores", flush=True)
 
 
 class LoadMonitor:

@@ -81,19 +81,28 @@ public func scnn_conv2d_forward(_ dtype: Int32,
 
 func conv2dForwardC<T: CNNScalar>(_: T.Type, _ g: Conv2DGeometry, _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
                                   _ hasBias: Bool, _ bias: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?) throws {
+    // Pointer-level checks and kernel, not borrowed Tensors and the Tensor-level conv2d: those cost
+    // an object and a shape array per argument and re-derived the geometry validated above, which
+    // was most of the cost of a call on a small input. The counts below were checked by the geometry.
     let op = "conv2d"
-    let xt: Tensor<T> = try borrow(x, shape: g.inputShape, name: "x", op: op)
-    let wt: Tensor<T> = try borrow(weight, shape: g.weightShape, name: "weight", op: op)
-    let bt: Tensor<T>? = hasBias ? try borrow(bias, shape: g.biasShape, name: "bias", op: op) : nil
+    let xCount = g.batch * g.inChannels * g.height * g.width
+    let wCount = g.outChannels * g.colRows
+    let yCount = g.batch * g.outChannels * g.colCols
+    let xp = try checkData(x, count: xCount, shape: g.inputShape, name: "x", op: op, as: T.self)
+    let wp = try checkData(weight, count: wCount, shape: g.weightShape, name: "weight", op: op, as: T.self)
+    let bp = hasBias ? try checkData(bias, count: g.outChannels, shape: g.biasShape, name: "bias", op: op, as: T.self) : nil
     guard let y else { return }  // validation only: the caller learns the shape
-    let yt: Tensor<T> = try borrowOut(y, shape: g.outputShape, name: "out", op: op)
-    // N = 0: nothing to compute (and no scratch to size from the spatial dimensions).
-    if g.batch == 0 {
-        try checkNoOverlapTensors(op: op, yt, [("x", xt), ("weight", wt)] + (bt.map { [("bias", $0)] } ?? []))
-        return
-    }
-    _ = try conv2d(xt, weight: wt, bias: bt, stride: (g.strideH, g.strideW), padding: (g.padH, g.padW),
-                   dilation: (g.dilationH, g.dilationW), into: yt)
+    let yp = try checkData(UnsafeRawPointer(y), count: yCount, shape: g.outputShape, name: "out", op: op, as: T.self)
+    let size = MemoryLayout<T>.stride
+    let out = Region("out", yp, count: yCount, elementSize: size)
+    try checkDisjoint(op: op, out, Region("x", xp, count: xCount, elementSize: size))
+    try checkDisjoint(op: op, out, Region("weight", wp, count: wCount, elementSize: size))
+    if hasBias { try checkDisjoint(op: op, out, Region("bias", bp, count: g.outChannels, elementSize: size)) }
+    // N = 0: nothing to compute (and no scratch to size from the spatial dimensions). Otherwise
+    // every pointer is non-NULL: x, weight, bias and y are non-empty (the geometry has C, H, W, K,
+    // kH, kW, Ho, Wo >= 1).
+    guard g.batch > 0, let xp, let wp, let yp else { return }
+    try conv2dForward(g, x: xp, weight: wp, bias: bp, y: UnsafeMutablePointer(mutating: yp), workspace: Workspace<T>())
 }
 
 /// `scnn_conv2d_backward`: grad_x, grad_weight, grad_bias (each optional) from grad_out.

@@ -144,17 +144,32 @@ func checkCount(_ count: Int64, name: String = "count", op: String) throws -> In
 func borrow<T: CNNScalar>(_ raw: UnsafeRawPointer?, shape: [Int], name: String, op: String,
                           as _: T.Type = T.self) throws -> Tensor<T> {
     let count = try checkedElementCount(shape, what: "\(op): \(name)")
+    guard let typed = try checkData(raw, count: count, shape: shape, name: name, op: op, as: T.self) else {
+        return try Tensor<T>(zeros: shape)
+    }
+    return try Tensor<T>(borrowing: UnsafeMutablePointer(mutating: typed), shape: shape)
+}
+
+/// `borrow`'s pointer checks without the Tensor: `raw` as a typed pointer, nil when it is NULL for
+/// an empty buffer (`count == 0`); a value error when it is NULL for a non-empty one or misaligned.
+/// `count` must be the (already checked) element count of `shape`.
+///
+/// Hot-path functional calls (conv2d, linear, ...) use this directly: wrapping each argument in a
+/// Tensor costs an object and a shape array per argument, which dominated a call on small inputs.
+/// `shape` is an autoclosure so that the shape array is only built for the error message.
+@inline(__always)
+func checkData<T: CNNScalar>(_ raw: UnsafeRawPointer?, count: Int, shape: @autoclosure () -> [Int], name: String,
+                             op: String, as _: T.Type = T.self) throws -> UnsafePointer<T>? {
     guard let raw else {
         guard count == 0 else {
-            throw SwiftCNNError.value("\(op): \(name) is NULL but has shape \(describeShape(shape)) (\(count) elements)")
+            throw SwiftCNNError.value("\(op): \(name) is NULL but has shape \(describeShape(shape())) (\(count) elements)")
         }
-        return try Tensor<T>(zeros: shape)
+        return nil
     }
     guard Int(bitPattern: raw) % MemoryLayout<T>.alignment == 0 else {
         throw SwiftCNNError.value("\(op): \(name) is not aligned for \(T.dtype) (address \(Int(bitPattern: raw)))")
     }
-    let typed = UnsafeMutablePointer(mutating: raw.assumingMemoryBound(to: T.self))
-    return try Tensor<T>(borrowing: typed, shape: shape)
+    return raw.assumingMemoryBound(to: T.self)
 }
 
 /// The same for an output pointer.
@@ -206,6 +221,13 @@ func checkNoOverlap(op: String, outputs: [Region], inputs: [Region],
             throw SwiftCNNError.value("\(op): \(out.name) must not overlap \(other.name)")
         }
     }
+}
+
+/// Value error if output `out` overlaps `other` (the message of `checkNoOverlap`), without the
+/// arrays `checkNoOverlap` takes: for the hot path of the functional ops.
+@inline(__always)
+func checkDisjoint(op: String, _ out: Region, _ other: Region) throws {
+    if out.overlaps(other) { throw SwiftCNNError.value("\(op): \(out.name) must not overlap \(other.name)") }
 }
 
 /// Writes `shape` into a caller array (skipped when NULL).

@@ -37,7 +37,17 @@ SANITIZED = bool(os.environ.get("SWIFTCNN_SANITIZED"))  # set by scripts/sanitiz
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc/self/statm")
 
 
+try:  # glibc: give free heap memory back to the OS before measuring, so RSS tracks live memory
+    import ctypes
+
+    _malloc_trim = ctypes.CDLL(None).malloc_trim
+except (OSError, AttributeError):  # pragma: no cover - not glibc
+    _malloc_trim = None
+
+
 def rss():
+    if _malloc_trim is not None:
+        _malloc_trim(0)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
 
@@ -285,8 +295,9 @@ def test_a_parameter_array_keeps_the_memory_until_it_is_dropped():
 def test_swift_memory_of_a_deleted_model_is_returned():
     # Each model holds ~32 MB in Swift memory: layer-owned activation and gradient buffers for a
     # (2000, 1000) float64 output (16 MB each) plus its parameters. A leak of one model per cycle
-    # would grow RSS by >= 32 MB per cycle. (The allocator may keep one model's worth cached, so
-    # the growth is measured from the third cycle on.)
+    # would grow RSS by >= 320 MB over the 10 measured cycles; the bound (two models' worth) leaves
+    # room for what the allocator keeps cached or fragmented. The growth is measured from the
+    # fourth cycle on.
     x = np.ones((2000, 100))
 
     def make_and_drop():
@@ -304,4 +315,4 @@ def test_swift_memory_of_a_deleted_model_is_returned():
         make_and_drop()
         gc.collect()
     grown = rss() - before
-    assert grown < 16 * MB, f"RSS grew by {grown / MB:.1f} MB over 10 models of ~32 MB each"
+    assert grown < 64 * MB, f"RSS grew by {grown / MB:.1f} MB over 10 models of ~32 MB each"

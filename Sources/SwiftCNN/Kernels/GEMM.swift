@@ -142,9 +142,7 @@ func gemmRun<T: CNNScalar, A: GEMMPackableA, B: GEMMPackableB>(
         gemmScaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
         return
     }
-    var buffers: [UnsafeMutablePointer<T>] = []
-    for t in 0..<plan.chunks { buffers.append(buffer(t)) }
-    parallelFor(plan.chunks) { t in
+    func run(_ t: Int, _ buffer: UnsafeMutablePointer<T>) {
         var rows = 0..<m, cols = 0..<n
         if plan.splitColumns {
             let panels = chunkRange(t, of: plan.chunks, total: (n + plan.nr - 1) / plan.nr)
@@ -156,12 +154,21 @@ func gemmRun<T: CNNScalar, A: GEMMPackableA, B: GEMMPackableB>(
         // One SIMD vector is 64 bytes (one AVX-512 register, one cache line).
         if MemoryLayout<T>.stride == 4 {
             gemmBlocked(SIMD16<T>.self, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b, beta: beta,
-                        c: c, ldc: ldc, buffer: buffers[t])
+                        c: c, ldc: ldc, buffer: buffer)
         } else {
             gemmBlocked(SIMD8<T>.self, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b, beta: beta,
-                        c: c, ldc: ldc, buffer: buffers[t])
+                        c: c, ldc: ldc, buffer: buffer)
         }
     }
+    // One chunk: run it here, without the buffer array and the parallelFor closure (a heap array
+    // per GEMM, noticeable on small problems).
+    if plan.chunks == 1 {
+        run(0, buffer(0))
+        return
+    }
+    var buffers: [UnsafeMutablePointer<T>] = []
+    for t in 0..<plan.chunks { buffers.append(buffer(t)) }
+    parallelFor(plan.chunks) { t in run(t, buffers[t]) }
 }
 
 // MARK: - the B operand

@@ -58,18 +58,19 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                                         bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
                                         workspace: Workspace<T>) throws {
     let (kdim, hw) = (g.colRows, g.colCols)           // GEMM: (K × kdim) · (kdim × hw)
+    // A tiny problem (a functional call on a small input) is cheaper as direct loops: packing
+    // im2col panels padded to the 16/64-wide register tile costs many times the few multiply-adds.
+    // (In Double: the product of the sizes is not one the geometry checked.)
+    if Double(g.batch) * Double(g.outChannels) * Double(kdim) * Double(hw) <= Double(conv2dDirectMaxWork) {
+        conv2dForwardDirect(g, x: x, weight: weight, bias: bias, y: y)
+        return
+    }
     let xStride = g.inChannels * g.height * g.width   // elements per image
     let yStride = g.outChannels * hw
     let pointwise = conv2dIsPointwise(g)
     let chunks = conv2dImageChunks(g)
     let plan = GEMMPlan(T.self, m: g.outChannels, n: hw, k: kdim, threads: chunks == 1 ? Threading.numThreads : 1)
-    // One packing buffer per image chunk and GEMM chunk (one of the two counts is 1), taken before
-    // the threads start: Workspace is single-threaded.
-    var buffers: [UnsafeMutablePointer<T>] = []
-    for t in 0..<(chunks * plan.chunks) { buffers.append(try workspace.buffer(t, count: plan.bufferCount)) }
-    parallelFor(chunks) { chunk in
-        let buffer = { (t: Int) in buffers[chunk * plan.chunks + t] }
-        for n in chunkRange(chunk, of: chunks, total: g.batch) {
+    func image(_ n: Int, _ buffer: (Int) -> UnsafeMutablePointer<T>) {
             let xn = x + n * xStride, yn = y + n * yStride
             // Start from the bias (beta = 1) so the GEMM adds onto it: one pass over y fewer.
             if let bias {
@@ -83,9 +84,75 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                 gemmRun(plan, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: GEMMDenseA(a: weight, lda: kdim, trans: false),
                         b: Im2ColB(g, x: xn), beta: beta, c: yn, ldc: hw, buffer: buffer)
             }
+    }
+    // A small single-threaded problem (a functional call on a small input) packs on the stack: a
+    // fresh workspace would cost a posix_memalign, a memset and a free per call, more than the GEMM.
+    let scratchBytes = plan.bufferCount * MemoryLayout<T>.stride
+    if chunks == 1 && plan.chunks == 1 && scratchBytes <= convStackScratchBytes {
+        withUnsafeTemporaryAllocation(byteCount: scratchBytes, alignment: 64) { raw in
+            let buffer = raw.baseAddress!.bindMemory(to: T.self, capacity: plan.bufferCount)
+            for n in 0..<g.batch { image(n) { _ in buffer } }
+        }
+        return
+    }
+    // One packing buffer per image chunk and GEMM chunk (one of the two counts is 1), taken before
+    // the threads start: Workspace is single-threaded.
+    var buffers: [UnsafeMutablePointer<T>] = []
+    for t in 0..<(chunks * plan.chunks) { buffers.append(try workspace.buffer(t, count: plan.bufferCount)) }
+    parallelFor(chunks) { chunk in
+        for n in chunkRange(chunk, of: chunks, total: g.batch) {
+            image(n) { t in buffers[chunk * plan.chunks + t] }
         }
     }
 }
+
+/// The most multiply-adds (N*K*C*kH*kW*Ho*Wo) `conv2dForward` computes with direct loops instead of
+/// the packed GEMM. Kept low so that the tests' small shapes still exercise the GEMM path.
+@usableFromInline let conv2dDirectMaxWork = 1024
+
+/// conv2dForward's direct loops for tiny problems: each output is the bias plus the taps of its
+/// window clipped to the input (rows and columns clipped once per output, not tested per tap).
+/// Same contract as `conv2dForward`. Not the oracle (`conv2dForwardNaive` stays independent).
+@inlinable
+func conv2dForwardDirect<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                       bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>) {
+    let plane = g.height * g.width, kArea = g.kernelH * g.kernelW
+    var out = y
+    for n in 0..<g.batch {
+        let xn = x + n * g.inChannels * plane
+        for k in 0..<g.outChannels {
+            let wk = weight + k * g.inChannels * kArea
+            let b: T = bias?[k] ?? 0
+            for i in 0..<g.outH {
+                // Kernel rows r with 0 <= i*sh - ph + r*dh < H.
+                let h0 = i * g.strideH - g.padH
+                var r0 = 0, r1 = g.kernelH
+                while r0 < r1 && h0 + r0 * g.dilationH < 0 { r0 += 1 }
+                while r1 > r0 && h0 + (r1 - 1) * g.dilationH >= g.height { r1 -= 1 }
+                for j in 0..<g.outW {
+                    let w0 = j * g.strideW - g.padW
+                    var s0 = 0, s1 = g.kernelW
+                    while s0 < s1 && w0 + s0 * g.dilationW < 0 { s0 += 1 }
+                    while s1 > s0 && w0 + (s1 - 1) * g.dilationW >= g.width { s1 -= 1 }
+                    var sum = b
+                    for c in 0..<g.inChannels {
+                        let xc = xn + c * plane, wc = wk + c * kArea
+                        for r in r0..<r1 {
+                            let xr = xc + (h0 + r * g.dilationH) * g.width + w0, wr = wc + r * g.kernelW
+                            for s in s0..<s1 { sum = multiplyAdd(xr[s * g.dilationW], wr[s], sum) }
+                        }
+                    }
+                    out.pointee = sum
+                    out += 1
+                }
+            }
+        }
+    }
+}
+
+/// The most packing scratch `conv2dForward` takes from the stack instead of its workspace (bytes).
+/// Small enough for any thread's stack (Dispatch workers get 512 KiB).
+@usableFromInline let convStackScratchBytes = 32 * 1024
 
 /// Gradients of conv2d: any of gradX, gradWeight, gradBias may be nil to skip it.
 ///

@@ -60,7 +60,12 @@ public func pool2dForward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: 
                             for w in win.w0..<win.w1 {
                                 let v = xp[h * g.width + w]
                                 // Strict > keeps the first maximum; NaN wins (propagates) as in PyTorch.
-                                if v > best || v.isNaN { best = v; bestIndex = h * g.width + w }
+                                // Written as selects, not an `if`: on real data the comparison is a
+                                // coin flip, and the mispredicted branch made this loop the largest
+                                // item of the lecture network's inference profile.
+                                let take = v > best || v.isNaN
+                                best = take ? v : best
+                                bestIndex = take ? h * g.width + w : bestIndex
                             }
                         }
                         yp[i * g.outW + j] = best

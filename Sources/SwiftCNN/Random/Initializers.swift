@@ -33,6 +33,7 @@ public func initializeNormal<T: CNNScalar>(_ t: Tensor<T>, mean: T = 0, standard
 /// gain = sqrt(2 / (1 + a^2)) = sqrt(1/3) is exactly 1/sqrt(fan_in). The weight is drawn first, then
 /// the bias, from one generator seeded with `seed`. (Same distribution as PyTorch, not the same
 /// numbers: the generators differ.)
+@inlinable
 public func initializeDefault<T: CNNScalar>(weight: Tensor<T>, bias: Tensor<T>?, fanIn: Int, seed: UInt64) {
     var generator = RandomGenerator(seed: seed)
     let bound = fanIn > 0 ? T(1 / Double(fanIn).squareRoot()) : 0

@@ -42,15 +42,20 @@ public func describeShape(_ shape: [Int]) -> String {
 
 /// The product of `dims`, or `SwiftCNNError.overflow` naming `what` if it does not fit in Int.
 /// Negative dims are a value error: sizes come from users.
-public func checkedElementCount(_ dims: [Int], what: String) throws -> Int {
+///
+/// `what` (like the message arguments of `checkedMultiply` / `checkedAdd`) is an autoclosure: the
+/// callers pass interpolations such as `"\(op): \(name)"`, and building those eagerly cost more than
+/// the whole check on the hot path of a small functional call. They are built only when throwing.
+@inlinable
+public func checkedElementCount(_ dims: [Int], what: @autoclosure () -> String) throws -> Int {
     var product = 1
     for d in dims {
         guard d >= 0 else {
-            throw SwiftCNNError.value("\(what): sizes must be >= 0, got shape \(describeShape(dims))")
+            throw SwiftCNNError.value("\(what()): sizes must be >= 0, got shape \(describeShape(dims))")
         }
         let (p, overflow) = product.multipliedReportingOverflow(by: d)
         guard !overflow else {
-            throw SwiftCNNError.overflow("\(what): the element count of shape \(describeShape(dims)) overflows a 64-bit integer")
+            throw SwiftCNNError.overflow("\(what()): the element count of shape \(describeShape(dims)) overflows a 64-bit integer")
         }
         product = p
     }
@@ -59,16 +64,16 @@ public func checkedElementCount(_ dims: [Int], what: String) throws -> Int {
 
 /// `a * b`, or an overflow error naming `what`.
 @inlinable
-public func checkedMultiply(_ a: Int, _ b: Int, what: String) throws -> Int {
+public func checkedMultiply(_ a: Int, _ b: Int, what: @autoclosure () -> String) throws -> Int {
     let (p, overflow) = a.multipliedReportingOverflow(by: b)
-    guard !overflow else { throw SwiftCNNError.overflow("\(what): \(a) * \(b) overflows a 64-bit integer") }
+    guard !overflow else { throw SwiftCNNError.overflow("\(what()): \(a) * \(b) overflows a 64-bit integer") }
     return p
 }
 
 /// `a + b`, or an overflow error naming `what`.
 @inlinable
-public func checkedAdd(_ a: Int, _ b: Int, what: String) throws -> Int {
+public func checkedAdd(_ a: Int, _ b: Int, what: @autoclosure () -> String) throws -> Int {
     let (s, overflow) = a.addingReportingOverflow(b)
-    guard !overflow else { throw SwiftCNNError.overflow("\(what): \(a) + \(b) overflows a 64-bit integer") }
+    guard !overflow else { throw SwiftCNNError.overflow("\(what()): \(a) + \(b) overflows a 64-bit integer") }
     return s
 }
