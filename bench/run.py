@@ -756,8 +756,25 @@ def rss_launcher(framework: str, threads: int) -> None:
     print("RSS_JSON " + json.dumps(rep), flush=True)
 
 
-def _spawn_rss_child(framework: str, threads: int, env: dict) -> dict:
-    """Run rss_child in a fresh interpreter (through rss_launcher) and return its report."""
+def _spawn_rss_child(framework: str, threads: int, env: dict, attempts: int = 3) -> dict:
+    """Run rss_child in a fresh interpreter (through rss_launcher) and return its report.
+
+    A child killed by a signal is retried (up to `attempts` runs in all): SIGBUS happens when the
+    library's .so is replaced on disk by a rebuild while the child maps it.
+    """
+    for attempt in range(attempts):
+        try:
+            return _spawn_rss_child_once(framework, threads, env)
+        except RuntimeError as e:
+            if "killed by" not in str(e) or attempt == attempts - 1:
+                raise
+            print(f"  {framework} child: {str(e).splitlines()[-1]}; retrying", flush=True)
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
+def _spawn_rss_child_once(framework: str, threads: int, env: dict) -> dict:
+    """One run of rss_child through rss_launcher."""
     p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_rss-launch", framework,
                         "--threads", str(threads)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        env=env, text=True)
@@ -883,8 +900,12 @@ def render_markdown(ctx, figures: list) -> str:
     """RESULTS.md: header (status, command, date, machine, load) and one table per figure."""
     L = ["# swiftcnn vs PyTorch: benchmark results", ""]
     busy = ctx.busy()
+    star = "*" if busy else ""
     if busy:
-        L += [f"> **Machine was busy during this run: the figures are NOT representative.** {busy}", ""]
+        L += [f"> **Machine was busy during this run: the figures are NOT representative.** {busy}. "
+              "Contention hurts the two frameworks unequally (PyTorch's OpenMP threads wait at barriers "
+              "for a preempted sibling, so its 2-thread timings collapse far more than swiftcnn's), so "
+              "the ratios and the verdicts marked * below are not evidence either way.", ""]
     if ctx.settings is QUICK:
         L += ["> Quick (smoke) run: few, short repeats.", ""]
     L += ["Written by `bench/run.py`. Ratio = swiftcnn / PyTorch (medians, same process run, interleaved "
@@ -910,7 +931,7 @@ def render_markdown(ctx, figures: list) -> str:
             r = row.ratio()
             L.append(f"| {fig.number} | {row.label} ({row.unit}) | {fmt_value(row.sc.median) if row.sc else '-'} | "
                      f"{fmt_value(row.torch.median) if row.torch else '-'} | "
-                     f"{f'{r:.2f}x' if r is not None else '-'} | {row.target_text()} | {row.verdict()} |")
+                     f"{f'{r:.2f}x' if r is not None else '-'} | {row.target_text()} | {row.verdict()}{star if row.verdict() else ''} |")
     L.append("")
     for fig in figures:
         L += [f"## {fig.number}. {fig.title}", ""]
@@ -926,7 +947,7 @@ def render_markdown(ctx, figures: list) -> str:
                 spread = " / ".join(f"{s.spread_pct():.0f}%" if s else "-" for s in (row.sc, row.torch))
                 L.append(f"| {row.label} | {row.unit} | {fmt_stats(row.sc)} | {fmt_stats(row.torch)} | "
                          f"{f'{r:.2f}x' if r is not None else '-'} | {spread} | {row.target_text()} | "
-                         f"{row.verdict()} |")
+                         f"{row.verdict()}{star if row.verdict() else ''} |")
             L.append("")
         L += [f"- {n}" for n in fig.notes]
         L.append("")

@@ -64,18 +64,33 @@ public func scnn_conv2d_forward(_ dtype: Int32,
     withStatus(msg, msgCap) {
         let op = "conv2d"
         let dt = try parseDType(dtype, op: op)
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
-        let ws = try readShape(weightShape, ndim: weightNdim, name: "weight", op: op, rank: 4,
-                               layout: "(out_channels, in_channels, kH, kW)")
-        let bs = try readBias(bias, biasLen, op: op)
-        let geo = try readConvGeometry(convGeometry, op: op)
-        let g = try Conv2DGeometry(op: op, xShape: xs, weightShape: ws, biasShape: bs,
+        let g: Conv2DGeometry
+        let hasBias: Bool
+        // Common case first, from scalars: no shape arrays (a malloc and free each, several per
+        // call, were most of the cost of a call on a small input). Anything unusual (wrong rank,
+        // NULL shape, a bad bias length, ...) takes the array path below, which throws the message.
+        if let xs = readShape4IfValid(xShape, xNdim), let ws = readShape4IfValid(weightShape, weightNdim),
+           let convGeometry, (biasLen == -1 && bias == nil) || (biasLen >= 0 && biasLen <= Int64(Int.max / 8)) {
+            let p = convGeometry
+            g = try Conv2DGeometry(op: op, x: xs, weight: ws, biasLength: biasLen == -1 ? nil : int(biasLen),
+                                   stride: (int(p[0]), int(p[1])), padding: (int(p[2]), int(p[3])),
+                                   dilation: (int(p[4]), int(p[5])))
+            hasBias = biasLen != -1
+        } else {
+            let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
+            let ws = try readShape(weightShape, ndim: weightNdim, name: "weight", op: op, rank: 4,
+                                   layout: "(out_channels, in_channels, kH, kW)")
+            let bs = try readBias(bias, biasLen, op: op)
+            let geo = try readConvGeometry(convGeometry, op: op)
+            g = try Conv2DGeometry(op: op, xShape: xs, weightShape: ws, biasShape: bs,
                                    stride: geo.stride, padding: geo.padding, dilation: geo.dilation)
-        switch dt {
-        case .float32: try conv2dForwardC(Float.self, g, x, weight, bs != nil, bias, y)
-        case .float64: try conv2dForwardC(Double.self, g, x, weight, bs != nil, bias, y)
+            hasBias = bs != nil
         }
-        writeShape(g.outputShape, to: yShapeOut)
+        switch dt {
+        case .float32: try conv2dForwardC(Float.self, g, x, weight, hasBias, bias, y)
+        case .float64: try conv2dForwardC(Double.self, g, x, weight, hasBias, bias, y)
+        }
+        writeShape4(g.batch, g.outChannels, g.outH, g.outW, to: yShapeOut)
     }
 }
 
@@ -175,29 +190,41 @@ public func scnn_pool2d_forward(_ dtype: Int32, _ poolKind: Int32,
         let dt = try parseDType(dtype, op: "pool2d")
         let kind = try parsePoolKind(poolKind, op: "pool2d")
         let op = kind == .max ? "max_pool2d" : "avg_pool2d"
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
-        let geo = try readPoolGeometry(poolGeometry, op: op)
-        let g = try Pool2DGeometry(op: op, kind: kind, xShape: xs, kernelSize: geo.kernel, stride: geo.stride,
+        let g: Pool2DGeometry
+        // Scalar fast path as in scnn_conv2d_forward; the array path throws the messages.
+        if let xs = readShape4IfValid(xShape, xNdim), let p = poolGeometry {
+            g = try Pool2DGeometry(op: op, kind: kind, x: xs, kernelSize: (int(p[0]), int(p[1])),
+                                   stride: (int(p[2]), int(p[3])), padding: (int(p[4]), int(p[5])))
+        } else {
+            let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
+            let geo = try readPoolGeometry(poolGeometry, op: op)
+            g = try Pool2DGeometry(op: op, kind: kind, xShape: xs, kernelSize: geo.kernel, stride: geo.stride,
                                    padding: geo.padding)
+        }
         switch dt {
         case .float32: try pool2dForwardC(Float.self, g, kind, op, x, y)
         case .float64: try pool2dForwardC(Double.self, g, kind, op, x, y)
         }
-        writeShape(g.outputShape, to: yShapeOut)
+        writeShape4(g.batch, g.channels, g.outH, g.outW, to: yShapeOut)
     }
 }
 
 func pool2dForwardC<T: CNNScalar>(_: T.Type, _ g: Pool2DGeometry, _ kind: PoolKind, _ op: String,
                                   _ x: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?) throws {
-    let xt: Tensor<T> = try borrow(x, shape: g.inputShape, name: "x", op: op)
+    // Pointer level, as conv2dForwardC: no borrowed Tensors (an object and a shape array each).
+    // The geometry checked both counts; N = 0 leaves nothing to compute (and NULL pointers).
+    let xCount = g.batch * g.channels * g.height * g.width
+    let yCount = g.batch * g.channels * g.outH * g.outW
+    let xp = try checkData(x, count: xCount, shape: g.inputShape, name: "x", op: op, as: T.self)
     guard let y else { return }
-    let yt: Tensor<T> = try borrowOut(y, shape: g.outputShape, name: "out", op: op)
-    let k = (g.kernelH, g.kernelW), s = (g.strideH, g.strideW), p = (g.padH, g.padW)
-    switch kind {
-    case .max: _ = try maxPool2d(xt, kernelSize: k, stride: s, padding: p, into: yt)
-    case .average: _ = try avgPool2d(xt, kernelSize: k, stride: s, padding: p, into: yt)
-    }
+    let yp = try checkData(UnsafeRawPointer(y), count: yCount, shape: g.outputShape, name: "out", op: op, as: T.self)
+    let size = MemoryLayout<T>.stride
+    try checkDisjoint(op: op, Region("out", yp, count: yCount, elementSize: size),
+                      Region("x", xp, count: xCount, elementSize: size))
+    guard g.batch > 0, let xp, let yp else { return }
+    pool2dForward(g, kind: kind, x: xp, y: UnsafeMutablePointer(mutating: yp), argmax: nil)
 }
+
 
 /// `scnn_pool2d_backward`: grad_x (x's shape) from grad_out.
 @_cdecl("scnn_pool2d_backward")
@@ -256,19 +283,33 @@ public func scnn_linear_forward(_ dtype: Int32,
         case .float32: try linearForwardC(Float.self, g, x, weight, bs != nil, bias, y)
         case .float64: try linearForwardC(Double.self, g, x, weight, bs != nil, bias, y)
         }
-        writeShape(g.outputShape, to: yShapeOut)
+        if let yShapeOut {  // element by element: g.outputShape would build an array per call
+            yShapeOut[0] = Int64(g.batch); yShapeOut[1] = Int64(g.outFeatures)
+        }
     }
 }
 
 func linearForwardC<T: CNNScalar>(_: T.Type, _ g: LinearGeometry, _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
                                   _ hasBias: Bool, _ bias: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?) throws {
     let op = "linear"
-    let xt: Tensor<T> = try borrow(x, shape: g.inputShape, name: "x", op: op)
-    let wt: Tensor<T> = try borrow(weight, shape: g.weightShape, name: "weight", op: op)
-    let bt: Tensor<T>? = hasBias ? try borrow(bias, shape: g.biasShape, name: "bias", op: op) : nil
+    // Pointer level, as conv2dForwardC: the Tensor-level linear re-derived the geometry and took a
+    // borrowed Tensor (an object and a shape array) per argument. Same checks, same messages; the
+    // geometry checked the counts.
+    let xCount = g.batch * g.inFeatures, wCount = g.outFeatures * g.inFeatures, yCount = g.batch * g.outFeatures
+    let xp = try checkData(x, count: xCount, shape: g.inputShape, name: "x", op: op, as: T.self)
+    let wp = try checkData(weight, count: wCount, shape: g.weightShape, name: "weight", op: op, as: T.self)
+    let bp = hasBias ? try checkData(bias, count: g.outFeatures, shape: g.biasShape, name: "bias", op: op, as: T.self) : nil
     guard let y else { return }
-    let yt: Tensor<T> = try borrowOut(y, shape: g.outputShape, name: "out", op: op)
-    _ = try linear(xt, weight: wt, bias: bt, into: yt)
+    let yp = try checkData(UnsafeRawPointer(y), count: yCount, shape: g.outputShape, name: "out", op: op, as: T.self)
+    let size = MemoryLayout<T>.stride
+    let out = Region("out", yp, count: yCount, elementSize: size)
+    try checkDisjoint(op: op, out, Region("x", xp, count: xCount, elementSize: size))
+    try checkDisjoint(op: op, out, Region("weight", wp, count: wCount, elementSize: size))
+    if hasBias { try checkDisjoint(op: op, out, Region("bias", bp, count: g.outFeatures, elementSize: size)) }
+    // N = 0: nothing to compute. Otherwise x, weight, bias and y are non-empty (in, out >= 1).
+    guard g.batch > 0, let xp, let wp, let yp else { return }
+    linearForward(batch: g.batch, inFeatures: g.inFeatures, outFeatures: g.outFeatures,
+                  x: xp, weight: wp, bias: bp, y: UnsafeMutablePointer(mutating: yp))
 }
 
 /// `scnn_linear_backward`: grad_x, grad_weight, grad_bias (each optional).
@@ -347,9 +388,18 @@ public func scnn_activation_forward(_ dtype: Int32, _ actKind: Int32,
 
 func activationForwardC<T: CNNScalar>(_: T.Type, _ isSigmoid: Bool, _ op: String, _ x: UnsafeRawPointer?, _ n: Int,
                                       _ y: UnsafeMutableRawPointer?) throws {
-    let xt: Tensor<T> = try borrow(x, shape: [n], name: "x", op: op)
-    let yt: Tensor<T> = try borrowOut(y, shape: [n], name: "out", op: op)
-    if isSigmoid { _ = try sigmoid(xt, into: yt) } else { _ = try relu(xt, into: yt) }
+    // Pointer level: the Tensor-level sigmoid/relu cost two borrowed Tensors (an object and a
+    // shape array each) per call. Same checks and messages: NULL only when empty, aligned, and out
+    // either x itself (in place) or not overlapping it.
+    let xp = try checkData(x, count: n, shape: [n], name: "x", op: op, as: T.self)
+    let yp = try checkData(UnsafeRawPointer(y), count: n, shape: [n], name: "out", op: op, as: T.self)
+    guard n > 0, let xp, let yp else { return }
+    if xp != yp {
+        let size = MemoryLayout<T>.stride
+        try checkDisjoint(op: op, Region("out", yp, count: n, elementSize: size), Region("x", xp, count: n, elementSize: size))
+    }
+    let y = UnsafeMutablePointer(mutating: yp)
+    if isSigmoid { sigmoidForward(count: n, x: xp, y: y) } else { reluForward(count: n, x: xp, y: y) }
 }
 
 /// `scnn_activation_backward`: sigmoid (saved = y) or relu (saved = x) gradient; grad_x may equal grad_out.
@@ -373,12 +423,23 @@ public func scnn_activation_backward(_ dtype: Int32, _ actKind: Int32,
 func activationBackwardC<T: CNNScalar>(_: T.Type, _ isSigmoid: Bool, _ op: String, _ gradOut: UnsafeRawPointer?,
                                        _ saved: UnsafeRawPointer?, _ n: Int, _ gradX: UnsafeMutableRawPointer?) throws {
     let savedName = isSigmoid ? "y" : "x"
-    let got: Tensor<T> = try borrow(gradOut, shape: [n], name: "grad_out", op: op)
-    let st: Tensor<T> = try borrow(saved, shape: [n], name: savedName, op: op)
-    let gxt: Tensor<T> = try borrowOut(gradX, shape: [n], name: "grad_x", op: op)
+    // Pointer level, as activationForwardC, with the Tensor-level ops' checks and messages.
+    let gp = try checkData(gradOut, count: n, shape: [n], name: "grad_out", op: op, as: T.self)
+    let sp = try checkData(saved, count: n, shape: [n], name: savedName, op: op, as: T.self)
+    let gxp = try checkData(UnsafeRawPointer(gradX), count: n, shape: [n], name: "grad_x", op: op, as: T.self)
+    guard n > 0, let gp, let sp, let gxp else { return }
     // The core accepts grad_x identical to either input; only grad_out is documented, and grad_x
     // over the saved tensor is harmless too (each element reads its inputs before writing).
-    if isSigmoid { _ = try sigmoidBackward(gradOut: got, y: st, into: gxt) } else { _ = try reluBackward(gradOut: got, x: st, into: gxt) }
+    let size = MemoryLayout<T>.stride
+    let out = Region("out", gxp, count: n, elementSize: size)
+    if gxp != gp { try checkDisjoint(op: op, out, Region("grad_out", gp, count: n, elementSize: size)) }
+    if gxp != sp { try checkDisjoint(op: op, out, Region(savedName, sp, count: n, elementSize: size)) }
+    let gx = UnsafeMutablePointer(mutating: gxp)
+    if isSigmoid {
+        sigmoidBackward(count: n, gradOut: gp, y: sp, gradX: gx)
+    } else {
+        reluBackward(count: n, gradOut: gp, x: sp, gradX: gx)
+    }
 }
 
 // MARK: - softmax and losses
@@ -392,28 +453,43 @@ public func scnn_softmax(_ dtype: Int32,
     withStatus(msg, msgCap) {
         let op = "softmax"
         let dt = try parseDType(dtype, op: op)
-        let ls = try readLogitsShape(logitsShape, logitsNdim, op: op)
+        let (n, k) = try readLogitsShape2(logitsShape, logitsNdim, op: op)
         switch dt {
-        case .float32: try softmaxC(Float.self, ls, logits, probs)
-        case .float64: try softmaxC(Double.self, ls, logits, probs)
+        case .float32: try softmaxC(Float.self, n, k, logits, probs)
+        case .float64: try softmaxC(Double.self, n, k, logits, probs)
         }
     }
 }
 
 /// (N, K) logits with K >= 1.
 func readLogitsShape(_ shape: UnsafePointer<Int64>?, _ ndim: Int64, op: String) throws -> [Int] {
+    let (n, k) = try readLogitsShape2(shape, ndim, op: op)
+    return [n, k]
+}
+
+/// readLogitsShape as a pair, with no array in the common case (a valid shape).
+@inline(__always)
+func readLogitsShape2(_ shape: UnsafePointer<Int64>?, _ ndim: Int64, op: String) throws -> (Int, Int) {
+    if let s = readShape2IfValid(shape, ndim), s.1 >= 1 { return s }
     let ls = try readShape(shape, ndim: ndim, name: "logits", op: op, rank: 2, layout: "(N, K)")
     guard ls[1] >= 1 else {
         throw SwiftCNNError.value("\(op): logits must have at least one class (K >= 1), got shape \(describeShape(ls))")
     }
-    return ls
+    return (ls[0], ls[1])
 }
 
-func softmaxC<T: CNNScalar>(_: T.Type, _ shape: [Int], _ logits: UnsafeRawPointer?, _ probs: UnsafeMutableRawPointer?) throws {
+func softmaxC<T: CNNScalar>(_: T.Type, _ n: Int, _ k: Int, _ logits: UnsafeRawPointer?,
+                            _ probs: UnsafeMutableRawPointer?) throws {
+    // Pointer level (no borrowed Tensors), with the Tensor-level softmax's checks and messages.
     let op = "softmax"
-    let lt: Tensor<T> = try borrow(logits, shape: shape, name: "logits", op: op)
-    let pt: Tensor<T> = try borrowOut(probs, shape: shape, name: "out", op: op)
-    _ = try softmax(lt, into: pt)
+    let count = n * k  // checked by readShape
+    let lp = try checkData(logits, count: count, shape: [n, k], name: "logits", op: op, as: T.self)
+    let pp = try checkData(UnsafeRawPointer(probs), count: count, shape: [n, k], name: "out", op: op, as: T.self)
+    guard count > 0, let lp, let pp else { return }
+    let size = MemoryLayout<T>.stride
+    try checkDisjoint(op: op, Region("out", pp, count: count, elementSize: size),
+                      Region("logits", lp, count: count, elementSize: size))
+    softmaxForward(batch: n, classes: k, logits: lp, probs: UnsafeMutablePointer(mutating: pp))
 }
 
 /// `scnn_softmax_cross_entropy`: batch-mean loss and grad_logits, with class labels or probabilities.
@@ -428,8 +504,8 @@ public func scnn_softmax_cross_entropy(_ dtype: Int32,
     withStatus(msg, msgCap) {
         let op = "softmax_cross_entropy"
         let dt = try parseDType(dtype, op: op)
-        let ls = try readLogitsShape(logitsShape, logitsNdim, op: op)
-        let (n, k) = (ls[0], ls[1])
+        let (n, k) = try readLogitsShape2(logitsShape, logitsNdim, op: op)
+        var ls: [Int] { [n, k] }  // for messages and the general path only: no array on the fast path
         // Which target form: labels when given; probabilities when given; with both NULL (an empty
         // batch) the one whose shape is described (target_ndim > 0 means probabilities).
         guard labels == nil || targetProbs == nil else {
@@ -463,18 +539,35 @@ public func scnn_softmax_cross_entropy(_ dtype: Int32,
                          name: "loss_out", op: op)
         let loss: Double
         switch dt {
-        case .float32: loss = try softmaxCrossEntropyC(Float.self, ls, logits, useLabels, labels, targetProbs, gradLogits)
-        case .float64: loss = try softmaxCrossEntropyC(Double.self, ls, logits, useLabels, labels, targetProbs, gradLogits)
+        case .float32: loss = try softmaxCrossEntropyC(Float.self, n, k, logits, useLabels, labels, targetProbs, gradLogits)
+        case .float64: loss = try softmaxCrossEntropyC(Double.self, n, k, logits, useLabels, labels, targetProbs, gradLogits)
         }
         lossOut?.pointee = loss
     }
 }
 
-func softmaxCrossEntropyC<T: CNNScalar>(_: T.Type, _ shape: [Int], _ logits: UnsafeRawPointer?, _ useLabels: Bool,
+func softmaxCrossEntropyC<T: CNNScalar>(_: T.Type, _ n: Int, _ k: Int, _ logits: UnsafeRawPointer?, _ useLabels: Bool,
                                         _ labels: UnsafePointer<Int64>?, _ target: UnsafeRawPointer?,
                                         _ gradLogits: UnsafeMutableRawPointer?) throws -> Double {
     let op = "softmax_cross_entropy"
-    let (n, k) = (shape[0], shape[1])
+    var shape: [Int] { [n, k] }  // built only for messages and the general path
+    if useLabels, n > 0, let labels {
+        // The common case at pointer level: no borrowed Tensors or argument arrays (an object and an
+        // array each). Same checks in the same order and the same messages as the general path below.
+        let count = n * k  // checked by readShape
+        let lp = try checkData(logits, count: count, shape: shape, name: "logits", op: op, as: T.self)
+        var grad: UnsafeMutablePointer<T>? = nil
+        if let gradLogits {
+            let gp = try checkData(UnsafeRawPointer(gradLogits), count: count, shape: shape, name: "grad_logits", op: op,
+                                   as: T.self)
+            let size = MemoryLayout<T>.stride
+            try checkDisjoint(op: op, Region("grad_logits", gp, count: count, elementSize: size),
+                              Region("logits", lp, count: count, elementSize: size))
+            grad = gp.map { UnsafeMutablePointer(mutating: $0) }
+        }
+        guard let lp else { return .nan }  // unreachable: non-NULL for count > 0 (checked above)
+        return try softmaxCrossEntropy(batch: n, classes: k, logits: lp, labels: labels, gradLogits: grad)
+    }
     let lt: Tensor<T> = try borrow(logits, shape: shape, name: "logits", op: op)
     var inputs: [(String, Tensor<T>)] = [("logits", lt)]
     var targetTensor: Tensor<T>? = nil
@@ -522,6 +615,23 @@ public func scnn_bce_with_logits(_ dtype: Int32,
 func bceC<T: CNNScalar>(_: T.Type, _ n: Int, _ logits: UnsafeRawPointer?, _ target: UnsafeRawPointer?,
                         _ gradLogits: UnsafeMutableRawPointer?) throws -> Double {
     let op = "binary_cross_entropy_with_logits"
+    if n > 0 {
+        // Pointer level, as softmaxCrossEntropyC: same checks, order and messages as below.
+        let lp = try checkData(logits, count: n, shape: [n], name: "logits", op: op, as: T.self)
+        let tp = try checkData(target, count: n, shape: [n], name: "target", op: op, as: T.self)
+        var grad: UnsafeMutablePointer<T>? = nil
+        if let gradLogits {
+            let gp = try checkData(UnsafeRawPointer(gradLogits), count: n, shape: [n], name: "grad_logits", op: op,
+                                   as: T.self)
+            let size = MemoryLayout<T>.stride
+            let out = Region("grad_logits", gp, count: n, elementSize: size)
+            try checkDisjoint(op: op, out, Region("logits", lp, count: n, elementSize: size))
+            try checkDisjoint(op: op, out, Region("target", tp, count: n, elementSize: size))
+            grad = gp.map { UnsafeMutablePointer(mutating: $0) }
+        }
+        guard let lp, let tp else { return .nan }  // unreachable: non-NULL for n > 0 (checked above)
+        return binaryCrossEntropyWithLogits(count: n, logits: lp, target: tp, gradLogits: grad)
+    }
     let lt: Tensor<T> = try borrow(logits, shape: [n], name: "logits", op: op)
     let tt: Tensor<T> = try borrow(target, shape: [n], name: "target", op: op)
     var grad: UnsafeMutablePointer<T>? = nil

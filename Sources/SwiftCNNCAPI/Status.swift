@@ -120,6 +120,45 @@ func readShape(_ shape: UnsafePointer<Int64>?, ndim: Int64, name: String, op: St
     return dims
 }
 
+/// A 4-D shape as a tuple, without the array `readShape` returns: nil unless `ndim` is 4, the
+/// pointer is non-NULL, every size is >= 0 and the element count and byte count fit (readShape's
+/// rules). Hot-path callers take readShape on nil, which throws its exact message.
+@inline(__always)
+func readShape4IfValid(_ shape: UnsafePointer<Int64>?, _ ndim: Int64) -> (Int, Int, Int, Int)? {
+    guard ndim == 4, let shape else { return nil }
+    let d = (int(shape[0]), int(shape[1]), int(shape[2]), int(shape[3]))
+    guard d.0 >= 0, d.1 >= 0, d.2 >= 0, d.3 >= 0, sizeFits(d.0, d.1, d.2, d.3) != nil else { return nil }
+    return d
+}
+
+/// The same for a 2-D shape.
+@inline(__always)
+func readShape2IfValid(_ shape: UnsafePointer<Int64>?, _ ndim: Int64) -> (Int, Int)? {
+    guard ndim == 2, let shape else { return nil }
+    let d = (int(shape[0]), int(shape[1]))
+    guard d.0 >= 0, d.1 >= 0, sizeFits(d.0, d.1, 1, 1) != nil else { return nil }
+    return d
+}
+
+/// The element count of non-negative sizes when it, and its byte count for the wider dtype (8),
+/// fit in an Int (checkSizes' rule, multiplied in the same order); else nil.
+@inline(__always)
+func sizeFits(_ a: Int, _ b: Int, _ c: Int, _ d: Int) -> Int? {
+    var p = a, o = false
+    (p, o) = p.multipliedReportingOverflow(by: b); if o { return nil }
+    (p, o) = p.multipliedReportingOverflow(by: c); if o { return nil }
+    (p, o) = p.multipliedReportingOverflow(by: d); if o { return nil }
+    (_, o) = p.multipliedReportingOverflow(by: 8); if o { return nil }
+    return p
+}
+
+/// Writes a 4-D shape into a caller array (skipped when NULL) without building an array.
+@inline(__always)
+func writeShape4(_ a: Int, _ b: Int, _ c: Int, _ d: Int, to out: UnsafeMutablePointer<Int64>?) {
+    guard let out else { return }
+    out[0] = Int64(a); out[1] = Int64(b); out[2] = Int64(c); out[3] = Int64(d)
+}
+
 /// Value error for negative sizes, overflow error when the element count or byte count (of the
 /// wider dtype) does not fit in an Int64.
 func checkSizes(_ dims: [Int], name: String, op: String) throws {

@@ -47,6 +47,20 @@ public func pool2dForward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: 
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     let divisor = T(g.kernelH * g.kernelW)
+    if poolIs2x2Stride2(g) {
+        parallelFor(chunks) { chunk in
+            // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and indices, per chunk (not per plane).
+            let scratchCount = 2 * outPlane + 32
+            let scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
+            let scratchIndex = UnsafeMutablePointer<Int32>.allocate(capacity: scratchCount)
+            defer { scratch.deallocate(); scratchIndex.deallocate() }
+            for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
+                pool2x2Plane(g, kind: kind, x: x + p * inPlane, y: y + p * outPlane,
+                             argmax: argmax.map { $0 + p * outPlane }, scratch: scratch, scratchIndex: scratchIndex)
+            }
+        }
+        return
+    }
     parallelFor(chunks) { chunk in
         for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
             let xp = x + p * inPlane, yp = y + p * outPlane
@@ -81,6 +95,151 @@ public func pool2dForward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: 
             }
         }
     }
+}
+
+/// True for the ubiquitous 2x2 window, stride 2, no padding (LeNet's pools): `pool2x2Plane` applies.
+@inlinable
+func poolIs2x2Stride2(_ g: Pool2DGeometry) -> Bool {
+    g.kernelH == 2 && g.kernelW == 2 && g.strideH == 2 && g.strideW == 2 && g.padH == 0 && g.padW == 0
+}
+
+/// One (n, c) plane of a 2x2 stride-2 unpadded pool: the same results as the general loop above
+/// (same tie and NaN rule, same summation order), specialized because the general loop's per-output
+/// window clipping, inner loop bounds, `kind` switch and optional argmax store made pooling the
+/// largest item of the lecture network's inference profile (over a third of it).
+/// Every window lies inside the input (Ho = floor(H/2), Wo = floor(W/2)).
+///
+/// Max pooling runs in two passes: first the horizontal pairs (x[2j], x[2j+1]) of each used row,
+/// 16 pairs per SIMD step (even/odd lanes of a 32-wide load), into `scratch`; then the vertical pairs
+/// of those results.
+/// The max rule "take v if v > best or v is NaN", folded left over a, b, c, d, gives the first
+/// maximum, or the last NaN if any; fold(fold(a, b), fold(c, d)) gives exactly the same value and
+/// index, so the pairwise order is not a change of result.
+/// `scratch` and `scratchIndex` hold at least 2 * Ho * Wo + 32 elements each.
+@inlinable
+func pool2x2Plane<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>,
+                                argmax: UnsafeMutablePointer<Int32>?, scratch: UnsafeMutablePointer<T>,
+                                scratchIndex: UnsafeMutablePointer<Int32>) {
+    let width = g.width, outW = g.outW, outH = g.outH
+    // "v replaces best": v > best, or v is NaN (v != v), branch-free.
+    @inline(__always) func takes(_ v: T, _ best: T) -> Bool { v > best || v != v }
+    if kind == .max {
+        // Pass 1: horizontal pairs of every used row r (0 ..< 2*Ho; an odd last row is unused).
+        // Even rows go to `top`, odd rows to `bottom`, each Ho x Wo, so that pass 2 pairs top[o] with
+        // bottom[o] over one contiguous run (vectorizable even though Wo = 14 or 5 is narrower than
+        // a vector). Each region has 16 spare slots: a vector step may write up to 15 values past
+        // its row, into the next row of the same parity (rewritten later) or the spare slots.
+        let outCount = outH * outW, plane = g.height * width
+        let top = scratch, bottom = scratch + outCount + 16
+        let topIndex = scratchIndex, bottomIndex = scratchIndex + outCount + 16
+        for r in 0..<(2 * outH) {
+            let src = x + r * width, rowBase = r * width
+            let dst = (r & 1 == 0 ? top : bottom) + (r >> 1) * outW
+            let dstIndex = (r & 1 == 0 ? topIndex : bottomIndex) + (r >> 1) * outW
+            var j = 0
+            if T.self == Float.self {
+                // Float only: its comparison mask converts to the Int32 index lanes (resolved at compile time).
+                j = pool2x2RowPairsFloat16(pairs: outW, readable: plane - rowBase,
+                                           x: UnsafeRawPointer(src).assumingMemoryBound(to: Float.self),
+                                           out: UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self),
+                                           outIndex: argmax == nil ? nil : dstIndex, indexBase: rowBase)
+            }
+            while j < outW {
+                let a = src[2 * j], b = src[2 * j + 1]
+                let takeB = takes(b, a)
+                dst[j] = takeB ? b : a
+                dstIndex[j] = Int32(truncatingIfNeeded: rowBase + 2 * j) &+ (takeB ? 1 : 0)
+                j += 1
+            }
+        }
+        // Pass 2: vertical pairs (top[o], bottom[o]).
+        var o = 0
+        if T.self == Float.self {
+            o = pool2x2VerticalFloat16(count: outCount, top: UnsafeRawPointer(top).assumingMemoryBound(to: Float.self),
+                                       bottom: UnsafeRawPointer(bottom).assumingMemoryBound(to: Float.self),
+                                       topIndex: topIndex, bottomIndex: bottomIndex,
+                                       y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self), argmax: argmax)
+        }
+        while o < outCount {
+            let take = takes(bottom[o], top[o])
+            y[o] = take ? bottom[o] : top[o]
+            argmax?[o] = take ? bottomIndex[o] : topIndex[o]
+            o += 1
+        }
+        return
+    }
+    for i in 0..<outH {
+        let r0 = x + 2 * i * width, r1 = r0 + width, yr = y + i * outW
+        switch kind {
+        case .max:
+            // Odd W: the left fold over a, b, c, d directly. Starting from best = a equals starting
+            // from -inf (a is always taken unless a == -inf, and then best is -inf either way).
+            let base = Int32(truncatingIfNeeded: 2 * i * width), stride = Int32(truncatingIfNeeded: width)
+            for j in 0..<outW {
+                let w = 2 * j, wi = base &+ Int32(truncatingIfNeeded: w)
+                var best = r0[w], index = wi
+                if takes(r0[w + 1], best) { best = r0[w + 1]; index = wi &+ 1 }
+                if takes(r1[w], best) { best = r1[w]; index = wi &+ stride }
+                if takes(r1[w + 1], best) { best = r1[w + 1]; index = wi &+ stride &+ 1 }
+                yr[j] = best
+                argmax?[i * outW + j] = index
+            }
+        case .average:
+            // Same summation order as the general loop: 0 + row 0 left to right, then row 1.
+            for j in 0..<outW {
+                let w = 2 * j
+                var sum: T = 0
+                sum += r0[w]; sum += r0[w + 1]; sum += r1[w]; sum += r1[w + 1]
+                yr[j] = sum / 4
+            }
+        }
+    }
+}
+
+/// Pass 1 of `pool2x2Plane` for one row, Float, 16 pairs per step: out[j] = the winner of
+/// (x[2j], x[2j+1]) and outIndex[j] its flat index in the plane (indexBase + 2j or + 1). A step may
+/// write up to 15 values past `pairs` (see the caller) but reads only the `readable` elements from
+/// x on. Returns how many pairs it did, leaving the rest to the scalar loop.
+@inlinable
+func pool2x2RowPairsFloat16(pairs: Int, readable: Int, x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                            outIndex: UnsafeMutablePointer<Int32>?, indexBase: Int) -> Int {
+    let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    var j = 0
+    while j < pairs && 2 * j + 32 <= readable {
+        let v = UnsafeRawPointer(x + 2 * j).loadUnaligned(as: SIMD32<Float>.self)
+        let a = v.evenHalf, b = v.oddHalf
+        let takeB = (b .> a) .| (b .!= b)             // b > a, or b is NaN
+        UnsafeMutableRawPointer(out + j).storeBytes(of: a.replacing(with: b, where: takeB), as: SIMD16<Float>.self)
+        if let outIndex {
+            let index = ((lane &+ Int32(truncatingIfNeeded: j)) &<< 1) &+ Int32(truncatingIfNeeded: indexBase)
+            let chosen = index.replacing(with: index &+ 1, where: takeB)
+            UnsafeMutableRawPointer(outIndex + j).storeBytes(of: chosen, as: SIMD16<Int32>.self)
+        }
+        j += 16
+    }
+    return min(j, pairs)
+}
+
+/// Pass 2 of `pool2x2Plane`, Float, 16 outputs per step: y[o] = bottom[o] if it wins over top[o]
+/// (greater, or NaN), else top[o], and the matching index. Returns how many it did (a multiple of 16).
+@inlinable
+func pool2x2VerticalFloat16(count: Int, top: UnsafePointer<Float>, bottom: UnsafePointer<Float>,
+                            topIndex: UnsafePointer<Int32>, bottomIndex: UnsafePointer<Int32>,
+                            y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>?) -> Int {
+    var o = 0
+    while o + 16 <= count {
+        let t = UnsafeRawPointer(top + o).loadUnaligned(as: SIMD16<Float>.self)
+        let b = UnsafeRawPointer(bottom + o).loadUnaligned(as: SIMD16<Float>.self)
+        let take = (b .> t) .| (b .!= b)
+        UnsafeMutableRawPointer(y + o).storeBytes(of: t.replacing(with: b, where: take), as: SIMD16<Float>.self)
+        if let argmax {
+            let ti = UnsafeRawPointer(topIndex + o).loadUnaligned(as: SIMD16<Int32>.self)
+            let bi = UnsafeRawPointer(bottomIndex + o).loadUnaligned(as: SIMD16<Int32>.self)
+            UnsafeMutableRawPointer(argmax + o).storeBytes(of: ti.replacing(with: bi, where: take), as: SIMD16<Int32>.self)
+        }
+        o += 16
+    }
+    return o
 }
 
 /// dx for max pooling from saved argmax indices (layers keep them from the forward).

@@ -46,6 +46,25 @@ func slidingOutputSize(_ op: String, size: Int, kernel: Int, stride: Int, pad: I
     return (padded - extent) / stride + 1
 }
 
+/// `a * b` for sizes already known to be >= 0, or nil on overflow. The scalar initializers below
+/// use it to mirror `checkedElementCount` (same factors, same order) without building an array.
+@inlinable
+func productFits(_ a: Int, _ b: Int) -> Int? {
+    let (p, overflow) = a.multipliedReportingOverflow(by: b)
+    return overflow ? nil : p
+}
+
+/// `slidingOutputSize` without its messages: nil wherever that function would throw.
+@inlinable
+func slidingOutputSizeIfValid(size: Int, kernel: Int, stride: Int, pad: Int, dilation: Int) -> Int? {
+    guard let twoPad = productFits(2, pad) else { return nil }
+    let (padded, o1) = size.addingReportingOverflow(twoPad)
+    guard !o1, let dilated = productFits(dilation, kernel - 1) else { return nil }
+    let (extent, o2) = dilated.addingReportingOverflow(1)
+    guard !o2, extent <= padded else { return nil }
+    return (padded - extent) / stride + 1
+}
+
 // MARK: - convolution
 
 /// The validated geometry of `conv2d(x, weight, bias, stride, padding, dilation)`.
@@ -137,6 +156,39 @@ public struct Conv2DGeometry: Equatable, Sendable {
         self.outH = oh; self.outW = ow
     }
 
+    /// The same validation from scalar sizes, without the shape arrays the initializer above builds
+    /// (for its checks and messages): a functional call on a small input validates once per call, and
+    /// those arrays (malloc + free each) were most of the cost of validating. `biasLength` is nil for
+    /// no bias. Only the passing case is decided here; when any rule fails, the array initializer
+    /// runs to throw its exact message (so messages and the order of the checks cannot drift).
+    public init(op: String, x: (Int, Int, Int, Int), weight: (Int, Int, Int, Int), biasLength: Int?,
+                stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)) throws {
+        let (n, c, h, w) = x, (k, wc, kh, kw) = weight
+        if n >= 0, c >= 1, h >= 1, w >= 1, k >= 1, wc == c, kh >= 1, kw >= 1,
+           stride.0 >= 1, stride.1 >= 1, padding.0 >= 0, padding.1 >= 0, dilation.0 >= 1, dilation.1 >= 1,
+           biasLength == nil || biasLength == k,
+           let xc = productFits(n, c), let xc2 = productFits(xc, h), productFits(xc2, w) != nil,
+           let wc1 = productFits(k, c), let wc2 = productFits(wc1, kh), productFits(wc2, kw) != nil,
+           let oh = slidingOutputSizeIfValid(size: h, kernel: kh, stride: stride.0, pad: padding.0, dilation: dilation.0),
+           let ow = slidingOutputSizeIfValid(size: w, kernel: kw, stride: stride.1, pad: padding.1, dilation: dilation.1),
+           let y1 = productFits(n, k), let y2 = productFits(y1, oh), productFits(y2, ow) != nil,
+           let c1 = productFits(c, kh), let c2 = productFits(c1, kw), let c3 = productFits(c2, oh),
+           productFits(c3, ow) != nil,  // one image's im2col buffer
+           let b1 = productFits(n, c), let b2 = productFits(b1, kh), let b3 = productFits(b2, kw),
+           let b4 = productFits(b3, oh), productFits(b4, ow) != nil {  // the whole batch's
+            self.batch = n; self.inChannels = c; self.height = h; self.width = w
+            self.outChannels = k; self.kernelH = kh; self.kernelW = kw
+            self.strideH = stride.0; self.strideW = stride.1
+            self.padH = padding.0; self.padW = padding.1
+            self.dilationH = dilation.0; self.dilationW = dilation.1
+            self.outH = oh; self.outW = ow
+            return
+        }
+        self = try Conv2DGeometry(op: op, xShape: [n, c, h, w], weightShape: [k, wc, kh, kw],
+                                  biasShape: biasLength.map { [$0] }, stride: stride, padding: padding,
+                                  dilation: dilation)
+    }
+
     /// Throws a value error unless `gradOutShape` is this geometry's output shape.
     public func checkGradOut(op: String, _ gradOutShape: [Int]) throws {
         guard gradOutShape == outputShape else {
@@ -210,6 +262,32 @@ public struct Pool2DGeometry: Equatable, Sendable {
         self.strideH = stride.0; self.strideW = stride.1
         self.padH = padding.0; self.padW = padding.1
         self.outH = oh; self.outW = ow
+    }
+
+
+    /// The same validation from scalar sizes, without shape arrays (see `Conv2DGeometry`'s scalar
+    /// initializer: only the passing case is decided here, a failing one runs the array initializer
+    /// for its exact message).
+    public init(op: String, kind: PoolKind, x: (Int, Int, Int, Int), kernelSize: (Int, Int), stride: (Int, Int),
+                padding: (Int, Int)) throws {
+        let (n, c, h, w) = x
+        if n >= 0, c >= 1, h >= 1, w >= 1, kernelSize.0 >= 1, kernelSize.1 >= 1, stride.0 >= 1, stride.1 >= 1,
+           padding.0 >= 0, padding.1 >= 0, padding.0 <= kernelSize.0 / 2, padding.1 <= kernelSize.1 / 2,
+           let x1 = productFits(n, c), let x2 = productFits(x1, h), productFits(x2, w) != nil,
+           productFits(kernelSize.0, kernelSize.1) != nil,
+           let oh = slidingOutputSizeIfValid(size: h, kernel: kernelSize.0, stride: stride.0, pad: padding.0, dilation: 1),
+           let ow = slidingOutputSizeIfValid(size: w, kernel: kernelSize.1, stride: stride.1, pad: padding.1, dilation: 1),
+           let y1 = productFits(n, c), let y2 = productFits(y1, oh), productFits(y2, ow) != nil,
+           kind != .max || (productFits(h, w).map { $0 <= Int(Int32.max) } ?? false) {
+            self.batch = n; self.channels = c; self.height = h; self.width = w
+            self.kernelH = kernelSize.0; self.kernelW = kernelSize.1
+            self.strideH = stride.0; self.strideW = stride.1
+            self.padH = padding.0; self.padW = padding.1
+            self.outH = oh; self.outW = ow
+            return
+        }
+        self = try Pool2DGeometry(op: op, kind: kind, xShape: [n, c, h, w], kernelSize: kernelSize, stride: stride,
+                                  padding: padding)
     }
 
     /// Throws a value error unless `gradOutShape` is this geometry's output shape.
