@@ -220,6 +220,32 @@ def wait_for_idle(limit: float, threshold: float = 0.10, window: float = 10.0) -
             print(f"  waiting for an idle machine: others use {100 * share:.0f}% of the cores", flush=True)
 
 
+SPEED_PROBE = """
+import time, numpy as np
+a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+for _ in range(3): a @ a
+best = 0.0
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(5): a @ a
+    best = max(best, 5 * 2 * 1024 ** 3 / (time.perf_counter() - t) / 1e9)
+print(best)
+"""
+
+
+def host_speed_probe() -> Optional[float]:
+    """Single-thread OpenBLAS sgemm 1024^3 GFLOP/s (best of 5), in a subprocess pinned to one
+    thread: a framework-independent check that the host ran at full speed (the VM's neighbours and
+    clock do not show in the load average)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    try:
+        out = subprocess.run([sys.executable, "-c", SPEED_PROBE], capture_output=True, text=True,
+                             env=env, timeout=120)
+        return float(out.stdout.strip())
+    except (subprocess.SubprocessError, ValueError):
+        return None
+
+
 class LoadMonitor:
     """Measures how much CPU *other* processes used between start() and stop()."""
 
@@ -229,6 +255,11 @@ class LoadMonitor:
     def start(self) -> None:
         self.t0 = time.perf_counter()
         self.busy0, self.own0, self.steal0 = _cpu_busy_seconds()
+
+    def steal_share(self) -> float:
+        """Fraction of all cores' time the hypervisor gave to other guests since start()."""
+        _, _, steal = _cpu_busy_seconds()
+        return (steal - self.steal0) / ((time.perf_counter() - self.t0) * (os.cpu_count() or 1))
 
     def others_share(self) -> float:
         """Fraction of all cores' time used by other processes since start()."""
@@ -896,6 +927,10 @@ def git_commit() -> str:
         return "?"
 
 
+def _fmt_probe(v: Optional[float]) -> str:
+    return f"{v:.0f} GFLOP/s" if v else "n/a"
+
+
 def render_markdown(ctx, figures: list) -> str:
     """RESULTS.md: header (status, command, date, machine, load) and one table per figure."""
     L = ["# swiftcnn vs PyTorch: benchmark results", ""]
@@ -918,7 +953,11 @@ def render_markdown(ctx, figures: list) -> str:
           f"- Load average (1/5/15 min) before: {ctx.load_before}; after: {ctx.load_after} "
           "(the figure after includes the benchmark's own threads)",
           f"- CPU used by other processes during the run: {100 * ctx.others:.0f}% of all cores "
-          f"(from /proc/stat minus this process and its children)",
+          f"(from /proc/stat minus this process and its children); steal time (hypervisor): "
+          f"{100 * ctx.steal:.0f}%",
+          f"- Host speed probe (1-thread NumPy/OpenBLAS sgemm 1024^3, best of 5, in a subprocess): "
+          f"{_fmt_probe(ctx.probe_before)} before, {_fmt_probe(ctx.probe_after)} after "
+          "(about 125 GFLOP/s on a quiet host of this kind; lower means the VM itself ran slow)",
           f"- Settings: {ctx.settings_text}"]
     L += [f"- {l}" for l in machine_info(ctx)]
     L.append("")
@@ -1061,6 +1100,8 @@ def main(argv=None) -> int:
 
     if args.wait_idle > 0:
         wait_for_idle(args.wait_idle)
+    ctx.probe_before = host_speed_probe()
+    print(f"  host speed probe (1-thread sgemm): {_fmt_probe(ctx.probe_before)}")
     ctx.load_before_raw = os.getloadavg()
     ctx.load_before = " / ".join(f"{v:.2f}" for v in ctx.load_before_raw)
     print(f"  load average before: {ctx.load_before}")
@@ -1090,9 +1131,14 @@ def main(argv=None) -> int:
 
     ctx.elapsed = time.perf_counter() - t0
     ctx.others = whole.others_share()
+    ctx.steal = whole.steal_share()
     ctx.load_after_raw = os.getloadavg()
+    ctx.probe_after = host_speed_probe()
+    print(f"host speed probe (1-thread sgemm): {_fmt_probe(ctx.probe_before)} before, "
+          f"{_fmt_probe(ctx.probe_after)} after")
     ctx.load_after = " / ".join(f"{v:.2f}" for v in ctx.load_after_raw)
-    print(f"\nload average after: {ctx.load_after}; other processes used {100 * ctx.others:.0f}% of the cores")
+    print(f"\nload average after: {ctx.load_after}; other processes used {100 * ctx.others:.0f}% of the cores; "
+          f"steal {100 * ctx.steal:.0f}%")
     if ctx.busy():
         print(f"WARNING: machine busy ({ctx.busy()}): figures NOT representative.")
     if not args.no_write:
