@@ -827,7 +827,8 @@ def figure_memory(ctx) -> Figure:
                      "`model.fit`, PyTorch via the fit-style loop of figure 1. Peak = ru_maxrss from "
                      "getrusage(RUSAGE_CHILDREN) in a small stdlib-only launcher process that runs the child "
                      "(a child forked straight from the benchmark would inherit the benchmark's RSS in its "
-                     "ru_maxrss: Linux keeps it across exec), cross-checked with the child's own VmHWM. "
+                     "ru_maxrss: Linux keeps it across exec), cross-checked with the child's own VmHWM read at the end of "
+                     "training (ru_maxrss also covers interpreter start-up and shutdown, so it can be higher). "
                      "'import' = current RSS (VmRSS) right after `import numpy` + the framework "
                      "+ set_num_threads; 'training increment' = peak minus the current RSS just before training "
                      "(data and model already built). Median over the repeats (few: memory is "
@@ -861,7 +862,7 @@ def figure_memory(ctx) -> Figure:
             r0 = res[f][0]
             if abs(r0["children_maxrss"] - r0["vmhwm"]) > 2048:
                 fig.notes.append(f"{f} [{setting}]: RUSAGE_CHILDREN maxrss {r0['children_maxrss']} KiB vs the "
-                                 f"child's VmHWM {r0['vmhwm']} KiB.")
+                                 f"child's VmHWM at the end of training {r0['vmhwm']} KiB.")
         times = ", ".join(f"{f} {statistics.median(r['train_s'] for r in res[f]):.2f} s "
                           f"(final loss {res[f][0]['final_loss']:.4f})" for f in frameworks)
         fig.notes.append(f"[{setting}] 5-epoch training wall time in the child: {times}.")
