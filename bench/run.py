@@ -18,8 +18,8 @@ Figures (ratio = swiftcnn / PyTorch, measured in the same run):
   5. peak resident memory of a 5-epoch training run, each framework in a fresh subprocess.
 
 Method: every timed callable is warmed up, then calibrated so one repeat lasts at least
-`min_time`; the repeats of the two frameworks are interleaved (A, B, A, B, ...) so that a change
-of machine load hits both alike. Figures are the median over repeats, with min-max as the spread.
+`min_time`; the repeats of the two frameworks are interleaved (A B, B A, A B, ...) so that a
+change of machine load hits both alike. Figures are the median over repeats, with min-max as the spread.
 The garbage collector is off while timing (as in `timeit`).
 
 glibc's malloc returns freed memory to the OS after large frees, which makes PyTorch's timings
@@ -154,7 +154,9 @@ def time_interleaved(fns: dict, settings: Settings, repeats: Optional[int] = Non
                      fixed_number: Optional[int] = None) -> dict:
     """Time each callable of `fns` ({name: fn}); returns {name: [seconds per call, ...]}.
 
-    Repeats of the different callables alternate so that load drifts hit all of them alike.
+    Repeats of the different callables alternate (in an order that flips every repeat) so that
+    load drifts and one framework's after-effects (PyTorch's OpenMP threads spin for a few ms after
+    each parallel region) hit all of them alike.
     """
     repeats = repeats or settings.repeats
     numbers = {}
@@ -169,9 +171,10 @@ def time_interleaved(fns: dict, settings: Settings, repeats: Optional[int] = Non
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                out[name].append(_run_n(fn, numbers[name]) / numbers[name])
+        names = list(fns)
+        for r in range(repeats):
+            for name in (names if r % 2 == 0 else names[::-1]):  # A B, B A, ...: no fixed order
+                out[name].append(_run_n(fns[name], numbers[name]) / numbers[name])
     finally:
         if was_enabled:
             gc.enable()
@@ -446,6 +449,7 @@ def sanity_check(sc, torch, x, y) -> list:
 
 def _swiftcnn_lenet_callables(sc, act: str, b: int, x, y, batches) -> tuple:
     """(train step, fit epoch, inference) callables for swiftcnn on a fresh network."""
+    sc.manual_seed(0)
     model = swiftcnn_net(sc, act)
     opt = sc.SGD(model.parameters(), lr=LR)
     state = {"step": 0, "seed": 0}
@@ -735,6 +739,7 @@ def rss_child(framework: str, threads: int, epochs: int = 5, n: int = 5000, batc
         sc.set_num_threads(threads)
         rep["after_import"] = rss()
         x, y = synthetic_mnist(n)
+        sc.manual_seed(0)
         model = swiftcnn_net(sc, "sigmoid")
         opt = sc.SGD(model.parameters(), lr=LR)
         rep["before_train"] = rss()
@@ -898,7 +903,7 @@ def machine_info(ctx) -> list:
              f"Python {platform.python_version()} ({sys.executable}), NumPy {np.__version__}"]
     if ctx.sc is not None:
         lines.append(f"swiftcnn {getattr(ctx.sc, '__version__', '?')} from {Path(ctx.sc.__file__).parent}, "
-                     f"library commit {git_commit()}")
+                     f"repository HEAD {git_commit()}")
     if ctx.torch is not None:
         t = ctx.torch
         try:
@@ -917,11 +922,13 @@ def machine_info(ctx) -> list:
 
 
 def git_commit() -> str:
-    """Short commit of the repository holding bench/, '+dirty' if it has uncommitted changes."""
+    """Short commit of the repository holding bench/, '+dirty' if files outside bench/ have
+    uncommitted changes."""
     try:
         c = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                            text=True, timeout=10).stdout.strip()
-        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--",
+                            ".", ":!bench"],
                            capture_output=True, text=True, timeout=10).stdout.strip()
         return (c or "?") + ("+dirty" if d else "")
     except Exception:
