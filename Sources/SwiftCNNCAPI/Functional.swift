@@ -152,20 +152,10 @@ func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ g: Conv2DGeometry, _ gradOut: Un
                                    _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
                                    _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
                                    _ gradBias: UnsafeMutableRawPointer?) throws {
-    let op = "conv2d_backward"
-    let inputs: [(String, Tensor<T>)] = [
-        ("grad_out", try borrow(gradOut, shape: g.outputShape, name: "grad_out", op: op)),
-        ("x", try borrow(x, shape: g.inputShape, name: "x", op: op)),
-        ("weight", try borrow(weight, shape: g.weightShape, name: "weight", op: op)),
-    ]
-    var outputs: [(String, Tensor<T>)] = []
-    if let gradX { outputs.append(("grad_x", try borrowOut(gradX, shape: g.inputShape, name: "grad_x", op: op))) }
-    if let gradWeight { outputs.append(("grad_weight", try borrowOut(gradWeight, shape: g.weightShape, name: "grad_weight", op: op))) }
-    if let gradBias { outputs.append(("grad_bias", try borrowOut(gradBias, shape: g.biasShape, name: "grad_bias", op: op))) }
-    try checkNoOverlapOutputs(op: op, outputs, inputs)
-    let gx = gradX.map { $0.assumingMemoryBound(to: T.self) }
-    let gw = gradWeight.map { $0.assumingMemoryBound(to: T.self) }
-    let gb = gradBias.map { $0.assumingMemoryBound(to: T.self) }
+    let o = try borrowBackwardOperands(T.self, op: "conv2d_backward", outputShape: g.outputShape,
+                                       inputShape: g.inputShape, weightShape: g.weightShape, biasShape: g.biasShape,
+                                       gradOut, x, weight, gradX, gradWeight, gradBias)
+    let (gx, gw, gb) = (o.gradX, o.gradWeight, o.gradBias)
     if g.batch == 0 {
         // Empty batch: the sums are empty (zeros); grad_x is empty. Done here rather than in the
         // kernel, which would size scratch from the spatial dimensions alone.
@@ -173,8 +163,38 @@ func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ g: Conv2DGeometry, _ gradOut: Un
         gb?.update(repeating: 0, count: g.outChannels)
         return
     }
-    try conv2dBackward(g, gradOut: inputs[0].1.pointer, x: inputs[1].1.pointer, weight: inputs[2].1.pointer,
+    try conv2dBackward(g, gradOut: o.gradOut, x: o.x, weight: o.weight,
                        gradX: gx, gradWeight: gw, gradBias: gb, accumulate: false, workspace: Workspace<T>())
+}
+
+/// The typed operands of a backward op that maps (grad_out, x, weight) to (grad_x, grad_weight,
+/// grad_bias), any of the outputs optional: conv2d's and linear's.
+struct BackwardOperands<T: CNNScalar> {
+    let gradOut, x, weight: UnsafeMutablePointer<T>
+    let gradX, gradWeight, gradBias: UnsafeMutablePointer<T>?
+}
+
+/// Checks the operands of a backward op (NULL, alignment, each output overlapping no input and no
+/// other output: the kernels read the inputs while they write) and types them.
+func borrowBackwardOperands<T: CNNScalar>(_: T.Type, op: String, outputShape: [Int], inputShape: [Int],
+                                          weightShape: [Int], biasShape: [Int],
+                                          _ gradOut: UnsafeRawPointer?, _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
+                                          _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
+                                          _ gradBias: UnsafeMutableRawPointer?) throws -> BackwardOperands<T> {
+    let inputs: [(String, Tensor<T>)] = [
+        ("grad_out", try borrow(gradOut, shape: outputShape, name: "grad_out", op: op)),
+        ("x", try borrow(x, shape: inputShape, name: "x", op: op)),
+        ("weight", try borrow(weight, shape: weightShape, name: "weight", op: op)),
+    ]
+    var outputs: [(String, Tensor<T>)] = []
+    if let gradX { outputs.append(("grad_x", try borrowOut(gradX, shape: inputShape, name: "grad_x", op: op))) }
+    if let gradWeight { outputs.append(("grad_weight", try borrowOut(gradWeight, shape: weightShape, name: "grad_weight", op: op))) }
+    if let gradBias { outputs.append(("grad_bias", try borrowOut(gradBias, shape: biasShape, name: "grad_bias", op: op))) }
+    try checkNoOverlapOutputs(op: op, outputs, inputs)
+    return BackwardOperands(gradOut: inputs[0].1.pointer, x: inputs[1].1.pointer, weight: inputs[2].1.pointer,
+                            gradX: gradX.map { $0.assumingMemoryBound(to: T.self) },
+                            gradWeight: gradWeight.map { $0.assumingMemoryBound(to: T.self) },
+                            gradBias: gradBias.map { $0.assumingMemoryBound(to: T.self) })
 }
 
 // MARK: - pooling
@@ -341,22 +361,12 @@ func linearBackwardC<T: CNNScalar>(_: T.Type, _ g: LinearGeometry, _ gradOut: Un
                                    _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
                                    _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
                                    _ gradBias: UnsafeMutableRawPointer?) throws {
-    let op = "linear_backward"
-    let inputs: [(String, Tensor<T>)] = [
-        ("grad_out", try borrow(gradOut, shape: g.outputShape, name: "grad_out", op: op)),
-        ("x", try borrow(x, shape: g.inputShape, name: "x", op: op)),
-        ("weight", try borrow(weight, shape: g.weightShape, name: "weight", op: op)),
-    ]
-    var outputs: [(String, Tensor<T>)] = []
-    if let gradX { outputs.append(("grad_x", try borrowOut(gradX, shape: g.inputShape, name: "grad_x", op: op))) }
-    if let gradWeight { outputs.append(("grad_weight", try borrowOut(gradWeight, shape: g.weightShape, name: "grad_weight", op: op))) }
-    if let gradBias { outputs.append(("grad_bias", try borrowOut(gradBias, shape: g.biasShape, name: "grad_bias", op: op))) }
-    try checkNoOverlapOutputs(op: op, outputs, inputs)
+    let o = try borrowBackwardOperands(T.self, op: "linear_backward", outputShape: g.outputShape,
+                                       inputShape: g.inputShape, weightShape: g.weightShape, biasShape: g.biasShape,
+                                       gradOut, x, weight, gradX, gradWeight, gradBias)
     linearBackward(batch: g.batch, inFeatures: g.inFeatures, outFeatures: g.outFeatures,
-                   gradOut: inputs[0].1.pointer, x: inputs[1].1.pointer, weight: inputs[2].1.pointer,
-                   gradX: gradX.map { $0.assumingMemoryBound(to: T.self) },
-                   gradWeight: gradWeight.map { $0.assumingMemoryBound(to: T.self) },
-                   gradBias: gradBias.map { $0.assumingMemoryBound(to: T.self) }, accumulate: false)
+                   gradOut: o.gradOut, x: o.x, weight: o.weight,
+                   gradX: o.gradX, gradWeight: o.gradWeight, gradBias: o.gradBias, accumulate: false)
 }
 
 // MARK: - activations

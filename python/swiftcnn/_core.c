@@ -2478,29 +2478,37 @@ PyDoc_STRVAR(optimizer_step_doc,
 "optimizer_step($module, /, optimizer)\n--\n\n"
 "One update of every parameter (writes data in place; never changes grad).");
 
+/* optimizer_step and optimizer_zero_grad: one optimizer argument, one ABI call without the GIL. */
 static PyObject *
-core_optimizer_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+call_on_optimizer(const argspec *spec, int32_t (*abi_call)(scnn_optimizer *, char *, int64_t),
+                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"optimizer"};
-    static const argspec spec = {"optimizer_step", names, 1, 1, 1};
-    const char *fn = spec.fname;
+    const char *fn = spec->fname;
     PyObject *v[MAX_ARGS];
     scnn_optimizer *opt;
     char msg[MSG_CAP];
     int32_t status;
-    (void)module;
 
     msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(fn, "optimizer", v[0])) == NULL) {
+    if (parse_args(spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(fn, "optimizer", v[0])) == NULL) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    status = scnn_optimizer_step(opt, msg, MSG_CAP);
+    status = abi_call(opt, msg, MSG_CAP);
     Py_END_ALLOW_THREADS
     if (status != SCNN_OK) {
         return raise_status(fn, status, msg);
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+core_optimizer_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"optimizer"};
+    static const argspec spec = {"optimizer_step", names, 1, 1, 1};
+    (void)module;
+    return call_on_optimizer(&spec, scnn_optimizer_step, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(optimizer_zero_grad_doc,
@@ -2512,24 +2520,8 @@ core_optimizer_zero_grad(PyObject *module, PyObject *const *args, Py_ssize_t nar
 {
     static const char *const names[] = {"optimizer"};
     static const argspec spec = {"optimizer_zero_grad", names, 1, 1, 1};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    scnn_optimizer *opt;
-    char msg[MSG_CAP];
-    int32_t status;
     (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(fn, "optimizer", v[0])) == NULL) {
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_optimizer_zero_grad(opt, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    Py_RETURN_NONE;
+    return call_on_optimizer(&spec, scnn_optimizer_zero_grad, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(optimizer_set_lr_doc,
