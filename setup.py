@@ -6,7 +6,8 @@
    linked statically (`-static-stdlib`: the .so needs no Swift toolchain at run time), an SONAME
    (SwiftPM sets none, so the extension would record an absolute path), dead code stripped, and
    the host CPU's instructions (`-target-cpu native` plus `-DSWIFTCNN_FMA`, which makes the core's
-   multiply-adds fused) unless SWIFTCNN_PORTABLE=1 is set in the environment;
+   multiply-adds fused) unless SWIFTCNN_PORTABLE=1 is set in the environment (symbols are stripped
+   unless SWIFTCNN_KEEP_SYMBOLS=1, which profiling with `perf report` wants);
 2. the extension swiftcnn._core from python/swiftcnn/_core.c, linked against that library with an
    rpath of $ORIGIN;
 3. libSwiftCNNCAPI.so copied next to the extension: into the build tree (so wheels carry it) and
@@ -38,8 +39,9 @@ def swift_build_command():
         "-Xswiftc", "-static-stdlib",
         "-Xlinker", f"-soname={SWIFT_LIB}",
         "-Xlinker", "--gc-sections",
-        "-Xlinker", "-s",
     ]
+    if os.environ.get("SWIFTCNN_KEEP_SYMBOLS", "") != "1":   # keep them for `perf report`
+        cmd += ["-Xlinker", "-s"]
     if os.environ.get("SWIFTCNN_PORTABLE", "") != "1":
         cmd += ["-Xswiftc", "-target-cpu", "-Xswiftc", "native", "-Xswiftc", "-DSWIFTCNN_FMA"]
     return cmd

@@ -65,6 +65,14 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
         conv2dForwardDirect(g, x: x, weight: weight, bias: bias, y: y)
         return
     }
+    if T.self == Float.self && !conv2dUsesRowDirect(g) && conv2dForwardUsesChannelLanes(g) {
+        try conv2dForwardChannelLanes(g, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                                      weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
+                                      bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
+                                      y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
+                                      workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
+        return
+    }
     if T.self == Float.self && conv2dUsesRowDirect(g) {
         conv2dForwardRowDirectFloat(g, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                                     weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
@@ -384,6 +392,23 @@ func conv2dForwardDirect<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>,
     }
 }
 
+/// p[0] + ... + p[count-1], summed 16 wide (two independent SIMD8 accumulators, then the lanes,
+/// then the tail: a fixed order, so deterministic; a scalar loop would be one long dependency chain).
+@inlinable
+func contiguousSum<T: CNNScalar>(_ p: UnsafePointer<T>, count: Int) -> T {
+    var a = SIMD8<T>(repeating: 0), b = SIMD8<T>(repeating: 0)
+    let raw = UnsafeRawPointer(p), size = MemoryLayout<T>.stride
+    var i = 0
+    while i + 16 <= count {
+        a += raw.loadUnaligned(fromByteOffset: i * size, as: SIMD8<T>.self)
+        b += raw.loadUnaligned(fromByteOffset: (i + 8) * size, as: SIMD8<T>.self)
+        i += 16
+    }
+    var sum = (a + b).sum()
+    while i < count { sum += p[i]; i += 1 }
+    return sum
+}
+
 /// The most packing scratch `conv2dForward` takes from the stack instead of its workspace (bytes).
 /// Small enough for any thread's stack (Dispatch workers get 512 KiB).
 @usableFromInline let convStackScratchBytes = 32 * 1024
@@ -420,14 +445,25 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
         // db[k] = sum_{n,i,j} g[n,k,i,j]
         for k in 0..<g.outChannels {
             var sum: T = accumulate ? gradBias[k] : 0
-            for n in 0..<g.batch {
-                let gk = gradOut + n * yStride + k * hw
-                for j in 0..<hw { sum += gk[j] }
-            }
+            for n in 0..<g.batch { sum += contiguousSum(gradOut + n * yStride + k * hw, count: hw) }
             gradBias[k] = sum
         }
     }
     if gradWeight == nil && gradX == nil { return }
+    var gradWeight = gradWeight   // nil once a path below has computed it
+    if T.self == Float.self && conv2dChannelLanesApply(g) {
+        // dw always through the channel-lane kernel (lanes over K); dx too when its lanes (over C)
+        // are well used, otherwise by the row-direct or GEMM path below.
+        let lanesX = gradX != nil && conv2dGradInputUsesChannelLanes(g)
+        try conv2dBackwardChannelLanes(g, gradOut: UnsafeRawPointer(gradOut).assumingMemoryBound(to: Float.self),
+                                       x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
+                                       weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
+                                       gradX: lanesX ? gradX.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) } : nil,
+                                       gradWeight: gradWeight.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
+                                       accumulate: accumulate, workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
+        if gradX == nil || lanesX { return }
+        gradWeight = nil
+    }
     if T.self == Float.self && conv2dUsesRowDirect(g) && g.width >= 16 {
         conv2dBackwardRowDirectFloat(g, gradOut: UnsafeRawPointer(gradOut).assumingMemoryBound(to: Float.self),
                                      x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
