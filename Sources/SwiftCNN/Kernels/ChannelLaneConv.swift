@@ -200,10 +200,13 @@ extension ChannelLaneShape {
 
 /// acc[i][t] += (16 lanes of) sum over vectors v of g_i[16v ..< 16v+16] * p_t[16v ..< 16v+16], for
 /// two output channels i (rows `g0`, `g1`, accumulators `acc0`, `acc1` of [taps][16]) and the 8
-/// taps at `p` (slots past `count` repeat a tap and are dropped). 16 independent accumulators, and
-/// 10 loads per 16 multiply-adds.
+/// taps at `p` (slots past `count` repeat a tap and are dropped), over `images` images whose
+/// buffers follow each other at the given byte strides. 16 independent accumulators, 10 loads per
+/// 16 multiply-adds, and the accumulators stay in registers across the images (adding them to
+/// memory after each image cost as much as the arithmetic for LeNet's small planes).
 @inline(__always) @usableFromInline
-func weightGradBlock(vectors: Int, g0: UnsafePointer<Float>, g1: UnsafePointer<Float>,
+func weightGradBlock(images: Int, vectors: Int, xImageBytes: Int, gImageBytes: Int,
+                     g0: UnsafePointer<Float>, g1: UnsafePointer<Float>,
                      p: UnsafePointer<UnsafePointer<Float>>, acc0: UnsafeMutablePointer<Float>,
                      acc1: UnsafeMutablePointer<Float>, count: Int) {
     let zero = Lanes(repeating: 0)
@@ -213,10 +216,11 @@ func weightGradBlock(vectors: Int, g0: UnsafePointer<Float>, g1: UnsafePointer<F
     let p3 = UnsafeRawPointer(p[3]), p4 = UnsafeRawPointer(p[4]), p5 = UnsafeRawPointer(p[5])
     let p6 = UnsafeRawPointer(p[6]), p7 = UnsafeRawPointer(p[7])
     let r0 = UnsafeRawPointer(g0), r1 = UnsafeRawPointer(g1)
-    var offset = 0
+    for image in 0..<images {
+    var offset = image * xImageBytes, gOffset = image * gImageBytes
     for _ in 0..<vectors {
-        let u = r0.load(fromByteOffset: offset, as: Lanes.self)
-        let v = r1.load(fromByteOffset: offset, as: Lanes.self)
+        let u = r0.load(fromByteOffset: gOffset, as: Lanes.self)
+        let v = r1.load(fromByteOffset: gOffset, as: Lanes.self)
         var x = p0.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
         a0 = multiplyAdd(x, u, a0); b0 = multiplyAdd(x, v, b0)
         x = p1.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
@@ -234,6 +238,8 @@ func weightGradBlock(vectors: Int, g0: UnsafePointer<Float>, g1: UnsafePointer<F
         x = p7.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
         a7 = multiplyAdd(x, u, a7); b7 = multiplyAdd(x, v, b7)
         offset += 64
+        gOffset += 64
+    }
     }
     @inline(__always) func add(_ t: Int, _ a: Lanes, _ b: Lanes) {
         let d0 = UnsafeMutableRawPointer(acc0 + t * 16), d1 = UnsafeMutableRawPointer(acc1 + t * 16)
@@ -250,15 +256,16 @@ func weightGradBlock(vectors: Int, g0: UnsafePointer<Float>, g1: UnsafePointer<F
     if count > 7 { add(7, a7, b7) }
 }
 
-/// One image's contribution to dw, kept as 16 partial sums per weight: acc[k][t][16] +=
-/// gq[k][q] * xpad[q + off(t)] summed over q ≡ lane (mod 16). `gq` is g with rows spread to the
-/// padded width (`weightGradSpreadRows`), `xpad` has `paddedCountForWeight` elements. An odd last
-/// channel pairs with itself (its second result is dropped).
+/// The contribution of `images` consecutive images to dw, kept as 16 partial sums per weight:
+/// acc[k][t][16] += gq[k][q] * xpad[q + off(t)] summed over q ≡ lane (mod 16). Image m's padded
+/// input is at xpad + m * s.paddedCountForWeight, its gq (`weightGradSpreadRows`) at
+/// gq + m * s.gradRowsCount. An odd last channel pairs with itself (its second result is dropped).
 @usableFromInline
-func weightGradImage(_ s: ChannelLaneShape, xpad: UnsafePointer<Float>, gq: UnsafePointer<Float>,
-                     offsets: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Float>,
-                     dropped: UnsafeMutablePointer<Float>) {
+func weightGradImages(_ s: ChannelLaneShape, images: Int, xpad: UnsafePointer<Float>, gq: UnsafePointer<Float>,
+                      offsets: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Float>,
+                      dropped: UnsafeMutablePointer<Float>) {
     let taps = s.taps, vectors = s.spanVectors, row = vectors * 16
+    let xImageBytes = s.paddedCountForWeight * 4, gImageBytes = s.gradRowsCount * 4
     withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 8) { pointers in
         let p = pointers.baseAddress!
         var t0 = 0
@@ -268,7 +275,8 @@ func weightGradImage(_ s: ChannelLaneShape, xpad: UnsafePointer<Float>, gq: Unsa
             var k = 0
             while k < s.outChannels {
                 let pair = k + 1 < s.outChannels
-                weightGradBlock(vectors: vectors, g0: gq + k * row, g1: gq + (pair ? k + 1 : k) * row,
+                weightGradBlock(images: images, vectors: vectors, xImageBytes: xImageBytes, gImageBytes: gImageBytes,
+                                g0: gq + k * row, g1: gq + (pair ? k + 1 : k) * row,
                                 p: UnsafePointer(p), acc0: acc + (k * taps + t0) * 16,
                                 acc1: pair ? acc + ((k + 1) * taps + t0) * 16 : dropped, count: count)
                 k += 2
@@ -276,6 +284,14 @@ func weightGradImage(_ s: ChannelLaneShape, xpad: UnsafePointer<Float>, gq: Unsa
             t0 += 8
         }
     }
+}
+
+/// Images per `weightGradImages` call: enough that the accumulators' trips to memory are rare,
+/// few enough that the group's padded inputs and gradients stay in a core's L2 (~256 KiB).
+@usableFromInline
+func weightGradImagesPerGroup(_ s: ChannelLaneShape) -> Int {
+    let bytes = (s.paddedCountForWeight + s.gradRowsCount) * 4
+    return max(1, min(32, 256 * 1024 / max(bytes, 1)))
 }
 
 /// g (outChannels planes of outH × outW) -> gq (outChannels rows of spanVectors * 16): row i of a
@@ -287,6 +303,150 @@ func weightGradSpreadRows(_ s: ChannelLaneShape, g: UnsafePointer<Float>, gq: Un
     for k in 0..<s.outChannels {
         for i in 0..<s.outH {
             (gq + k * row + i * s.paddedW).update(from: g + k * outPlane + i * s.outW, count: s.outW)
+        }
+    }
+}
+
+// MARK: - forward with lanes over positions
+
+/// Output channels per `positionLaneForwardBlock` (weights broadcast): 6, with 4 vectors of 16
+/// positions; or 1 with 8 vectors (`positionLaneForwardBlock1`) when there are fewer than 3.
+extension ChannelLaneShape {
+    /// Whether the blocks hold one channel (outChannels < 3) rather than six.
+    @usableFromInline var positionSingle: Bool { outChannels < 3 }
+    @usableFromInline var positionRows: Int { positionSingle ? 1 : 6 }
+    @usableFromInline var positionWidth: Int { positionSingle ? 128 : 64 }
+    /// Blocks of positions covering the span.
+    @usableFromInline var positionBlocks: Int { (span + positionWidth - 1) / positionWidth }
+    /// Elements of a padded input for `positionLaneForwardImage`: planes plus a block's width of
+    /// slack (the last block reads past the span; those results are never stored).
+    @usableFromInline var paddedCountForPositions: Int { inChannels * paddedPlane + 128 }
+    /// Channel blocks.
+    @usableFromInline var positionChannelBlocks: Int { (outChannels + positionRows - 1) / positionRows }
+    /// Elements of the packed weights: per channel block, taps × rows.
+    @usableFromInline var positionPackedCount: Int { positionChannelBlocks * taps * positionRows }
+    /// Elements of the position-major output scratch: rows of positionBlocks * positionWidth.
+    @usableFromInline var positionScratchCount: Int { positionRows * positionBlocks * positionWidth }
+}
+
+/// The fraction of the channel blocks' rows doing useful work for `channels` output channels
+/// (blocks of 6, or of 1 below 3 channels).
+@inlinable
+func positionLaneUse(_ channels: Int) -> Double {
+    if channels <= 0 { return 0 }
+    return channels < 3 ? 1 : Double(channels) / Double((channels + 5) / 6 * 6)
+}
+
+/// Packs w[m, t] into [block][t][rows], rows past M zero.
+@usableFromInline
+func positionLanePackWeights(_ s: ChannelLaneShape, w: (Int, Int) -> Float, into packed: UnsafeMutablePointer<Float>) {
+    let taps = s.taps, rows = s.positionRows
+    for block in 0..<s.positionChannelBlocks {
+        for t in 0..<taps {
+            for i in 0..<rows {
+                let m = block * rows + i
+                packed[(block * taps + t) * rows + i] = m < s.outChannels ? w(m, t) : 0
+            }
+        }
+    }
+}
+
+/// out[q0 ..< q0+128] = sum_t packed[t] * xpad[q0 + off(t) ..< +128] for one channel: 8
+/// accumulators, 8 vector loads and one broadcast per 8 multiply-adds.
+@inline(__always) @usableFromInline
+func positionLaneForwardBlock1(taps: Int, offsets: UnsafePointer<Int32>, x: UnsafePointer<Float>,
+                               packed: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
+    let z = Lanes(repeating: 0)
+    var a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z
+    for t in 0..<taps {
+        let xp = UnsafeRawPointer(x + Int(offsets[t]))
+        let b = Lanes(repeating: packed[t])
+        a0 = multiplyAdd(xp.loadUnaligned(as: Lanes.self), b, a0)
+        a1 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 64, as: Lanes.self), b, a1)
+        a2 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 128, as: Lanes.self), b, a2)
+        a3 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 192, as: Lanes.self), b, a3)
+        a4 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 256, as: Lanes.self), b, a4)
+        a5 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 320, as: Lanes.self), b, a5)
+        a6 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 384, as: Lanes.self), b, a6)
+        a7 = multiplyAdd(xp.loadUnaligned(fromByteOffset: 448, as: Lanes.self), b, a7)
+    }
+    let o = UnsafeMutableRawPointer(out)
+    o.storeBytes(of: a0, as: Lanes.self); o.storeBytes(of: a1, toByteOffset: 64, as: Lanes.self)
+    o.storeBytes(of: a2, toByteOffset: 128, as: Lanes.self); o.storeBytes(of: a3, toByteOffset: 192, as: Lanes.self)
+    o.storeBytes(of: a4, toByteOffset: 256, as: Lanes.self); o.storeBytes(of: a5, toByteOffset: 320, as: Lanes.self)
+    o.storeBytes(of: a6, toByteOffset: 384, as: Lanes.self); o.storeBytes(of: a7, toByteOffset: 448, as: Lanes.self)
+}
+
+/// out[i][q0 ..< q0+64] = sum_t packed[t][i] * xpad[q0 + off(t) ..< +64] for the 6 channels i of a
+/// block: 24 accumulators, and per tap 4 vector loads and 6 broadcasts for 24 multiply-adds.
+@inline(__always) @usableFromInline
+func positionLaneForwardBlock(taps: Int, offsets: UnsafePointer<Int32>, x: UnsafePointer<Float>,
+                              packed: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, rowStride: Int) {
+    let z = Lanes(repeating: 0)
+    var a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z
+    var a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z
+    var a40 = z, a41 = z, a42 = z, a43 = z, a50 = z, a51 = z, a52 = z, a53 = z
+    var w = packed
+    for t in 0..<taps {
+        let xp = UnsafeRawPointer(x + Int(offsets[t]))
+        let x0 = xp.loadUnaligned(as: Lanes.self), x1 = xp.loadUnaligned(fromByteOffset: 64, as: Lanes.self)
+        let x2 = xp.loadUnaligned(fromByteOffset: 128, as: Lanes.self), x3 = xp.loadUnaligned(fromByteOffset: 192, as: Lanes.self)
+        var b = Lanes(repeating: w[0])
+        a00 = multiplyAdd(x0, b, a00); a01 = multiplyAdd(x1, b, a01); a02 = multiplyAdd(x2, b, a02); a03 = multiplyAdd(x3, b, a03)
+        b = Lanes(repeating: w[1])
+        a10 = multiplyAdd(x0, b, a10); a11 = multiplyAdd(x1, b, a11); a12 = multiplyAdd(x2, b, a12); a13 = multiplyAdd(x3, b, a13)
+        b = Lanes(repeating: w[2])
+        a20 = multiplyAdd(x0, b, a20); a21 = multiplyAdd(x1, b, a21); a22 = multiplyAdd(x2, b, a22); a23 = multiplyAdd(x3, b, a23)
+        b = Lanes(repeating: w[3])
+        a30 = multiplyAdd(x0, b, a30); a31 = multiplyAdd(x1, b, a31); a32 = multiplyAdd(x2, b, a32); a33 = multiplyAdd(x3, b, a33)
+        b = Lanes(repeating: w[4])
+        a40 = multiplyAdd(x0, b, a40); a41 = multiplyAdd(x1, b, a41); a42 = multiplyAdd(x2, b, a42); a43 = multiplyAdd(x3, b, a43)
+        b = Lanes(repeating: w[5])
+        a50 = multiplyAdd(x0, b, a50); a51 = multiplyAdd(x1, b, a51); a52 = multiplyAdd(x2, b, a52); a53 = multiplyAdd(x3, b, a53)
+        w += 6
+    }
+    @inline(__always) func store(_ i: Int, _ v0: Lanes, _ v1: Lanes, _ v2: Lanes, _ v3: Lanes) {
+        let o = UnsafeMutableRawPointer(out + i * rowStride)
+        o.storeBytes(of: v0, as: Lanes.self); o.storeBytes(of: v1, toByteOffset: 64, as: Lanes.self)
+        o.storeBytes(of: v2, toByteOffset: 128, as: Lanes.self); o.storeBytes(of: v3, toByteOffset: 192, as: Lanes.self)
+    }
+    store(0, a00, a01, a02, a03); store(1, a10, a11, a12, a13); store(2, a20, a21, a22, a23)
+    store(3, a30, a31, a32, a33); store(4, a40, a41, a42, a43); store(5, a50, a51, a52, a53)
+}
+
+/// One image: y (outChannels planes of outH × outW, overwritten) = bias + the convolution of xpad
+/// (padded planes with `paddedCountForPositions` elements) with the `positionLanePackWeights`
+/// weights, through a scratch of `positionScratchCount` elements.
+@usableFromInline
+func positionLaneForwardImage(_ s: ChannelLaneShape, xpad: UnsafePointer<Float>, packed: UnsafePointer<Float>,
+                              offsets: UnsafePointer<Int32>, bias: UnsafePointer<Float>?,
+                              y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+    let taps = s.taps, blocks = s.positionBlocks, width = s.positionWidth, rows = s.positionRows
+    let rowStride = blocks * width, outPlane = s.outH * s.outW
+    for block in 0..<s.positionChannelBlocks {
+        let wb = packed + block * taps * rows
+        for qb in 0..<blocks {
+            if s.positionSingle {
+                positionLaneForwardBlock1(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb,
+                                          out: scratch + qb * width)
+            } else {
+                positionLaneForwardBlock(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb,
+                                         out: scratch + qb * width, rowStride: rowStride)
+            }
+        }
+        // Rows of the padded width -> dense output rows, plus the bias.
+        for i in 0..<min(rows, s.outChannels - block * rows) {
+            let m = block * rows + i
+            let b = bias?[m] ?? 0
+            let src = scratch + i * rowStride, dst = y + m * outPlane
+            for row in 0..<s.outH {
+                let from = src + row * s.paddedW, to = dst + row * s.outW
+                if bias == nil {
+                    to.update(from: from, count: s.outW)
+                } else {
+                    for j in 0..<s.outW { to[j] = from[j] + b }
+                }
+            }
         }
     }
 }

@@ -65,7 +65,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
         conv2dForwardDirect(g, x: x, weight: weight, bias: bias, y: y)
         return
     }
-    if T.self == Float.self && !conv2dUsesRowDirect(g) && conv2dForwardUsesChannelLanes(g) {
+    if T.self == Float.self && conv2dForwardKernel(g) != .other {
         try conv2dForwardChannelLanes(g, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                                       weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                                       bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
@@ -454,7 +454,7 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
     if T.self == Float.self && conv2dChannelLanesApply(g) {
         // dw always through the channel-lane kernel (lanes over K); dx too when its lanes (over C)
         // are well used, otherwise by the row-direct or GEMM path below.
-        let lanesX = gradX != nil && conv2dGradInputUsesChannelLanes(g)
+        let lanesX = gradX != nil && conv2dGradInputKernel(g) != .other
         try conv2dBackwardChannelLanes(g, gradOut: UnsafeRawPointer(gradOut).assumingMemoryBound(to: Float.self),
                                        x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                                        weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),

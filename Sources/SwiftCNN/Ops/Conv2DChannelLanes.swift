@@ -9,21 +9,55 @@ func conv2dChannelLanesApply(_ g: Conv2DGeometry) -> Bool {
         && conv2dChannelLaneShape(g).fitsInt32Offsets
 }
 
-/// Whether the forward (lanes over the K output channels) should take the channel-lane path:
-/// when at least 3/4 of the lanes do useful work (LeNet's 16-channel layer, 64-channel layers).
-@inlinable
-func conv2dForwardUsesChannelLanes(_ g: Conv2DGeometry) -> Bool {
-    conv2dChannelLanesApply(g) && channelLaneUse(g.outChannels) >= 0.75
+/// Which direct kernel computes the forward, if any.
+@usableFromInline
+enum Conv2DForwardKernel {
+    case other
+    /// Lanes over the K output channels, 12 positions per block.
+    case channelLanes
+    /// Lanes over positions, 6 output channels × 64 positions per block.
+    case positionLanes
 }
 
-/// Whether the input gradient (lanes over the C input channels, as a convolution of the padded
-/// output gradient) should: C lanes well used, and padding below the kernel size (so the "full"
-/// correlation needs a non-negative padding of g).
+/// The forward kernel for this geometry, from measured throughput (bench/run.py figures 2-3, one
+/// core): the position-lane block (10 loads per 24 multiply-adds, like the GEMM's micro-kernel) runs
+/// at about twice the channel-lane block's rate (14 loads per 12), so it is preferred whenever its
+/// 6-channel rows and 64-position blocks are mostly filled; the channel-lane block wins when the
+/// span is short (LeNet's 10 x 10 output: 136 positions fill three 64-blocks to 71%, twelve
+/// 12-blocks to 94%) and K fills its 16 lanes.
 @inlinable
-func conv2dGradInputUsesChannelLanes(_ g: Conv2DGeometry) -> Bool {
-    conv2dChannelLanesApply(g) && channelLaneUse(g.inChannels) >= 0.75
-        && g.padH <= g.kernelH - 1 && g.padW <= g.kernelW - 1
-        && conv2dGradInputLaneShape(g).fitsInt32Offsets
+func conv2dForwardKernel(_ g: Conv2DGeometry) -> Conv2DForwardKernel {
+    guard conv2dChannelLanesApply(g) else { return .other }
+    let s = conv2dChannelLaneShape(g)
+    let positionFill = positionLaneUse(g.outChannels) * Double(s.span) / Double(s.positionBlocks * s.positionWidth)
+    let channelFill = channelLaneUse(g.outChannels) * Double(s.span)
+        / Double((s.span + channelLanePixels - 1) / channelLanePixels * channelLanePixels)
+    if positionFill >= 0.75 && positionFill >= 0.8 * channelFill { return .positionLanes }
+    if channelFill >= 0.75 { return .channelLanes }
+    return .other
+}
+
+/// How the input gradient is computed as a convolution of the padded output gradient (which needs
+/// padding below the kernel size, so that g's padding is non-negative).
+@usableFromInline
+enum Conv2DGradInputKernel {
+    /// Not by these kernels (row-direct or GEMM + col2im instead).
+    case other
+    /// Lanes over the C input channels: when C nearly fills groups of 16.
+    case channelLanes
+    /// Lanes over positions, 6 channels per block: when C nearly fills blocks of 6 (LeNet's
+    /// second layer, C = 6: the GEMM + col2im route was a fifth of its training step), or one
+    /// channel per block when C < 3 (LeNet's first layer).
+    case positionLanes
+}
+
+@inlinable
+func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
+    guard conv2dChannelLanesApply(g), g.padH <= g.kernelH - 1, g.padW <= g.kernelW - 1,
+          conv2dGradInputLaneShape(g).fitsInt32Offsets else { return .other }
+    if channelLaneUse(g.inChannels) >= 0.75 { return .channelLanes }
+    if positionLaneUse(g.inChannels) >= 0.75 { return .positionLanes }
+    return .other
 }
 
 @usableFromInline
@@ -47,7 +81,7 @@ func conv2dChannelLaneChunks(_ g: Conv2DGeometry, flopsPerImage: Double) -> Int 
     return min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
 }
 
-/// y = conv2d(x, weight, bias) for `conv2dForwardUsesChannelLanes` geometries. Throws `.memory`.
+/// y = conv2d(x, weight, bias) for geometries with a `conv2dForwardKernel`. Throws `.memory`.
 ///
 ///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
 @usableFromInline
@@ -56,31 +90,44 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
                                workspace: Workspace<Float>) throws {
     let s = conv2dChannelLaneShape(g)
     let taps = s.taps
+    let positions = conv2dForwardKernel(g) == .positionLanes
     let offsets = try IndexBuffer(count: taps)
     channelLaneOffsets(s, into: offsets.pointer)
-    let packed = try workspace.buffer(0, count: s.packedWeightCount)
-    channelLanePackWeights(s, w: { k, t in weight[k * taps + t] }, into: packed)
+    let packed = try workspace.buffer(0, count: positions ? s.positionPackedCount : s.packedWeightCount)
+    if positions {
+        positionLanePackWeights(s, w: { k, t in weight[k * taps + t] }, into: packed)
+    } else {
+        channelLanePackWeights(s, w: { k, t in weight[k * taps + t] }, into: packed)
+    }
+    let padCount = positions ? s.paddedCountForPositions : s.paddedCount
+    let scratchCount = positions ? s.positionScratchCount : s.scratchCount
     let chunks = conv2dChannelLaneChunks(g, flopsPerImage: 2 * Double(g.outChannels) * Double(g.colCount))
     var pads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
     for chunk in 0..<chunks {
-        pads.append(try workspace.buffer(1 + 2 * chunk, count: s.paddedCount))
-        scratches.append(try workspace.buffer(2 + 2 * chunk, count: s.scratchCount))
+        pads.append(try workspace.buffer(1 + 2 * chunk, count: padCount))
+        scratches.append(try workspace.buffer(2 + 2 * chunk, count: scratchCount))
     }
     let xStride = g.inChannels * g.height * g.width, yStride = g.outChannels * g.outH * g.outW
     parallelFor(chunks) { chunk in
         let xpad = pads[chunk]
-        xpad.update(repeating: 0, count: s.paddedCount)   // borders and slack stay zero
+        xpad.update(repeating: 0, count: padCount)   // borders and slack stay zero
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             channelLaneCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
                                   top: g.padH, left: g.padW, dst: xpad)
-            channelLaneForwardImage(s, xpad: xpad, packed: packed, offsets: offsets.pointer, bias: bias,
-                                    y: y + n * yStride, scratch: scratches[chunk])
+            if positions {
+                positionLaneForwardImage(s, xpad: xpad, packed: packed, offsets: offsets.pointer, bias: bias,
+                                         y: y + n * yStride, scratch: scratches[chunk])
+            } else {
+                channelLaneForwardImage(s, xpad: xpad, packed: packed, offsets: offsets.pointer, bias: bias,
+                                        y: y + n * yStride, scratch: scratches[chunk])
+            }
         }
     }
 }
 
-/// dw (and dx when `withGradX`) of conv2d for `conv2dChannelLanesApply` geometries (dx also needs
-/// `conv2dGradInputUsesChannelLanes`). The bias gradient is the caller's. Throws `.memory`.
+
+/// dw and dx of conv2d for `conv2dChannelLanesApply` geometries (a non-nil gradX also needs
+/// `conv2dGradInputKernel(g) != .other`). The bias gradient is the caller's. Throws `.memory`.
 ///
 ///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
 ///     -> gradWeight (K, C, kH, kW) overwritten or added to (`accumulate`); gradX (N, C, H, W) overwritten
@@ -100,34 +147,48 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         offsets = try IndexBuffer(count: taps)
         channelLaneOffsets(s, into: offsets!.pointer)
     }
+    let xKernel = gradX == nil ? .other : conv2dGradInputKernel(g)
+    let positions = xKernel == .positionLanes
     if gradX != nil {
+        if xKernel == .other {   // the caller checks; an error rather than a trap if it did not
+            throw SwiftCNNError.runtime("conv2d_backward: internal error: no direct kernel for this input gradient")
+        }
         offsetsX = try IndexBuffer(count: sx.taps)
         channelLaneOffsets(sx, into: offsetsX!.pointer)
         // w'[c][k, r, s] = w[k, c, kH-1-r, kW-1-s]: tap t = (k, r, s) of the dx convolution.
-        let p = try workspace.buffer(0, count: sx.packedWeightCount)
-        channelLanePackWeights(sx, w: { c, t in
+        let flipped = { (c: Int, t: Int) -> Float in
             let (k, rs) = (t / (kH * kW), t % (kH * kW))
             let (r, col) = (rs / kW, rs % kW)
             return weight[((k * C + c) * kH + (kH - 1 - r)) * kW + (kW - 1 - col)]
-        }, into: p)
+        }
+        let p = try workspace.buffer(0, count: positions ? sx.positionPackedCount : sx.packedWeightCount)
+        if positions {
+            positionLanePackWeights(sx, w: flipped, into: p)
+        } else {
+            channelLanePackWeights(sx, w: flipped, into: p)
+        }
         packedX = p
     }
+    let gpadCount = positions ? sx.paddedCountForPositions : sx.paddedCount
+    let scratchXCount = positions ? sx.positionScratchCount : sx.scratchCount
     let flops = 2 * Double(K) * Double(g.colCount) * Double((gradX != nil ? 1 : 0) + (gradWeight != nil ? 1 : 0))
     let chunks = conv2dChannelLaneChunks(g, flopsPerImage: flops)
-    // Per chunk: xpad + gT + dwᵀ partial (dw), gpad + scratch (dx).
+    // Per chunk: padded inputs and spread gradients for a group of images, and 16-lane partial sums
+    // (dw); gpad + scratch (dx).
+    let group = min(weightGradImagesPerGroup(s), (g.batch + chunks - 1) / chunks)
     var xpads: [UnsafeMutablePointer<Float>] = [], gTs: [UnsafeMutablePointer<Float>] = []
     var partials: [UnsafeMutablePointer<Float>] = []
     var gpads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
     for chunk in 0..<chunks {
         let base = 1 + 5 * chunk
         if gradWeight != nil {
-            xpads.append(try workspace.buffer(base, count: s.paddedCountForWeight))
-            gTs.append(try workspace.buffer(base + 1, count: s.gradRowsCount))
+            xpads.append(try workspace.buffer(base, count: group * s.paddedCountForWeight))
+            gTs.append(try workspace.buffer(base + 1, count: group * s.gradRowsCount))
             partials.append(try workspace.buffer(base + 2, count: accCount + 16 * taps))   // + the dropped rows
         }
         if gradX != nil {
-            gpads.append(try workspace.buffer(base + 3, count: sx.paddedCount))
-            scratches.append(try workspace.buffer(base + 4, count: sx.scratchCount))
+            gpads.append(try workspace.buffer(base + 3, count: gpadCount))
+            scratches.append(try workspace.buffer(base + 4, count: scratchXCount))
         }
     }
     let xStride = C * g.height * g.width, gStride = K * g.outH * g.outW
@@ -135,25 +196,35 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         let images = chunkRange(chunk, of: chunks, total: g.batch)
         if let offsets {
             let xpad = xpads[chunk], gT = gTs[chunk], partial = partials[chunk]
-            xpad.update(repeating: 0, count: s.paddedCountForWeight)
-            gT.update(repeating: 0, count: s.gradRowsCount)
+            xpad.update(repeating: 0, count: group * s.paddedCountForWeight)
+            gT.update(repeating: 0, count: group * s.gradRowsCount)
             partial.update(repeating: 0, count: accCount)
-            for n in images {
-                channelLaneCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
-                                      top: g.padH, left: g.padW, dst: xpad)
-                weightGradSpreadRows(s, g: gradOut + n * gStride, gq: gT)
-                weightGradImage(s, xpad: xpad, gq: gT, offsets: offsets.pointer, acc: partial,
-                                dropped: partial + accCount)
+            var n0 = images.lowerBound
+            while n0 < images.upperBound {
+                let count = min(group, images.upperBound - n0)
+                for m in 0..<count {
+                    channelLaneCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
+                                          top: g.padH, left: g.padW, dst: xpad + m * s.paddedCountForWeight)
+                    weightGradSpreadRows(s, g: gradOut + (n0 + m) * gStride, gq: gT + m * s.gradRowsCount)
+                }
+                weightGradImages(s, images: count, xpad: xpad, gq: gT, offsets: offsets.pointer, acc: partial,
+                                 dropped: partial + accCount)
+                n0 += count
             }
         }
         if let offsetsX, let packedX, let gradX {
             let gpad = gpads[chunk]
-            gpad.update(repeating: 0, count: sx.paddedCount)
+            gpad.update(repeating: 0, count: gpadCount)
             for n in images {
                 channelLaneCopyPadded(sx, src: gradOut + n * gStride, height: g.outH, width: g.outW,
                                       top: kH - 1 - g.padH, left: kW - 1 - g.padW, dst: gpad)
-                channelLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX.pointer, bias: nil,
-                                        y: gradX + n * xStride, scratch: scratches[chunk])
+                if positions {
+                    positionLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX.pointer, bias: nil,
+                                             y: gradX + n * xStride, scratch: scratches[chunk])
+                } else {
+                    channelLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX.pointer, bias: nil,
+                                            y: gradX + n * xStride, scratch: scratches[chunk])
+                }
             }
         }
     }
