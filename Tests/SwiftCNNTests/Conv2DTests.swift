@@ -66,6 +66,60 @@ final class Conv2DTests: XCTestCase {
     func testFastMatchesNaiveDouble() throws { try checkFastMatchesNaive(Double.self, tolerance: 1e-13) }
     func testFastMatchesNaiveFloat() throws { try checkFastMatchesNaive(Float.self, tolerance: 1e-5) }
 
+    // MARK: direct kernels (Float): each path taken and checked against the naive loops
+
+    /// Geometries chosen to take every direct-kernel path (Kernels/ChannelLaneConv.swift), with the
+    /// path each must take: a change of the selection rules fails here rather than silently leaving
+    /// a kernel untested.
+    func testDirectKernelPathsMatchNaive() throws {
+        typealias Case = (cs: ConvCase, forward: Conv2DForwardKernel, gradX: Conv2DGradInputKernel)
+        let cases: [Case] = [
+            // LeNet's first layer: 6 channels x 64 positions forward; dx one channel x 128 positions.
+            (ConvCase(n: 5, c: 1, h: 28, w: 28, k: 6, kh: 5, kw: 5, padding: (2, 2)), .positionLanes, .positionLanes),
+            // LeNet's second layer (two image chunks): channel lanes forward, dx 6 x 64 positions.
+            (ConvCase(n: 9, c: 6, h: 14, w: 14, k: 16, kh: 5, kw: 5), .channelLanes, .positionLanes),
+            // A 3x3 "same" layer: position lanes forward, dx with lanes over its 16 input channels.
+            (ConvCase(n: 3, c: 16, h: 20, w: 20, k: 32, kh: 3, kw: 3, padding: (1, 1)), .positionLanes, .channelLanes),
+            // The same on a small image: the short span fills 12-position blocks better.
+            (ConvCase(n: 3, c: 16, h: 12, w: 12, k: 32, kh: 3, kw: 3, padding: (1, 1)), .channelLanes, .channelLanes),
+            // Odd K (a weight-gradient channel pair with itself), 18 taps (a short tap block),
+            // uneven padding, two input channels (dx one channel per block), 37 images (>1 group);
+            // the forward's blocks would be mostly empty: GEMM.
+            (ConvCase(n: 37, c: 2, h: 9, w: 11, k: 5, kh: 3, kw: 3, padding: (1, 0), bias: false), .other, .positionLanes),
+            // One output channel over a long span (forward one channel per block); 17 input
+            // channels (dx in blocks of 6 with a partly empty last one).
+            (ConvCase(n: 2, c: 17, h: 20, w: 30, k: 1, kh: 2, kw: 3), .positionLanes, .positionLanes),
+            // Strided and dilated: no direct kernel.
+            (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, stride: (2, 2)), .other, .other),
+            (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, dilation: (2, 1)), .other, .other),
+        ]
+        for (index, (cs, forwardKernel, gradXKernel)) in cases.enumerated() {
+            let g = try cs.geometry()
+            XCTAssertEqual(conv2dForwardKernel(g), forwardKernel, "forward kernel for \(cs)")
+            XCTAssertEqual(conv2dGradInputKernel(g), gradXKernel, "grad_x kernel for \(cs)")
+            let seed = UInt64(900 + index)
+            let x: Tensor<Float> = randomTensor(cs.xShape, seed: seed)
+            let w: Tensor<Float> = randomTensor(cs.wShape, seed: seed + 1)
+            let b: Tensor<Float>? = cs.bias ? randomTensor([cs.k], seed: seed + 2) : nil
+            let gy: Tensor<Float> = randomTensor(g.outputShape, seed: seed + 3)
+            let y = try conv2d(x, weight: w, bias: b, stride: cs.stride, padding: cs.padding, dilation: cs.dilation)
+            let yRef = try Tensor<Float>(zeros: g.outputShape)
+            conv2dForwardNaive(g, x: x.pointer, weight: w.pointer, bias: b.map { UnsafePointer($0.pointer) }, y: yRef.pointer)
+            assertRelativeError(y.scalars, yRef.scalars, 1e-5, "forward \(cs)")
+            // Parameter gradients accumulate onto existing values; dx is overwritten.
+            let dw0: Tensor<Float> = randomTensor(cs.wShape, seed: seed + 4)
+            let dx = try Tensor<Float>(zeros: g.inputShape), dw = try dw0.copy()
+            dx.pointer.update(repeating: .nan, count: dx.count)
+            try conv2dBackward(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dx.pointer,
+                               gradWeight: dw.pointer, gradBias: nil, accumulate: true, workspace: Workspace())
+            let dxRef = try Tensor<Float>(zeros: g.inputShape), dwRef = try dw0.copy()
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: dxRef.pointer,
+                                gradWeight: dwRef.pointer, gradBias: nil, accumulate: true)
+            assertRelativeError(dx.scalars, dxRef.scalars, 1e-5, "grad_x \(cs)")
+            assertRelativeError(dw.scalars, dwRef.scalars, 1e-5, "grad_weight \(cs)")
+        }
+    }
+
     /// accumulate == true adds into gradWeight/gradBias (layers), false overwrites; nil outputs are skipped.
     private func checkAccumulate<T: CNNScalar>(_: T.Type, tolerance: Double) throws {
         for (index, cs) in convCases.enumerated() {
