@@ -212,34 +212,39 @@ func weightGradBlock(images: Int, vectors: Int, xImageBytes: Int, gImageBytes: I
     let zero = Lanes(repeating: 0)
     var a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero, a6 = zero, a7 = zero
     var b0 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero, b5 = zero, b6 = zero, b7 = zero
-    let p0 = UnsafeRawPointer(p[0]), p1 = UnsafeRawPointer(p[1]), p2 = UnsafeRawPointer(p[2])
-    let p3 = UnsafeRawPointer(p[3]), p4 = UnsafeRawPointer(p[4]), p5 = UnsafeRawPointer(p[5])
-    let p6 = UnsafeRawPointer(p[6]), p7 = UnsafeRawPointer(p[7])
-    let r0 = UnsafeRawPointer(g0), r1 = UnsafeRawPointer(g1)
-    for image in 0..<images {
-    var offset = image * xImageBytes, gOffset = image * gImageBytes
-    for _ in 0..<vectors {
-        let u = r0.load(fromByteOffset: gOffset, as: Lanes.self)
-        let v = r1.load(fromByteOffset: gOffset, as: Lanes.self)
-        var x = p0.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a0 = multiplyAdd(x, u, a0); b0 = multiplyAdd(x, v, b0)
-        x = p1.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a1 = multiplyAdd(x, u, a1); b1 = multiplyAdd(x, v, b1)
-        x = p2.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a2 = multiplyAdd(x, u, a2); b2 = multiplyAdd(x, v, b2)
-        x = p3.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a3 = multiplyAdd(x, u, a3); b3 = multiplyAdd(x, v, b3)
-        x = p4.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a4 = multiplyAdd(x, u, a4); b4 = multiplyAdd(x, v, b4)
-        x = p5.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a5 = multiplyAdd(x, u, a5); b5 = multiplyAdd(x, v, b5)
-        x = p6.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a6 = multiplyAdd(x, u, a6); b6 = multiplyAdd(x, v, b6)
-        x = p7.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
-        a7 = multiplyAdd(x, u, a7); b7 = multiplyAdd(x, v, b7)
-        offset += 64
-        gOffset += 64
-    }
+    // Byte offsets only (wrapping adds, no overflow checks: every address is inside the caller's
+    // buffers), so that the 10 base pointers stay in registers.
+    let x0 = UnsafeRawPointer(p[0]), d1 = UnsafeRawPointer(p[1]) - x0, d2 = UnsafeRawPointer(p[2]) - x0
+    let d3 = UnsafeRawPointer(p[3]) - x0, d4 = UnsafeRawPointer(p[4]) - x0, d5 = UnsafeRawPointer(p[5]) - x0
+    let d6 = UnsafeRawPointer(p[6]) - x0, d7 = UnsafeRawPointer(p[7]) - x0, dg = UnsafeRawPointer(g1) - UnsafeRawPointer(g0)
+    var xp = x0, gp = UnsafeRawPointer(g0)
+    for _ in 0..<images {
+        let xEnd = xp + vectors &* 64
+        var x = xp, g = gp
+        while x < xEnd {
+            let u = g.load(as: Lanes.self)
+            let v = g.load(fromByteOffset: dg, as: Lanes.self)
+            var t = x.loadUnaligned(as: Lanes.self)
+            a0 = multiplyAdd(t, u, a0); b0 = multiplyAdd(t, v, b0)
+            t = x.loadUnaligned(fromByteOffset: d1, as: Lanes.self)
+            a1 = multiplyAdd(t, u, a1); b1 = multiplyAdd(t, v, b1)
+            t = x.loadUnaligned(fromByteOffset: d2, as: Lanes.self)
+            a2 = multiplyAdd(t, u, a2); b2 = multiplyAdd(t, v, b2)
+            t = x.loadUnaligned(fromByteOffset: d3, as: Lanes.self)
+            a3 = multiplyAdd(t, u, a3); b3 = multiplyAdd(t, v, b3)
+            t = x.loadUnaligned(fromByteOffset: d4, as: Lanes.self)
+            a4 = multiplyAdd(t, u, a4); b4 = multiplyAdd(t, v, b4)
+            t = x.loadUnaligned(fromByteOffset: d5, as: Lanes.self)
+            a5 = multiplyAdd(t, u, a5); b5 = multiplyAdd(t, v, b5)
+            t = x.loadUnaligned(fromByteOffset: d6, as: Lanes.self)
+            a6 = multiplyAdd(t, u, a6); b6 = multiplyAdd(t, v, b6)
+            t = x.loadUnaligned(fromByteOffset: d7, as: Lanes.self)
+            a7 = multiplyAdd(t, u, a7); b7 = multiplyAdd(t, v, b7)
+            x += 64
+            g += 64
+        }
+        xp += xImageBytes
+        gp += gImageBytes
     }
     @inline(__always) func add(_ t: Int, _ a: Lanes, _ b: Lanes) {
         let d0 = UnsafeMutableRawPointer(acc0 + t * 16), d1 = UnsafeMutableRawPointer(acc1 + t * 16)
