@@ -76,12 +76,18 @@ final class Conv2DTests: XCTestCase {
         let cases: [Case] = [
             // LeNet's first layer: 6 channels x 64 positions forward; dx one channel x 128 positions.
             (ConvCase(n: 5, c: 1, h: 28, w: 28, k: 6, kh: 5, kw: 5, padding: (2, 2)), .positionLanes, .positionLanes),
-            // LeNet's second layer (two image chunks): channel lanes forward, dx 6 x 64 positions.
-            (ConvCase(n: 9, c: 6, h: 14, w: 14, k: 16, kh: 5, kw: 5), .channelLanes, .positionLanes),
-            // A 3x3 "same" layer: position lanes forward, dx with lanes over its 16 input channels.
-            (ConvCase(n: 3, c: 16, h: 20, w: 20, k: 32, kh: 3, kw: 3, padding: (1, 1)), .positionLanes, .channelLanes),
+            // LeNet's second layer (two image chunks): channel lanes forward, dx scattered.
+            (ConvCase(n: 9, c: 6, h: 14, w: 14, k: 16, kh: 5, kw: 5), .channelLanes, .scatter),
+            // dx with lanes over 13 input channels (the channel correlation's cost beats the
+            // scatter's here), padding, odd K.
+            (ConvCase(n: 3, c: 13, h: 9, w: 10, k: 7, kh: 4, kw: 3, padding: (2, 1)), .other, .channelLanes),
+            // A 3x3 "same" layer: position lanes both ways.
+            (ConvCase(n: 3, c: 16, h: 20, w: 20, k: 32, kh: 3, kw: 3, padding: (1, 1)), .positionLanes, .positionLanes),
             // The same on a small image: the short span fills 12-position blocks better.
-            (ConvCase(n: 3, c: 16, h: 12, w: 12, k: 32, kh: 3, kw: 3, padding: (1, 1)), .channelLanes, .channelLanes),
+            (ConvCase(n: 3, c: 16, h: 12, w: 12, k: 32, kh: 3, kw: 3, padding: (1, 1)), .channelLanes, .scatter),
+            // A 3 x 3 image: no forward kernel fills its blocks; dx scattered, with padding and a
+            // partly empty last block of 6 channels.
+            (ConvCase(n: 2, c: 16, h: 3, w: 3, k: 16, kh: 3, kw: 3, padding: (1, 1)), .other, .scatter),
             // Odd K (a weight-gradient channel pair with itself), 18 taps (a short tap block),
             // uneven padding, two input channels (dx one channel per block), 37 images (>1 group);
             // the forward's blocks would be mostly empty: GEMM.

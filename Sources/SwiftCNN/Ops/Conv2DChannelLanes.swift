@@ -28,9 +28,15 @@ enum Conv2DForwardKernel {
 @inlinable
 func conv2dForwardKernel(_ g: Conv2DGeometry) -> Conv2DForwardKernel {
     guard conv2dChannelLanesApply(g) else { return .other }
-    let s = conv2dChannelLaneShape(g)
-    let positionFill = positionLaneUse(g.outChannels) * Double(s.span) / Double(s.positionBlocks * s.positionWidth)
-    let channelFill = channelLaneUse(g.outChannels) * Double(s.span)
+    return directConvKernel(conv2dChannelLaneShape(g))
+}
+
+/// The better-filled of the two direct kernels for a convolution of this shape, or .other when
+/// both would waste more than a quarter of their work (see `conv2dForwardKernel`).
+@usableFromInline
+func directConvKernel(_ s: ChannelLaneShape) -> Conv2DForwardKernel {
+    let positionFill = positionLaneUse(s.outChannels) * Double(s.span) / Double(s.positionBlocks * s.positionWidth)
+    let channelFill = channelLaneUse(s.outChannels) * Double(s.span)
         / Double((s.span + channelLanePixels - 1) / channelLanePixels * channelLanePixels)
     if positionFill >= 0.75 && positionFill >= 0.8 * channelFill { return .positionLanes }
     if channelFill >= 0.75 { return .channelLanes }
@@ -43,21 +49,45 @@ func conv2dForwardKernel(_ g: Conv2DGeometry) -> Conv2DForwardKernel {
 enum Conv2DGradInputKernel {
     /// Not by these kernels (row-direct or GEMM + col2im instead).
     case other
-    /// Lanes over the C input channels: when C nearly fills groups of 16.
+    /// Lanes over the C input channels.
     case channelLanes
-    /// Lanes over positions, 6 channels per block: when C nearly fills blocks of 6 (LeNet's
-    /// second layer, C = 6: the GEMM + col2im route was a fifth of its training step), or one
-    /// channel per block when C < 3 (LeNet's first layer).
+    /// Lanes over positions, 6 channels per block, or one channel per block when C < 3 (LeNet's
+    /// first layer). Chosen as for the forward, by `directConvKernel` on the dx convolution's shape.
     case positionLanes
+    /// Scattering the forward's positions (Kernels/ChannelLaneConv.swift, 6 channels x 48
+    /// positions): when it does fewer multiply-adds than the padded correlation (LeNet's second
+    /// layer, C = 6: about 40% fewer; the GEMM + col2im route it replaced was a fifth of the
+    /// network's training step).
+    case scatter
 }
 
 @inlinable
 func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
     guard conv2dChannelLanesApply(g), g.padH <= g.kernelH - 1, g.padW <= g.kernelW - 1,
           conv2dGradInputLaneShape(g).fitsInt32Offsets else { return .other }
-    if channelLaneUse(g.inChannels) >= 0.75 { return .channelLanes }
-    if positionLaneUse(g.inChannels) >= 0.75 { return .positionLanes }
-    return .other
+    let sx = conv2dGradInputLaneShape(g), s = conv2dChannelLaneShape(g)
+    let correlation: Conv2DGradInputKernel
+    switch directConvKernel(sx) {
+    case .positionLanes: correlation = .positionLanes
+    case .channelLanes: correlation = .channelLanes
+    case .other: correlation = .other
+    }
+    // Vector multiply-adds per image: the scatter's (+1/K for its additions into dx), the position
+    // correlation's, and the channel correlation's weighted by 1.6 (its block runs at about 1/1.6
+    // of the position blocks' rate: bench/run.py figures 2-3 and a kernel micro-benchmark).
+    guard g.inChannels >= 3, s.fitsInt32Offsets else { return correlation }
+    let channelRows = Double((g.inChannels + 5) / 6 * 6)
+    let taps = Double(g.outChannels * g.kernelH * g.kernelW)
+    let scatterCost = channelRows * taps * Double(s.scatterBlocks * 3) * (1 + 1 / Double(g.outChannels))
+    let correlationCost: Double
+    switch correlation {
+    case .positionLanes: correlationCost = channelRows * taps * Double(sx.positionBlocks * 4)
+    case .channelLanes:
+        correlationCost = 1.6 * Double(sx.groups) * taps * Double((sx.span + channelLanePixels - 1) / channelLanePixels * channelLanePixels)
+    default: correlationCost = .infinity
+    }
+    if positionLaneUse(g.inChannels) >= 0.75 && scatterCost < correlationCost { return .scatter }
+    return correlation
 }
 
 @usableFromInline
@@ -108,17 +138,25 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
         scratches.append(try workspace.buffer(2 + 2 * chunk, count: scratchCount))
     }
     let xStride = g.inChannels * g.height * g.width, yStride = g.outChannels * g.outH * g.outW
+    let unpadded = g.padH == 0 && g.padW == 0, slack = padCount - xStride
     parallelFor(chunks) { chunk in
         let xpad = pads[chunk]
         xpad.update(repeating: 0, count: padCount)   // borders and slack stay zero
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
-            channelLaneCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
-                                  top: g.padH, left: g.padW, dst: xpad)
+            // Unpadded images are read in place while the reads past the image (the slack, whose
+            // results are dropped) stay inside x: all but the last image or so.
+            var image = UnsafePointer(xpad)
+            if unpadded && (n + 1) * xStride + slack <= g.batch * xStride {
+                image = x + n * xStride
+            } else {
+                channelLaneCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
+                                      top: g.padH, left: g.padW, dst: xpad)
+            }
             if positions {
-                positionLaneForwardImage(s, xpad: xpad, packed: packed, offsets: offsets.pointer, bias: bias,
+                positionLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
                                          y: y + n * yStride, scratch: scratches[chunk])
             } else {
-                channelLaneForwardImage(s, xpad: xpad, packed: packed, offsets: offsets.pointer, bias: bias,
+                channelLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
                                         y: y + n * yStride, scratch: scratches[chunk])
             }
         }
@@ -131,101 +169,125 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
 ///
 ///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
 ///     -> gradWeight (K, C, kH, kW) overwritten or added to (`accumulate`); gradX (N, C, H, W) overwritten
+///
+/// Images run in parallel chunks; within a chunk, in groups (`weightGradImagesPerGroup`) whose
+/// output gradients are spread to the padded width once for both dw and a scattered dx.
 @usableFromInline
 func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                 weight: UnsafePointer<Float>, gradX: UnsafeMutablePointer<Float>?,
                                 gradWeight: UnsafeMutablePointer<Float>?, accumulate: Bool,
                                 workspace: Workspace<Float>) throws {
     if gradX == nil && gradWeight == nil { return }
-    let s = conv2dChannelLaneShape(g)            // x padded; lanes over K (dw)
-    let sx = conv2dGradInputLaneShape(g)         // g padded; lanes over C (dx)
+    let s = conv2dChannelLaneShape(g)            // x padded: the forward's positions
+    let sx = conv2dGradInputLaneShape(g)         // g padded: dx as a "full" correlation
     let (K, C, kH, kW) = (g.outChannels, g.inChannels, g.kernelH, g.kernelW)
     let taps = s.taps, accCount = K * taps * 16
+    let xKernel = gradX == nil ? .other : conv2dGradInputKernel(g)
+    if gradX != nil && xKernel == .other {   // the caller checks; an error rather than a trap if it did not
+        throw SwiftCNNError.runtime("conv2d_backward: internal error: no direct kernel for this input gradient")
+    }
+    let scatter = xKernel == .scatter, correlate = xKernel == .positionLanes || xKernel == .channelLanes
     var offsets: IndexBuffer? = nil, offsetsX: IndexBuffer? = nil
-    var packedX: UnsafeMutablePointer<Float>? = nil
     if gradWeight != nil {
         offsets = try IndexBuffer(count: taps)
         channelLaneOffsets(s, into: offsets!.pointer)
     }
-    let xKernel = gradX == nil ? .other : conv2dGradInputKernel(g)
-    let positions = xKernel == .positionLanes
-    if gradX != nil {
-        if xKernel == .other {   // the caller checks; an error rather than a trap if it did not
-            throw SwiftCNNError.runtime("conv2d_backward: internal error: no direct kernel for this input gradient")
-        }
+    // dx's packed weights: the scatter's [c block][r][s][k][6], or the flipped filter w'[c][k, r, s]
+    // = w[k, c, kH-1-r, kW-1-s] of the full correlation (tap t = (k, r, s)).
+    var packedX: UnsafeMutablePointer<Float>? = nil
+    if scatter {
+        let p = try workspace.buffer(0, count: s.scatterPackedCount)
+        scatterPackWeights(s, weight: weight, into: p)
+        packedX = p
+    } else if correlate {
         offsetsX = try IndexBuffer(count: sx.taps)
         channelLaneOffsets(sx, into: offsetsX!.pointer)
-        // w'[c][k, r, s] = w[k, c, kH-1-r, kW-1-s]: tap t = (k, r, s) of the dx convolution.
         let flipped = { (c: Int, t: Int) -> Float in
             let (k, rs) = (t / (kH * kW), t % (kH * kW))
             let (r, col) = (rs / kW, rs % kW)
             return weight[((k * C + c) * kH + (kH - 1 - r)) * kW + (kW - 1 - col)]
         }
+        let positions = xKernel == .positionLanes
         let p = try workspace.buffer(0, count: positions ? sx.positionPackedCount : sx.packedWeightCount)
-        if positions {
-            positionLanePackWeights(sx, w: flipped, into: p)
-        } else {
-            channelLanePackWeights(sx, w: flipped, into: p)
-        }
+        if positions { positionLanePackWeights(sx, w: flipped, into: p) } else { channelLanePackWeights(sx, w: flipped, into: p) }
         packedX = p
     }
-    let gpadCount = positions ? sx.paddedCountForPositions : sx.paddedCount
-    let scratchXCount = positions ? sx.positionScratchCount : sx.scratchCount
+    let gpadCount = scatter ? s.scatterPaddedCount
+        : xKernel == .positionLanes ? sx.paddedCountForPositions : sx.paddedCount
+    let scratchXCount = xKernel == .positionLanes ? sx.positionScratchCount : sx.scratchCount
     let flops = 2 * Double(K) * Double(g.colCount) * Double((gradX != nil ? 1 : 0) + (gradWeight != nil ? 1 : 0))
     let chunks = conv2dChannelLaneChunks(g, flopsPerImage: flops)
-    // Per chunk: padded inputs and spread gradients for a group of images, and 16-lane partial sums
-    // (dw); gpad + scratch (dx).
     let group = min(weightGradImagesPerGroup(s), (g.batch + chunks - 1) / chunks)
-    var xpads: [UnsafeMutablePointer<Float>] = [], gTs: [UnsafeMutablePointer<Float>] = []
+    let spread = gradWeight != nil || scatter
+    // Per chunk: spread gradients of a group (dw, scatter), padded inputs of a group and 16-lane
+    // partial sums (dw), a padded gradient or input-gradient buffer and a scratch (dx).
+    var gqs: [UnsafeMutablePointer<Float>] = [], xpads: [UnsafeMutablePointer<Float>] = []
     var partials: [UnsafeMutablePointer<Float>] = []
     var gpads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
     for chunk in 0..<chunks {
         let base = 1 + 5 * chunk
+        if spread { gqs.append(try workspace.buffer(base, count: group * s.gradRowsCount)) }
         if gradWeight != nil {
-            xpads.append(try workspace.buffer(base, count: group * s.paddedCountForWeight))
-            gTs.append(try workspace.buffer(base + 1, count: group * s.gradRowsCount))
+            xpads.append(try workspace.buffer(base + 1, count: group * s.paddedCountForWeight))
             partials.append(try workspace.buffer(base + 2, count: accCount + 16 * taps))   // + the dropped rows
         }
-        if gradX != nil {
-            gpads.append(try workspace.buffer(base + 3, count: gpadCount))
-            scratches.append(try workspace.buffer(base + 4, count: scratchXCount))
-        }
+        if gradX != nil { gpads.append(try workspace.buffer(base + 3, count: gpadCount)) }
+        if correlate { scratches.append(try workspace.buffer(base + 4, count: scratchXCount)) }
     }
     let xStride = C * g.height * g.width, gStride = K * g.outH * g.outW
+    let unpadded = g.padH == 0 && g.padW == 0
     parallelFor(chunks) { chunk in
         let images = chunkRange(chunk, of: chunks, total: g.batch)
-        if let offsets {
-            let xpad = xpads[chunk], gT = gTs[chunk], partial = partials[chunk]
-            xpad.update(repeating: 0, count: group * s.paddedCountForWeight)
-            gT.update(repeating: 0, count: group * s.gradRowsCount)
-            partial.update(repeating: 0, count: accCount)
-            var n0 = images.lowerBound
-            while n0 < images.upperBound {
-                let count = min(group, images.upperBound - n0)
-                for m in 0..<count {
-                    channelLaneCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
-                                          top: g.padH, left: g.padW, dst: xpad + m * s.paddedCountForWeight)
-                    weightGradSpreadRows(s, g: gradOut + (n0 + m) * gStride, gq: gT + m * s.gradRowsCount)
-                }
-                weightGradImages(s, images: count, xpad: xpad, gq: gT, offsets: offsets.pointer, acc: partial,
-                                 dropped: partial + accCount)
-                n0 += count
-            }
+        if spread { gqs[chunk].update(repeating: 0, count: group * s.gradRowsCount) }
+        if gradWeight != nil {
+            xpads[chunk].update(repeating: 0, count: group * s.paddedCountForWeight)
+            partials[chunk].update(repeating: 0, count: accCount)
         }
-        if let offsetsX, let packedX, let gradX {
-            let gpad = gpads[chunk]
-            gpad.update(repeating: 0, count: gpadCount)
-            for n in images {
-                channelLaneCopyPadded(sx, src: gradOut + n * gStride, height: g.outH, width: g.outW,
-                                      top: kH - 1 - g.padH, left: kW - 1 - g.padW, dst: gpad)
-                if positions {
-                    positionLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX.pointer, bias: nil,
-                                             y: gradX + n * xStride, scratch: scratches[chunk])
-                } else {
-                    channelLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX.pointer, bias: nil,
-                                            y: gradX + n * xStride, scratch: scratches[chunk])
+        if correlate { gpads[chunk].update(repeating: 0, count: gpadCount) }
+        var n0 = images.lowerBound
+        while n0 < images.upperBound {
+            let count = min(group, images.upperBound - n0)
+            if spread {
+                for m in 0..<count {
+                    weightGradSpreadRows(s, g: gradOut + (n0 + m) * gStride, gq: gqs[chunk] + m * s.gradRowsCount)
                 }
             }
+            if let offsets {
+                // Unpadded images are read in place, as in the forward, while the slack stays in x.
+                let inPlace = unpadded && (n0 + count) * xStride + 16 <= g.batch * xStride
+                let xpad = xpads[chunk]
+                if !inPlace {
+                    for m in 0..<count {
+                        channelLaneCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
+                                              top: g.padH, left: g.padW, dst: xpad + m * s.paddedCountForWeight)
+                    }
+                }
+                weightGradImages(s, images: count, xpad: inPlace ? x + n0 * xStride : UnsafePointer(xpad),
+                                 xImageStride: inPlace ? xStride : s.paddedCountForWeight, gq: gqs[chunk],
+                                 offsets: offsets.pointer, acc: partials[chunk], dropped: partials[chunk] + accCount)
+            }
+            if let gradX, let packedX {
+                for m in 0..<count {
+                    let n = n0 + m
+                    if scatter {
+                        scatterGradInputImage(s, gq: gqs[chunk] + m * s.gradRowsCount, packed: packedX,
+                                              dxpad: gpads[chunk], dx: gradX + n * xStride, height: g.height,
+                                              width: g.width, top: g.padH, left: g.padW)
+                        continue
+                    }
+                    let gpad = gpads[chunk]
+                    channelLaneCopyPadded(sx, src: gradOut + n * gStride, height: g.outH, width: g.outW,
+                                          top: kH - 1 - g.padH, left: kW - 1 - g.padW, dst: gpad)
+                    if xKernel == .positionLanes {
+                        positionLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX!.pointer, bias: nil,
+                                                 y: gradX + n * xStride, scratch: scratches[chunk])
+                    } else {
+                        channelLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX!.pointer, bias: nil,
+                                                y: gradX + n * xStride, scratch: scratches[chunk])
+                    }
+                }
+            }
+            n0 += count
         }
     }
     if let gradWeight {
