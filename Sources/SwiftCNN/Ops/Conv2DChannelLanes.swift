@@ -229,7 +229,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         if spread { gqs.append(try workspace.buffer(base, count: group * s.gradRowsCount)) }
         if gradWeight != nil {
             xpads.append(try workspace.buffer(base + 1, count: group * s.paddedCountForWeight))
-            partials.append(try workspace.buffer(base + 2, count: accCount + 16 * taps))   // + the dropped rows
+            partials.append(try workspace.buffer(base + 2, count: accCount + 2 * 16 * taps))   // + the dropped rows
         }
         if gradX != nil { gpads.append(try workspace.buffer(base + 3, count: gpadCount)) }
         if correlate { scratches.append(try workspace.buffer(base + 4, count: scratchXCount)) }
