@@ -76,8 +76,8 @@ final class Conv2DTests: XCTestCase {
         let cases: [Case] = [
             // LeNet's first layer: 6 channels x 64 positions forward; dx one channel x 128 positions.
             (ConvCase(n: 5, c: 1, h: 28, w: 28, k: 6, kh: 5, kw: 5, padding: (2, 2)), .positionLanes, .positionLanes),
-            // LeNet's second layer (two image chunks): channel lanes forward, dx scattered.
-            (ConvCase(n: 9, c: 6, h: 14, w: 14, k: 16, kh: 5, kw: 5), .channelLanes, .scatter),
+            // LeNet's second layer (two image chunks): 6 channels x 48 positions forward, dx scattered.
+            (ConvCase(n: 9, c: 6, h: 14, w: 14, k: 16, kh: 5, kw: 5), .positionLanes, .scatter),
             // dx with lanes over 13 input channels (the channel correlation's cost beats the
             // scatter's here), padding, odd K.
             (ConvCase(n: 3, c: 13, h: 9, w: 10, k: 7, kh: 4, kw: 3, padding: (2, 1)), .other, .channelLanes),
