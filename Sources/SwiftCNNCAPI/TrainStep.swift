@@ -89,7 +89,7 @@ func trainStepC<T: CNNScalar>(_ model: any Layer<T>, _ opt: OptimizerHandle?, _ 
             if Int64(best) == labels[row] { correct += 1 }
         }
     }
-    _ = try model.backward(grad)
+    _ = try model.backward(grad, inputGradient: false)   // the input's gradient is not returned
     if loss.isFinite, let opt {
         try opt.optimizer.step()
     }

@@ -70,6 +70,26 @@ final class SequentialTests: XCTestCase {
         try assertLayerGradients(model, input: x)
     }
 
+    /// backward(_, inputGradient: false), the fused training step's call, skips only the input
+    /// gradient: the parameter gradients are those of backward(_:), bit for bit, for a network whose
+    /// first layer is a convolution and for one nested in another Sequential.
+    func testBackwardWithoutInputGradientAccumulatesTheSameParameterGradients() throws {
+        for nested in [false, true] {
+            let a = try lectureNetwork(Float.self, seed: 3), b = try lectureNetwork(Float.self, seed: 3)
+            let modelA = nested ? try Sequential<Float>(a) : a, modelB = nested ? try Sequential<Float>(b) : b
+            let x = randomTensor([5, 1, 28, 28], seed: 4, as: Float.self)
+            let g = randomTensor([5, 10], seed: 5, as: Float.self)
+            _ = try modelA.forward(x)
+            _ = try modelB.forward(x)
+            XCTAssertNotNil(try modelA.backward(g, inputGradient: true))
+            XCTAssertNil(try modelB.backward(g, inputGradient: false))
+            for (pa, pb) in zip(modelA.parameters, modelB.parameters) {
+                XCTAssertEqual(pa.grad.scalars, pb.grad.scalars, "\(pa.name) nested \(nested)")
+            }
+            XCTAssertTrue(modelA.parameters.contains { p in p.grad.scalars.contains { $0 != 0 } })
+        }
+    }
+
     func testEmptySequentialIsIdentity() throws {
         let model = try Sequential<Float>([])
         let x = randomTensor([2, 3], seed: 11, as: Float.self)

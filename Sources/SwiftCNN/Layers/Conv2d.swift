@@ -79,16 +79,24 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
         }
     }
 
-    @_specialize(where T == Float) @_specialize(where T == Double)
     public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        // Always returns a gradient when asked for one.
+        guard let gradX = try backward(gradOut, inputGradient: true) else {
+            throw SwiftCNNError.runtime("Conv2d: backward produced no input gradient")
+        }
+        return gradX
+    }
+
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func backward(_ gradOut: Tensor<T>, inputGradient: Bool) throws -> Tensor<T>? {
         try access.run {
             guard let g = geometry, let x = input else {
                 throw SwiftCNNError.runtime("Conv2d: backward called before forward")
             }
             try g.checkGradOut(op: "Conv2d.backward", gradOut.shape)
-            let gradX = try layerBuffer(&gradInput, shape: g.inputShape, avoiding: gradOut)
+            let gradX = inputGradient ? try layerBuffer(&gradInput, shape: g.inputShape, avoiding: gradOut) : nil
             try conv2dBackward(g, gradOut: gradOut.pointer, x: x.pointer, weight: weight.data.pointer,
-                               gradX: gradX.pointer, gradWeight: weight.grad.pointer, gradBias: bias?.grad.pointer,
+                               gradX: gradX?.pointer, gradWeight: weight.grad.pointer, gradBias: bias?.grad.pointer,
                                accumulate: true, workspace: workspace)
             return gradX
         }

@@ -43,6 +43,12 @@ public protocol Layer<Scalar>: AnyObject {
     /// `gradOut` itself for shape-only layers such as Flatten).
     func backward(_ gradOut: Tensor<Scalar>) throws -> Tensor<Scalar>
 
+    /// `backward(gradOut)`, except that with `inputGradient: false` a layer may skip computing dL/dx
+    /// (and then returns nil): a training step that discards the network's input gradient saves the
+    /// first layer's dx (for LeNet's first convolution, a quarter of that layer's backward). The
+    /// parameter gradients are accumulated either way. The default computes dx.
+    func backward(_ gradOut: Tensor<Scalar>, inputGradient: Bool) throws -> Tensor<Scalar>?
+
     /// The trainable tensors, in PyTorch's order, named relative to this layer ("weight", "bias";
     /// "0.weight", "2.0.bias" in a Sequential). The same memory for the layer's whole life.
     var parameters: [Parameter<Scalar>] { get }
@@ -182,4 +188,10 @@ final class IndexBuffer {
     }
 
     deinit { free(pointer) }
+}
+
+extension Layer {
+    public func backward(_ gradOut: Tensor<Scalar>, inputGradient: Bool) throws -> Tensor<Scalar>? {
+        try backward(gradOut)
+    }
 }

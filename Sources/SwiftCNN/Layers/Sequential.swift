@@ -72,6 +72,15 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        guard let gradX = try backward(gradOut, inputGradient: true) else {
+            throw SwiftCNNError.runtime("Sequential: backward produced no input gradient")
+        }
+        return gradX
+    }
+
+    /// Backward through the children in reverse; with `inputGradient: false` the first child is
+    /// asked not to compute its input gradient (nil is returned).
+    public func backward(_ gradOut: Tensor<T>, inputGradient: Bool) throws -> Tensor<T>? {
         try access.run {
             guard let shapes = activationShapes else {
                 throw SwiftCNNError.runtime("Sequential: backward called before forward")
@@ -84,6 +93,11 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
                 guard layer.lastInputShape == shapes[i] else {
                     throw SwiftCNNError.runtime(
                         "Sequential: layer \(i) was run on another input since this model's forward; call forward again")
+                }
+                if i == 0 && !inputGradient {
+                    // The first child's input gradient is not wanted; a layer may still return one.
+                    _ = try inLayer(i) { try layer.backward(g, inputGradient: false) }
+                    return nil
                 }
                 g = try inLayer(i) { try layer.backward(g) }
                 guard g.shape == shapes[i] else {

@@ -215,8 +215,9 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     let gpadCount = scatter ? s.scatterPaddedCount
         : xKernel == .positionLanes ? sx.paddedCountForPositions : sx.paddedCount
     let scratchXCount = xKernel == .positionLanes ? sx.positionScratchCount : sx.scratchCount
-    let flops = 2 * Double(K) * Double(g.colCount) * Double((gradX != nil ? 1 : 0) + (gradWeight != nil ? 1 : 0))
-    let chunks = conv2dChannelLaneChunks(g, flopsPerImage: flops)
+    // The split counts dx and dw whether or not both are asked for: dw's summation order (per
+    // chunk) must not depend on whether dx is computed alongside.
+    let chunks = conv2dChannelLaneChunks(g, flopsPerImage: 4 * Double(K) * Double(g.colCount))
     let group = min(weightGradImagesPerGroup(s), (g.batch + chunks - 1) / chunks)
     let spread = gradWeight != nil || scatter
     // Per chunk: spread gradients of a group (dw, scatter), padded inputs of a group and 16-lane
