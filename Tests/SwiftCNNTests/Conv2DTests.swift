@@ -83,8 +83,10 @@ final class Conv2DTests: XCTestCase {
             (ConvCase(n: 3, c: 13, h: 9, w: 10, k: 7, kh: 4, kw: 3, padding: (2, 1)), .other, .channelLanes),
             // A 3x3 "same" layer: position lanes both ways.
             (ConvCase(n: 3, c: 16, h: 20, w: 20, k: 32, kh: 3, kw: 3, padding: (1, 1)), .positionLanes, .positionLanes),
-            // The same on a small image: the short span fills 12-position blocks better.
-            (ConvCase(n: 3, c: 16, h: 12, w: 12, k: 32, kh: 3, kw: 3, padding: (1, 1)), .channelLanes, .scatter),
+            // The same on a small image: 8 channels x 48 positions forward.
+            (ConvCase(n: 3, c: 16, h: 12, w: 12, k: 32, kh: 3, kw: 3, padding: (1, 1)), .positionLanes, .positionLanes),
+            // A 4 x 4 image: only the 12-position blocks of the channel lanes are mostly filled.
+            (ConvCase(n: 3, c: 16, h: 4, w: 4, k: 16, kh: 3, kw: 3, padding: (1, 1)), .channelLanes, .channelLanes),
             // A 3 x 3 image: no forward kernel fills its blocks; dx scattered, with padding and a
             // partly empty last block of 6 channels.
             (ConvCase(n: 2, c: 16, h: 3, w: 3, k: 16, kh: 3, kw: 3, padding: (1, 1)), .other, .scatter),
@@ -95,10 +97,19 @@ final class Conv2DTests: XCTestCase {
             // One output channel over a long span (forward one channel per block); 17 input
             // channels (dx in blocks of 6 with a partly empty last one).
             (ConvCase(n: 2, c: 17, h: 20, w: 30, k: 1, kh: 2, kw: 3), .positionLanes, .positionLanes),
+            // 6 channels over LeNet's second-layer span: 6 x 48 position blocks.
+            (ConvCase(n: 2, c: 3, h: 14, w: 14, k: 6, kh: 5, kw: 5), .positionLanes, .other),
             // Strided and dilated: no direct kernel.
             (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, stride: (2, 2)), .other, .other),
             (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, dilation: (2, 1)), .other, .other),
         ]
+        // The position-lane block shapes those cases take (each block kernel in use).
+        let sixByFortyEight = cases.first { $0.cs.c == 3 && $0.cs.k == 6 }!.cs
+        let blockShapes: [(ConvCase, Int, Int)] = [(cases[0].cs, 6, 64), (cases[1].cs, 8, 48), (sixByFortyEight, 6, 48)]
+        for (cs, rows, width) in blockShapes {
+            let shape = conv2dChannelLaneShape(try cs.geometry()).positionBlockShape
+            XCTAssertEqual([shape.rows, shape.width], [rows, width], "position block shape for \(cs)")
+        }
         for (index, (cs, forwardKernel, gradXKernel)) in cases.enumerated() {
             let g = try cs.geometry()
             XCTAssertEqual(conv2dForwardKernel(g), forwardKernel, "forward kernel for \(cs)")

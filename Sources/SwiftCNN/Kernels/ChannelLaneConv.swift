@@ -355,19 +355,33 @@ func weightGradSpreadRows(_ s: ChannelLaneShape, g: UnsafePointer<Float>, gq: Un
 
 // MARK: - forward with lanes over positions
 
-/// Output channels per `positionLaneForwardBlock` (weights broadcast): 6, with 4 vectors of 16
-/// positions; or 1 with 8 vectors (`positionLaneForwardBlock1`) when there are fewer than 3.
+/// The block shape of the position-lane forward: `rows` output channels (weights broadcast) ×
+/// `width` positions. 6 × 64 (`positionLaneForwardBlock`, 10 loads per 24 multiply-adds) unless
+/// another shape covers the channels and the span with clearly less waste: 6 × 48 or 8 × 48
+/// (`positionLaneForwardBlock3`, `...8x3`; LeNet's second layer, 16 channels over 136 positions,
+/// is 100% of two 8-blocks and 94% of three 48-blocks, but 89% of three 6-blocks and 71% of three
+/// 64-blocks); 1 × 128 (`positionLaneForwardBlock1`) below 3 channels.
 extension ChannelLaneShape {
-    /// Whether the blocks hold one channel (outChannels < 3) rather than six.
+    /// Whether the blocks hold one channel (outChannels < 3).
     @usableFromInline var positionSingle: Bool { outChannels < 3 }
-    @usableFromInline var positionRows: Int { positionSingle ? 1 : 6 }
-    /// Positions per block: 128 for one channel; else 64 (4 vectors), or 48 (3 vectors,
-    /// `positionLaneForwardBlock3`) when that covers the span with clearly less waste (LeNet's
-    /// second layer: 136 positions are 94% of three 48-blocks, 71% of three 64-blocks).
-    @usableFromInline var positionWidth: Int {
-        if positionSingle { return 128 }
-        let fill64 = Double(span) / Double((span + 63) / 64 * 64), fill48 = Double(span) / Double((span + 47) / 48 * 48)
-        return fill48 > 1.1 * fill64 ? 48 : 64
+    @usableFromInline var positionBlockShape: (rows: Int, width: Int) {
+        if positionSingle { return (1, 128) }
+        func fill(_ rows: Int, _ width: Int) -> Double {
+            Double(outChannels) / Double((outChannels + rows - 1) / rows * rows)
+                * Double(span) / Double((span + width - 1) / width * width)
+        }
+        var best = (rows: 6, width: 64), bestFill = fill(6, 64)
+        for candidate in [(rows: 6, width: 48), (rows: 8, width: 48)] where fill(candidate.rows, candidate.width) > 1.1 * bestFill {
+            best = candidate
+            bestFill = fill(candidate.rows, candidate.width)
+        }
+        return best
+    }
+    @usableFromInline var positionRows: Int { positionBlockShape.rows }
+    @usableFromInline var positionWidth: Int { positionBlockShape.width }
+    /// The fraction of the blocks' multiply-adds doing useful work.
+    @usableFromInline var positionFill: Double {
+        Double(outChannels) / Double(positionChannelBlocks * positionRows) * Double(span) / Double(positionBlocks * positionWidth)
     }
     /// Blocks of positions covering the span.
     @usableFromInline var positionBlocks: Int { (span + positionWidth - 1) / positionWidth }
@@ -468,6 +482,47 @@ func positionLaneForwardBlock(taps: Int, offsets: UnsafePointer<Int32>, x: Unsaf
     store(3, a30, a31, a32, a33); store(4, a40, a41, a42, a43); store(5, a50, a51, a52, a53)
 }
 
+/// `positionLaneForwardBlock` for 8 channels × 3 vectors (48 positions): 24 accumulators, per tap
+/// 3 loads and 8 broadcasts for 24 multiply-adds.
+@inline(__always) @usableFromInline
+func positionLaneForwardBlock8x3(taps: Int, offsets: UnsafePointer<Int32>, x: UnsafePointer<Float>,
+                                 packed: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, rowStride: Int) {
+    let z = Lanes(repeating: 0)
+    var a00 = z, a01 = z, a02 = z, a10 = z, a11 = z, a12 = z, a20 = z, a21 = z, a22 = z
+    var a30 = z, a31 = z, a32 = z, a40 = z, a41 = z, a42 = z, a50 = z, a51 = z, a52 = z
+    var a60 = z, a61 = z, a62 = z, a70 = z, a71 = z, a72 = z
+    var w = packed
+    for t in 0..<taps {
+        let xp = UnsafeRawPointer(x + Int(offsets[t]))
+        let x0 = xp.loadUnaligned(as: Lanes.self), x1 = xp.loadUnaligned(fromByteOffset: 64, as: Lanes.self)
+        let x2 = xp.loadUnaligned(fromByteOffset: 128, as: Lanes.self)
+        var b = Lanes(repeating: w[0])
+        a00 = multiplyAdd(x0, b, a00); a01 = multiplyAdd(x1, b, a01); a02 = multiplyAdd(x2, b, a02)
+        b = Lanes(repeating: w[1])
+        a10 = multiplyAdd(x0, b, a10); a11 = multiplyAdd(x1, b, a11); a12 = multiplyAdd(x2, b, a12)
+        b = Lanes(repeating: w[2])
+        a20 = multiplyAdd(x0, b, a20); a21 = multiplyAdd(x1, b, a21); a22 = multiplyAdd(x2, b, a22)
+        b = Lanes(repeating: w[3])
+        a30 = multiplyAdd(x0, b, a30); a31 = multiplyAdd(x1, b, a31); a32 = multiplyAdd(x2, b, a32)
+        b = Lanes(repeating: w[4])
+        a40 = multiplyAdd(x0, b, a40); a41 = multiplyAdd(x1, b, a41); a42 = multiplyAdd(x2, b, a42)
+        b = Lanes(repeating: w[5])
+        a50 = multiplyAdd(x0, b, a50); a51 = multiplyAdd(x1, b, a51); a52 = multiplyAdd(x2, b, a52)
+        b = Lanes(repeating: w[6])
+        a60 = multiplyAdd(x0, b, a60); a61 = multiplyAdd(x1, b, a61); a62 = multiplyAdd(x2, b, a62)
+        b = Lanes(repeating: w[7])
+        a70 = multiplyAdd(x0, b, a70); a71 = multiplyAdd(x1, b, a71); a72 = multiplyAdd(x2, b, a72)
+        w += 8
+    }
+    @inline(__always) func store(_ i: Int, _ v0: Lanes, _ v1: Lanes, _ v2: Lanes) {
+        let o = UnsafeMutableRawPointer(out + i * rowStride)
+        o.storeBytes(of: v0, as: Lanes.self); o.storeBytes(of: v1, toByteOffset: 64, as: Lanes.self)
+        o.storeBytes(of: v2, toByteOffset: 128, as: Lanes.self)
+    }
+    store(0, a00, a01, a02); store(1, a10, a11, a12); store(2, a20, a21, a22); store(3, a30, a31, a32)
+    store(4, a40, a41, a42); store(5, a50, a51, a52); store(6, a60, a61, a62); store(7, a70, a71, a72)
+}
+
 /// `positionLaneForwardBlock` with 3 vectors (48 positions): 18 accumulators, per tap 3 loads and
 /// 6 broadcasts for 18 multiply-adds.
 @inline(__always) @usableFromInline
@@ -523,6 +578,9 @@ func positionLaneForwardImage(_ s: ChannelLaneShape, xpad: UnsafePointer<Float>,
             let out = scratch + block * rows * rowStride + qb * width
             if s.positionSingle {
                 positionLaneForwardBlock1(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb, out: out)
+            } else if rows == 8 {
+                positionLaneForwardBlock8x3(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb,
+                                            out: out, rowStride: rowStride)
             } else if width == 48 {
                 positionLaneForwardBlock3(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb,
                                           out: out, rowStride: rowStride)

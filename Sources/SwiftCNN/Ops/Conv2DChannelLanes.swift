@@ -35,7 +35,7 @@ func conv2dForwardKernel(_ g: Conv2DGeometry) -> Conv2DForwardKernel {
 /// both would waste more than a quarter of their work (see `conv2dForwardKernel`).
 @usableFromInline
 func directConvKernel(_ s: ChannelLaneShape) -> Conv2DForwardKernel {
-    let positionFill = positionLaneUse(s.outChannels) * Double(s.span) / Double(s.positionBlocks * s.positionWidth)
+    let positionFill = s.positionFill
     let channelFill = channelLaneUse(s.outChannels) * Double(s.span)
         / Double((s.span + channelLanePixels - 1) / channelLanePixels * channelLanePixels)
     if positionFill >= 0.75 && positionFill >= 0.8 * channelFill { return .positionLanes }
@@ -81,7 +81,8 @@ func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
     let scatterCost = channelRows * taps * Double(s.scatterBlocks * 3) * (1 + 1 / Double(g.outChannels))
     let correlationCost: Double
     switch correlation {
-    case .positionLanes: correlationCost = channelRows * taps * Double(sx.positionBlocks * 4)
+    case .positionLanes:
+        correlationCost = Double(sx.positionChannelBlocks * sx.positionRows) * taps * Double(sx.positionBlocks * sx.positionWidth / 16)
     case .channelLanes:
         correlationCost = 1.6 * Double(sx.groups) * taps * Double((sx.span + channelLanePixels - 1) / channelLanePixels * channelLanePixels)
     default: correlationCost = .infinity
