@@ -99,6 +99,8 @@ final class Conv2DTests: XCTestCase {
             (ConvCase(n: 2, c: 17, h: 20, w: 30, k: 1, kh: 2, kw: 3), .positionLanes, .positionLanes),
             // 6 channels over LeNet's second-layer span: 6 x 48 position blocks.
             (ConvCase(n: 2, c: 3, h: 14, w: 14, k: 6, kh: 5, kw: 5), .positionLanes, .other),
+            // Four output channels, 25 taps: weight-gradient blocks of 4 x 6 with a 1-tap last block.
+            (ConvCase(n: 3, c: 1, h: 9, w: 9, k: 4, kh: 5, kw: 5), .other, .positionLanes),
             // Strided and dilated: no direct kernel.
             (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, stride: (2, 2)), .other, .other),
             (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, dilation: (2, 1)), .other, .other),
@@ -110,6 +112,12 @@ final class Conv2DTests: XCTestCase {
             let shape = conv2dChannelLaneShape(try cs.geometry()).positionBlockShape
             XCTAssertEqual([shape.rows, shape.width], [rows, width], "position block shape for \(cs)")
         }
+        // Which weight-gradient block each channel count takes (3 x 8 for LeNet's first layer,
+        // 4 x 6 for its second and for the 4-channel case).
+        let fourBySix = try cases.map { try conv2dChannelLaneShape($0.cs.geometry()).weightGradUses4x6 }
+        XCTAssertEqual(fourBySix[0], false)
+        XCTAssertEqual(fourBySix[1], true)
+        XCTAssertTrue(cases.contains { $0.cs.k == 4 && (try? conv2dChannelLaneShape($0.cs.geometry()).weightGradUses4x6) == true })
         for (index, (cs, forwardKernel, gradXKernel)) in cases.enumerated() {
             let g = try cs.geometry()
             XCTAssertEqual(conv2dForwardKernel(g), forwardKernel, "forward kernel for \(cs)")

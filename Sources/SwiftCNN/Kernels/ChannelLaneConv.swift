@@ -296,6 +296,76 @@ func weightGradBlock(images: Int, vectors: Int, xImageBytes: Int, gImageBytes: I
     if count > 7 { add(7, a7, b7, c7) }
 }
 
+/// `weightGradBlock` for four output channels × 6 taps: 24 accumulators and 10 loads per 24
+/// multiply-adds. Used when K is a multiple of 4 and the taps of 6 (LeNet's second layer: 16
+/// channels, 150 taps; 3 x 3 layers: 9 taps per input channel), where 3 x 8 blocks would leave
+/// rows or taps empty.
+@inline(__always) @usableFromInline
+func weightGradBlock4x6(images: Int, vectors: Int, xImageBytes: Int, gImageBytes: Int, g: UnsafePointer<Float>,
+                        gRowBytes: Int, p: UnsafePointer<UnsafePointer<Float>>, acc: UnsafeMutablePointer<Float>,
+                        accRow: Int, count: Int) {
+    let zero = Lanes(repeating: 0)
+    var a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero
+    var b0 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero, b5 = zero
+    var c0 = zero, c1 = zero, c2 = zero, c3 = zero, c4 = zero, c5 = zero
+    var e0 = zero, e1 = zero, e2 = zero, e3 = zero, e4 = zero, e5 = zero
+    let x0 = UnsafeRawPointer(p[0]), d1 = UnsafeRawPointer(p[1]) - x0, d2 = UnsafeRawPointer(p[2]) - x0
+    let d3 = UnsafeRawPointer(p[3]) - x0, d4 = UnsafeRawPointer(p[4]) - x0, d5 = UnsafeRawPointer(p[5]) - x0
+    let r1 = gRowBytes, r2 = 2 &* gRowBytes, r3 = 3 &* gRowBytes
+    let xSkip = xImageBytes &- vectors &* 64, gSkip = gImageBytes &- vectors &* 64
+    var x = x0, gp = UnsafeRawPointer(g)
+    var left = vectors, imagesLeft = images
+    while imagesLeft > 0 && left > 0 {
+        let u = gp.load(as: Lanes.self), v = gp.load(fromByteOffset: r1, as: Lanes.self)
+        let w = gp.load(fromByteOffset: r2, as: Lanes.self), z = gp.load(fromByteOffset: r3, as: Lanes.self)
+        var t = x.loadUnaligned(as: Lanes.self)
+        a0 = multiplyAdd(t, u, a0); b0 = multiplyAdd(t, v, b0); c0 = multiplyAdd(t, w, c0); e0 = multiplyAdd(t, z, e0)
+        t = x.loadUnaligned(fromByteOffset: d1, as: Lanes.self)
+        a1 = multiplyAdd(t, u, a1); b1 = multiplyAdd(t, v, b1); c1 = multiplyAdd(t, w, c1); e1 = multiplyAdd(t, z, e1)
+        t = x.loadUnaligned(fromByteOffset: d2, as: Lanes.self)
+        a2 = multiplyAdd(t, u, a2); b2 = multiplyAdd(t, v, b2); c2 = multiplyAdd(t, w, c2); e2 = multiplyAdd(t, z, e2)
+        t = x.loadUnaligned(fromByteOffset: d3, as: Lanes.self)
+        a3 = multiplyAdd(t, u, a3); b3 = multiplyAdd(t, v, b3); c3 = multiplyAdd(t, w, c3); e3 = multiplyAdd(t, z, e3)
+        t = x.loadUnaligned(fromByteOffset: d4, as: Lanes.self)
+        a4 = multiplyAdd(t, u, a4); b4 = multiplyAdd(t, v, b4); c4 = multiplyAdd(t, w, c4); e4 = multiplyAdd(t, z, e4)
+        t = x.loadUnaligned(fromByteOffset: d5, as: Lanes.self)
+        a5 = multiplyAdd(t, u, a5); b5 = multiplyAdd(t, v, b5); c5 = multiplyAdd(t, w, c5); e5 = multiplyAdd(t, z, e5)
+        x += 64
+        gp += 64
+        left &-= 1
+        if left == 0 {
+            imagesLeft &-= 1
+            left = vectors
+            x += xSkip
+            gp += gSkip
+        }
+    }
+    @inline(__always) func add(_ t: Int, _ a: Lanes, _ b: Lanes, _ c: Lanes, _ e: Lanes) {
+        let q0 = UnsafeMutableRawPointer(acc + t * 16), q1 = q0 + 4 * accRow
+        let q2 = q0 + 8 * accRow, q3 = q0 + 12 * accRow
+        q0.storeBytes(of: q0.load(as: Lanes.self) + a, as: Lanes.self)
+        q1.storeBytes(of: q1.load(as: Lanes.self) + b, as: Lanes.self)
+        q2.storeBytes(of: q2.load(as: Lanes.self) + c, as: Lanes.self)
+        q3.storeBytes(of: q3.load(as: Lanes.self) + e, as: Lanes.self)
+    }
+    add(0, a0, b0, c0, e0)
+    if count > 1 { add(1, a1, b1, c1, e1) }
+    if count > 2 { add(2, a2, b2, c2, e2) }
+    if count > 3 { add(3, a3, b3, c3, e3) }
+    if count > 4 { add(4, a4, b4, c4, e4) }
+    if count > 5 { add(5, a5, b5, c5, e5) }
+}
+
+/// Whether `weightGradImages` uses 4 × 6 blocks (else 3 × 8): the shape whose blocks are fuller.
+extension ChannelLaneShape {
+    @usableFromInline var weightGradUses4x6: Bool {
+        func fill(_ kb: Int, _ tb: Int) -> Double {
+            Double(outChannels) / Double((outChannels + kb - 1) / kb * kb) * Double(taps) / Double((taps + tb - 1) / tb * tb)
+        }
+        return outChannels % 4 == 0 && fill(4, 6) > fill(3, 8)
+    }
+}
+
 /// The contribution of `images` consecutive images to dw, kept as 16 partial sums per weight:
 /// acc[k][t][16] += gq[k][q] * xpad[q + off(t)] summed over q ≡ lane (mod 16). Image m's padded
 /// input is at xpad + m * xImageStride (followed by 16 readable floats), its gq
@@ -310,6 +380,20 @@ func weightGradImages(_ s: ChannelLaneShape, images: Int, xpad: UnsafePointer<Fl
     withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 8) { pointers in
         let p = pointers.baseAddress!
         var t0 = 0
+        if s.weightGradUses4x6 {   // K a multiple of 4: no dropped rows
+            while t0 < taps {
+                let count = min(6, taps - t0)
+                for i in 0..<6 { p[i] = xpad + Int(offsets[t0 + (i < count ? i : 0)]) }
+                for k in stride(from: 0, to: K, by: 4) {
+                    weightGradBlock4x6(images: images, vectors: vectors, xImageBytes: xImageBytes,
+                                       gImageBytes: gImageBytes, g: gq + k * row, gRowBytes: row * 4,
+                                       p: UnsafePointer(p), acc: acc + (k * taps + t0) * 16, accRow: taps * 16,
+                                       count: count)
+                }
+                t0 += 6
+            }
+            return
+        }
         while t0 < taps {
             let count = min(8, taps - t0)
             for i in 0..<8 { p[i] = xpad + Int(offsets[t0 + (i < count ? i : 0)]) }
@@ -331,9 +415,7 @@ func weightGradImages(_ s: ChannelLaneShape, images: Int, xpad: UnsafePointer<Fl
 
 /// Images per `weightGradImages` call: enough that the accumulators' trips to memory are rare,
 /// few enough that the group's padded inputs and gradients stay in a core's L1 data cache (48 KiB
-/// here; 40 KiB targeted): every tap block and channel pair re-reads them, at 640 bytes per 16
-/// multiply-adds, which L2 cannot feed (an L2-sized group of 10 LeNet images ran at 0.5
-/// multiply-adds per cycle).
+/// here; 40 KiB targeted), since every tap block and channel group re-reads them.
 @usableFromInline
 func weightGradImagesPerGroup(_ s: ChannelLaneShape) -> Int {
     let bytes = (s.paddedCountForWeight + s.gradRowsCount) * 4
