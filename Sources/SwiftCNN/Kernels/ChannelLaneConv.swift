@@ -453,10 +453,8 @@ extension ChannelLaneShape {
                 * Double(span) / Double((span + width - 1) / width * width)
         }
         var best = (rows: 6, width: 64), bestFill = fill(6, 64)
-        for candidate in [(rows: 6, width: 48), (rows: 8, width: 48)] where fill(candidate.rows, candidate.width) > 1.1 * bestFill {
-            best = candidate
-            bestFill = fill(candidate.rows, candidate.width)
-        }
+        if fill(6, 48) > 1.1 * bestFill { (best, bestFill) = ((6, 48), fill(6, 48)) }
+        if fill(8, 48) > 1.1 * bestFill { best = (8, 48) }
         return best
     }
     @usableFromInline var positionRows: Int { positionBlockShape.rows }
