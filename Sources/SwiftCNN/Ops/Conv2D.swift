@@ -477,7 +477,9 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
         return
     }
 
-    if let gradBias {
+    // The channel-lane path sums the bias gradient itself, while each image's g is in cache.
+    let lanes = T.self == Float.self && conv2dChannelLanesApply(g) && (gradWeight != nil || gradX != nil)
+    if let gradBias, !lanes {
         // db[k] = sum_{n,i,j} g[n,k,i,j]
         for k in 0..<g.outChannels {
             var sum: T = accumulate ? gradBias[k] : 0
@@ -487,7 +489,7 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
     }
     if gradWeight == nil && gradX == nil { return }
     var gradWeight = gradWeight   // nil once a path below has computed it
-    if T.self == Float.self && conv2dChannelLanesApply(g) {
+    if lanes {
         // dw always through the channel-lane kernel (lanes over K); dx too when its lanes (over C)
         // are well used, otherwise by the row-direct or GEMM path below.
         let lanesX = gradX != nil && conv2dGradInputKernel(g) != .other
@@ -496,6 +498,7 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
                                        weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                                        gradX: lanesX ? gradX.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) } : nil,
                                        gradWeight: gradWeight.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
+                                       gradBias: gradBias.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
                                        accumulate: accumulate, workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
         if gradX == nil || lanesX { return }
         gradWeight = nil

@@ -166,19 +166,23 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
 
 
 /// dw and dx of conv2d for `conv2dChannelLanesApply` geometries (a non-nil gradX also needs
-/// `conv2dGradInputKernel(g) != .other`). The bias gradient is the caller's. Throws `.memory`.
+/// `conv2dGradInputKernel(g) != .other`). Throws `.memory`.
 ///
 ///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
-///     -> gradWeight (K, C, kH, kW) overwritten or added to (`accumulate`); gradX (N, C, H, W) overwritten
+///     -> gradWeight (K, C, kH, kW) and gradBias (K) overwritten or added to (`accumulate`);
+///        gradX (N, C, H, W) overwritten
+///
+/// db[k] = sum over images of each image's plane sum (`contiguousSum`), per image chunk, chunks in
+/// order, taken while the image's g is in cache for the other two gradients.
 ///
 /// Images run in parallel chunks; within a chunk, in groups (`weightGradImagesPerGroup`) whose
 /// output gradients are spread to the padded width once for both dw and a scattered dx.
 @usableFromInline
 func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                 weight: UnsafePointer<Float>, gradX: UnsafeMutablePointer<Float>?,
-                                gradWeight: UnsafeMutablePointer<Float>?, accumulate: Bool,
-                                workspace: Workspace<Float>) throws {
-    if gradX == nil && gradWeight == nil { return }
+                                gradWeight: UnsafeMutablePointer<Float>?, gradBias: UnsafeMutablePointer<Float>?,
+                                accumulate: Bool, workspace: Workspace<Float>) throws {
+    if gradX == nil && gradWeight == nil && gradBias == nil { return }
     let s = conv2dChannelLaneShape(g)            // x padded: the forward's positions
     let sx = conv2dGradInputLaneShape(g)         // g padded: dx as a "full" correlation
     let (K, C, kH, kW) = (g.outChannels, g.inChannels, g.kernelH, g.kernelW)
@@ -226,6 +230,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     var gqs: [UnsafeMutablePointer<Float>] = [], xpads: [UnsafeMutablePointer<Float>] = []
     var partials: [UnsafeMutablePointer<Float>] = []
     var gpads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
+    var biasPartials: [UnsafeMutablePointer<Float>] = []
     for chunk in 0..<chunks {
         let base = 1 + 5 * chunk
         if spread { gqs.append(try workspace.buffer(base, count: group * s.gradRowsCount)) }
@@ -234,6 +239,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
             partials.append(try workspace.buffer(base + 2, count: accCount + 2 * 16 * taps))   // + the dropped rows
         }
         if gradX != nil { gpads.append(try workspace.buffer(base + 3, count: gpadCount)) }
+        if gradBias != nil { biasPartials.append(try workspace.buffer(base + 5 * chunks, count: K)) }
         if correlate { scratches.append(try workspace.buffer(base + 4, count: scratchXCount)) }
     }
     let xStride = C * g.height * g.width, gStride = K * g.outH * g.outW
@@ -246,12 +252,16 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
             partials[chunk].update(repeating: 0, count: accCount)
         }
         if correlate { gpads[chunk].update(repeating: 0, count: gpadCount) }
+        if gradBias != nil { biasPartials[chunk].update(repeating: 0, count: K) }
         var n0 = images.lowerBound
         while n0 < images.upperBound {
             let count = min(group, images.upperBound - n0)
-            if spread {
-                for m in 0..<count {
-                    weightGradSpreadRows(s, g: gradOut + (n0 + m) * gStride, gq: gqs[chunk] + m * s.gradRowsCount)
+            for m in 0..<count {
+                let gn = gradOut + (n0 + m) * gStride
+                if spread { weightGradSpreadRows(s, g: gn, gq: gqs[chunk] + m * s.gradRowsCount) }
+                if gradBias != nil {
+                    let sums = biasPartials[chunk], plane = g.outH * g.outW
+                    for k in 0..<K { sums[k] += contiguousSum(gn + k * plane, count: plane) }
                 }
             }
             if let offsets {
@@ -290,6 +300,13 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
                 }
             }
             n0 += count
+        }
+    }
+    if let gradBias {
+        for k in 0..<K {
+            var sum: Float = accumulate ? gradBias[k] : 0
+            for chunk in 0..<chunks { sum += biasPartials[chunk][k] }
+            gradBias[k] = sum
         }
     }
     if let gradWeight {
