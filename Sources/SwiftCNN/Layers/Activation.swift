@@ -9,13 +9,25 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
     /// The last forward's output: returned to the caller as a view and read back by backward.
     /// (Nothing can fail between replacing it and filling it, so it is always a complete output.)
     @usableFromInline var output: Tensor<T>?
+    /// What backward reads: `output`, or a fused convolution's activated output (`adopt`).
+    @usableFromInline var lastOutput: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?
 
     public init() {}
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { access.read { output?.shape } }
+    public var lastInputShape: [Int]? { access.read { lastOutput?.shape } }
+
+    /// Takes `y`, a convolution's output already passed through the sigmoid (`ConvEpilogue`), as
+    /// this layer's forward output: backward then reads it. Returns y.
+    @usableFromInline
+    func adopt(_ y: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            lastOutput = y
+            return y
+        }
+    }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         _ = try checkedElementCount(shape, what: "Sigmoid: x")
@@ -27,6 +39,7 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
         try access.run {
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             sigmoidForward(count: x.count, x: x.pointer, y: y.pointer)
+            lastOutput = y
             return y
         }
     }
@@ -34,7 +47,7 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
     @_specialize(where T == Float) @_specialize(where T == Double)
     public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
         try access.run {
-            guard let y = output else {
+            guard let y = lastOutput else {
                 throw SwiftCNNError.runtime("Sigmoid: backward called before forward")
             }
             try requireGradOutShape("Sigmoid", gradOut, y.shape)
@@ -64,6 +77,16 @@ public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
     public var parameters: [Parameter<T>] { [] }
 
     public var lastInputShape: [Int]? { access.read { input?.shape } }
+
+    /// Takes `y`, a convolution's output already rectified (`ConvEpilogue`), as this layer's
+    /// forward: backward masks by y > 0, which is x > 0 (NaN included: both false). Returns y.
+    @usableFromInline
+    func adopt(_ y: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            input = y
+            return y
+        }
+    }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
         _ = try checkedElementCount(shape, what: "ReLU: x")

@@ -66,13 +66,19 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
         try makeGeometry(shape).outputShape
     }
 
-    @_specialize(where T == Float) @_specialize(where T == Double)
     public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+        try forward(x, epilogue: .none)
+    }
+
+    /// forward, with an activation applied to each image's output as it is computed (`Sequential`
+    /// fuses a following ReLU or Sigmoid this way; the activation layer then adopts the result).
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    public func forward(_ x: Tensor<T>, epilogue: ConvEpilogue) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
             try conv2dForward(g, x: x.pointer, weight: weight.data.pointer, bias: bias.map { UnsafePointer($0.data.pointer) },
-                              y: y.pointer, workspace: workspace)
+                              y: y.pointer, epilogue: epilogue, workspace: workspace)
             geometry = g
             input = x
             return y

@@ -62,9 +62,33 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
             var shapes = [x.shape]
             shapes.reserveCapacity(layers.count + 1)
             var h = x
-            for (i, layer) in layers.enumerated() {
-                h = try inLayer(i) { try layer.forward(h) }
+            var i = 0
+            while i < layers.count {
+                // Conv2d followed by ReLU or Sigmoid: the convolution activates each image's output
+                // while it is in cache and the activation layer adopts the result (one pass over
+                // the largest activations of a CNN saved; the same values as running both).
+                if i + 1 < layers.count, let conv = layers[i] as? Conv2d<T> {
+                    let next = layers[i + 1]
+                    if let relu = next as? ReLU<T> {
+                        h = try inLayer(i) { try conv.forward(h, epilogue: .relu) }
+                        shapes.append(h.shape)
+                        h = try inLayer(i + 1) { try relu.adopt(h) }
+                        shapes.append(h.shape)
+                        i += 2
+                        continue
+                    }
+                    if let sigmoid = next as? Sigmoid<T> {
+                        h = try inLayer(i) { try conv.forward(h, epilogue: .sigmoid) }
+                        shapes.append(h.shape)
+                        h = try inLayer(i + 1) { try sigmoid.adopt(h) }
+                        shapes.append(h.shape)
+                        i += 2
+                        continue
+                    }
+                }
+                h = try inLayer(i) { try layers[i].forward(h) }
                 shapes.append(h.shape)
+                i += 1
             }
             activationShapes = shapes
             return h

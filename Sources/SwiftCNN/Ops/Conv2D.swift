@@ -56,13 +56,14 @@ func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
 @inlinable
 public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
                                         bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
-                                        workspace: Workspace<T>) throws {
+                                        epilogue: ConvEpilogue = .none, workspace: Workspace<T>) throws {
     let (kdim, hw) = (g.colRows, g.colCols)           // GEMM: (K × kdim) · (kdim × hw)
     // A tiny problem (a functional call on a small input) is cheaper as direct loops: packing
     // im2col panels padded to the 16/64-wide register tile costs many times the few multiply-adds.
     // (In Double: the product of the sizes is not one the geometry checked.)
     if Double(g.batch) * Double(g.outChannels) * Double(kdim) * Double(hw) <= Double(conv2dDirectMaxWork) {
         conv2dForwardDirect(g, x: x, weight: weight, bias: bias, y: y)
+        applyEpilogue(epilogue, y, count: g.batch * g.outChannels * g.outH * g.outW)
         return
     }
     if T.self == Float.self && conv2dForwardKernel(g) != .other {
@@ -70,7 +71,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                                       weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                                       bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
                                       y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
-                                      workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
+                                      epilogue: epilogue, workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
         return
     }
     if T.self == Float.self && conv2dUsesRowDirect(g) {
@@ -78,6 +79,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                                     weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                                     bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
                                     y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self))
+        applyEpilogueInParallel(epilogue, y, count: g.batch * g.outChannels * g.outH * g.outW)
         return
     }
     let xStride = g.inChannels * g.height * g.width   // elements per image
@@ -99,6 +101,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                 gemmRun(plan, m: g.outChannels, n: hw, k: kdim, alpha: 1, a: GEMMDenseA(a: weight, lda: kdim, trans: false),
                         b: Im2ColB(g, x: xn), beta: beta, c: yn, ldc: hw, buffer: buffer)
             }
+            applyEpilogue(epilogue, yn, count: yStride)
     }
     // A small single-threaded problem (a functional call on a small input) packs on the stack: a
     // fresh workspace would cost a posix_memalign, a memset and a free per call, more than the GEMM.

@@ -118,7 +118,7 @@ func conv2dChannelLaneChunks(_ g: Conv2DGeometry, flopsPerImage: Double) -> Int 
 @usableFromInline
 func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                               workspace: Workspace<Float>) throws {
+                               epilogue: ConvEpilogue = .none, workspace: Workspace<Float>) throws {
     let s = conv2dChannelLaneShape(g)
     let taps = s.taps
     let positions = conv2dForwardKernel(g) == .positionLanes
@@ -160,6 +160,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
                 channelLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
                                         y: y + n * yStride, scratch: scratches[chunk])
             }
+            applyEpilogue(epilogue, y + n * yStride, count: yStride)
         }
     }
 }
