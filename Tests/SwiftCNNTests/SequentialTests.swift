@@ -70,16 +70,19 @@ final class SequentialTests: XCTestCase {
         try assertLayerGradients(model, input: x)
     }
 
-    /// Sequential fuses Conv2d + ReLU / Sigmoid (the convolution activates its own output): the
-    /// output and every gradient are bit-identical to running the layers one by one, for a
-    /// direct-kernel convolution and a strided (GEMM) one, in Float and Double.
+    /// Sequential fuses Conv2d + ReLU / Sigmoid (the convolution activates its own output) and
+    /// ReLU / Sigmoid + MaxPool2d in backward (the pool applies the activation's backward per
+    /// plane): the output and every gradient are bit-identical to running the layers one by one,
+    /// for a direct-kernel convolution and a strided (GEMM) one, non-overlapping and overlapping
+    /// pools, in Float and Double.
     private func checkFusedConvActivation<T: CNNScalar>(_: T.Type) throws {
         for relu in [false, true] {
-            for stride in [1, 2] {
+            for (stride, overlap) in [(1, false), (2, false), (1, true)] {
                 let conv = try Conv2d<T>(inChannels: 3, outChannels: 8, kernelSize: (3, 3), stride: (stride, stride),
                                          padding: (1, 1), seed: 21)
                 let act: any Layer<T> = relu ? ReLU<T>() : Sigmoid<T>()
-                let pool = try MaxPool2d<T>(kernelSize: (2, 2))
+                let pool = overlap ? try MaxPool2d<T>(kernelSize: (3, 3), stride: (2, 2), padding: (1, 1))
+                                   : try MaxPool2d<T>(kernelSize: (2, 2))
                 let model = try Sequential<T>(conv, act, pool)
                 let x = randomTensor([4, 3, 12, 12], seed: 22, as: T.self)
                 let y = try model.forward(x).scalars
@@ -91,10 +94,10 @@ final class SequentialTests: XCTestCase {
                 try model.zeroGrad()
                 let c = try conv.forward(x).copy()
                 let a = try act.forward(c).copy()
-                XCTAssertEqual(try pool.forward(a).scalars, y, "forward relu \(relu) stride \(stride) \(T.self)")
+                XCTAssertEqual(try pool.forward(a).scalars, y, "forward relu \(relu) stride \(stride) overlap \(overlap) \(T.self)")
                 let ga = try pool.backward(g).copy()
                 let gc = try act.backward(ga).copy()
-                XCTAssertEqual(try conv.backward(gc).scalars, gx, "grad_x relu \(relu) stride \(stride) \(T.self)")
+                XCTAssertEqual(try conv.backward(gc).scalars, gx, "grad_x relu \(relu) stride \(stride) overlap \(overlap) \(T.self)")
                 XCTAssertEqual(conv.weight.grad.scalars, dw, "grad_weight relu \(relu) stride \(stride) \(T.self)")
                 XCTAssertEqual(conv.bias!.grad.scalars, db, "grad_bias relu \(relu) stride \(stride) \(T.self)")
             }

@@ -19,6 +19,16 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var lastInputShape: [Int]? { access.read { lastOutput?.shape } }
 
+    /// What backward would read (the last forward's output), for `Sequential`'s fused
+    /// Sigmoid + MaxPool2d backward.
+    @usableFromInline
+    func savedForBackward() throws -> Tensor<T> {
+        try access.run {
+            guard let y = lastOutput else { throw SwiftCNNError.runtime("Sigmoid: backward called before forward") }
+            return y
+        }
+    }
+
     /// Takes `y`, a convolution's output already passed through the sigmoid (`ConvEpilogue`), as
     /// this layer's forward output: backward then reads it. Returns y.
     @usableFromInline
@@ -77,6 +87,16 @@ public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
     public var parameters: [Parameter<T>] { [] }
 
     public var lastInputShape: [Int]? { access.read { input?.shape } }
+
+    /// What backward would read (the last forward's input), for `Sequential`'s fused
+    /// ReLU + MaxPool2d backward.
+    @usableFromInline
+    func savedForBackward() throws -> Tensor<T> {
+        try access.run {
+            guard let x = input else { throw SwiftCNNError.runtime("ReLU: backward called before forward") }
+            return x
+        }
+    }
 
     /// Takes `y`, a convolution's output already rectified (`ConvEpilogue`), as this layer's
     /// forward: backward masks by y > 0, which is x > 0 (NaN included: both false). Returns y.

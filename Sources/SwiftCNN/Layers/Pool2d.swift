@@ -50,15 +50,29 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
         }
     }
 
-    @_specialize(where T == Float) @_specialize(where T == Double)
     public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        try backward(gradOut, then: nil)
+    }
+
+    /// backward, followed on each plane by the backward of the activation before this pool
+    /// (`Sequential` fuses ReLU/Sigmoid + MaxPool2d this way): `activation` is that layer and
+    /// `saved` its saved tensor (ReLU's input, Sigmoid's output), of this pool's input shape.
+    @_specialize(where T == Float) @_specialize(where T == Double)
+    func backward(_ gradOut: Tensor<T>, then activation: (any Layer<T>, Tensor<T>)?) throws -> Tensor<T> {
         try access.run {
             guard let g = geometry, let indices = argmax else {
                 throw SwiftCNNError.runtime("MaxPool2d: backward called before forward")
             }
             try g.checkGradOut(op: "MaxPool2d.backward", gradOut.shape)
             let gradX = try layerBuffer(&gradInput, shape: g.inputShape, avoiding: gradOut)
-            maxPool2dBackward(g, gradOut: gradOut.pointer, argmax: indices.pointer, gradX: gradX.pointer)
+            var fused = ActivationBackward<T>.none
+            if let (layer, saved) = activation {
+                guard saved.shape == g.inputShape else {
+                    throw SwiftCNNError.runtime("MaxPool2d: the fused activation's tensor does not match this pool's input")
+                }
+                if layer is ReLU<T> { fused = .relu(x: saved.pointer) } else if layer is Sigmoid<T> { fused = .sigmoid(y: saved.pointer) }
+            }
+            maxPool2dBackward(g, gradOut: gradOut.pointer, argmax: indices.pointer, gradX: gradX.pointer, then: fused)
             return gradX
         }
     }

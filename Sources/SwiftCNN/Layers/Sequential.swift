@@ -111,12 +111,33 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
             }
             try requireGradOutShape("Sequential", gradOut, shapes[layers.count])
             var g = gradOut
-            for i in layers.indices.reversed() {
+            var i = layers.count - 1
+            while i >= 0 {
+                defer { i -= 1 }
                 let layer = layers[i]
                 // A child used on its own since our forward now holds another input's state.
                 guard layer.lastInputShape == shapes[i] else {
                     throw SwiftCNNError.runtime(
                         "Sequential: layer \(i) was run on another input since this model's forward; call forward again")
+                }
+                // ReLU or Sigmoid followed by MaxPool2d: the pool applies the activation's backward
+                // to each plane of its gradient while it is in cache (one pass over the largest
+                // gradients saved; the same values as running both).
+                if let pool = layer as? MaxPool2d<T>, i >= 1, layers[i - 1] is ReLU<T> || layers[i - 1] is Sigmoid<T>,
+                   layers[i - 1].lastInputShape == shapes[i - 1] {
+                    let activation = layers[i - 1]
+                    let saved = try inLayer(i - 1) { () throws -> Tensor<T> in
+                        if let relu = activation as? ReLU<T> { return try relu.savedForBackward() }
+                        if let sigmoid = activation as? Sigmoid<T> { return try sigmoid.savedForBackward() }
+                        throw SwiftCNNError.runtime("Sequential: internal error: not a fusable activation")
+                    }
+                    g = try inLayer(i) { try pool.backward(g, then: (activation, saved)) }
+                    guard g.shape == shapes[i - 1] else {
+                        throw SwiftCNNError.runtime("Sequential: layer \(i) returned a gradient of the wrong shape")
+                    }
+                    i -= 1   // the activation's backward is done
+                    if i == 0 && !inputGradient { return nil }
+                    continue
                 }
                 if i == 0 && !inputGradient {
                     // The first child's input gradient is not wanted; a layer may still return one.

@@ -247,7 +247,8 @@ func pool2x2VerticalFloat16(count: Int, top: UnsafePointer<Float>, bottom: Unsaf
 ///     gradOut (N, C, Ho, Wo), argmax (N, C, Ho, Wo) from `pool2dForward` -> gradX (N, C, H, W) overwritten
 @inlinable
 public func maxPool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, gradOut: UnsafePointer<T>,
-                                            argmax: UnsafePointer<Int32>, gradX: UnsafeMutablePointer<T>) {
+                                            argmax: UnsafePointer<Int32>, gradX: UnsafeMutablePointer<T>,
+                                            then activation: ActivationBackward<T> = .none) {
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     parallelFor(chunks) { chunk in
@@ -259,8 +260,27 @@ public func maxPool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, gradOut: Unsafe
                 let idx = Int(am[o])
                 if idx >= 0 && idx < inPlane { gx[idx] += go[o] }
             }
+            // The preceding activation's backward on this plane while it is in cache (the same
+            // per-element formulas as its own backward, so the result is identical).
+            switch activation {
+            case .none:
+                break
+            case .relu(let x):
+                reluBackward(count: inPlane, gradOut: UnsafePointer(gx), x: x + p * inPlane, gradX: gx)
+            case .sigmoid(let y):
+                sigmoidBackward(count: inPlane, gradOut: UnsafePointer(gx), y: y + p * inPlane, gradX: gx)
+            }
         }
     }
+}
+
+/// The backward of an activation that precedes a max pool, fused into the pool's backward by
+/// `Sequential`: the activation's saved tensor (ReLU's input, Sigmoid's output), laid out as the
+/// pool's input.
+public enum ActivationBackward<T: CNNScalar> {
+    case none
+    case relu(x: UnsafePointer<T>)
+    case sigmoid(y: UnsafePointer<T>)
 }
 
 /// dx of pooling, recomputing max pooling's argmax from x.
