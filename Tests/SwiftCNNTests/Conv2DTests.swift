@@ -101,6 +101,9 @@ final class Conv2DTests: XCTestCase {
             (ConvCase(n: 2, c: 3, h: 14, w: 14, k: 6, kh: 5, kw: 5), .positionLanes, .other),
             // Four output channels, 25 taps: weight-gradient blocks of 4 x 6 with a 1-tap last block.
             (ConvCase(n: 3, c: 1, h: 9, w: 9, k: 4, kh: 5, kw: 5), .other, .positionLanes),
+            // Four channels in and out on 20 x 20: no block fills; the row-direct kernels (16-wide
+            // output rows) take the forward and the input gradient.
+            (ConvCase(n: 2, c: 4, h: 20, w: 20, k: 4, kh: 3, kw: 3), .other, .other),
             // Strided and dilated: no direct kernel.
             (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, stride: (2, 2)), .other, .other),
             (ConvCase(n: 2, c: 16, h: 9, w: 9, k: 16, kh: 3, kw: 3, dilation: (2, 1)), .other, .other),
@@ -118,6 +121,7 @@ final class Conv2DTests: XCTestCase {
         XCTAssertEqual(fourBySix[0], false)
         XCTAssertEqual(fourBySix[1], true)
         XCTAssertTrue(cases.contains { $0.cs.k == 4 && (try? conv2dChannelLaneShape($0.cs.geometry()).weightGradUses4x6) == true })
+        XCTAssertTrue(try conv2dUsesRowDirect(cases.first { $0.cs.c == 4 && $0.cs.k == 4 }!.cs.geometry()))
         for (index, (cs, forwardKernel, gradXKernel)) in cases.enumerated() {
             let g = try cs.geometry()
             XCTAssertEqual(conv2dForwardKernel(g), forwardKernel, "forward kernel for \(cs)")
