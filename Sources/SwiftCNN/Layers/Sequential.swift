@@ -67,24 +67,14 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
                 // Conv2d followed by ReLU or Sigmoid: the convolution activates each image's output
                 // while it is in cache and the activation layer adopts the result (one pass over
                 // the largest activations of a CNN saved; the same values as running both).
-                if i + 1 < layers.count, let conv = layers[i] as? Conv2d<T> {
-                    let next = layers[i + 1]
-                    if let relu = next as? ReLU<T> {
-                        h = try inLayer(i) { try conv.forward(h, epilogue: .relu) }
-                        shapes.append(h.shape)
-                        h = try inLayer(i + 1) { try relu.adopt(h) }
-                        shapes.append(h.shape)
-                        i += 2
-                        continue
-                    }
-                    if let sigmoid = next as? Sigmoid<T> {
-                        h = try inLayer(i) { try conv.forward(h, epilogue: .sigmoid) }
-                        shapes.append(h.shape)
-                        h = try inLayer(i + 1) { try sigmoid.adopt(h) }
-                        shapes.append(h.shape)
-                        i += 2
-                        continue
-                    }
+                if i + 1 < layers.count, let conv = layers[i] as? Conv2d<T>,
+                   let (epilogue, adopt) = fusableActivation(layers[i + 1]) {
+                    h = try inLayer(i) { try conv.forward(h, epilogue: epilogue) }
+                    shapes.append(h.shape)
+                    h = try inLayer(i + 1) { try adopt(h) }
+                    shapes.append(h.shape)
+                    i += 2
+                    continue
                 }
                 h = try inLayer(i) { try layers[i].forward(h) }
                 shapes.append(h.shape)
@@ -159,6 +149,14 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
         try access.run {
             for (i, layer) in layers.enumerated() { try inLayer(i) { try layer.zeroGrad() } }
         }
+    }
+
+    /// For a ReLU or Sigmoid layer: the convolution epilogue that computes it, and the layer's
+    /// method that adopts the activated output; nil for any other layer.
+    func fusableActivation(_ layer: any Layer<T>) -> (ConvEpilogue, (Tensor<T>) throws -> Tensor<T>)? {
+        if let relu = layer as? ReLU<T> { return (.relu, relu.adopt) }
+        if let sigmoid = layer as? Sigmoid<T> { return (.sigmoid, sigmoid.adopt) }
+        return nil
     }
 
     /// Runs `body`, prefixing the position to a child's error message: "layer 3: Conv2d: ...".
