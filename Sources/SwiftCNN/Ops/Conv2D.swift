@@ -466,19 +466,33 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
                                          weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                          gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
                                          accumulate: Bool, workspace: Workspace<T>) throws {
+    // One exit on each side of the branch: with an early `return` for the empty batch, `-O` builds
+    // that specialize this function in another module (the tests) returned from the Tensor-level
+    // conv2dBackward with a garbage error (a crash in swift_getErrorValue); pinned by
+    // Conv2DTests.testEmptyBatch and testOutputCombinations in release-mode test runs.
+    if g.batch == 0 {
+        // Empty sums: the parameter gradients are zero (unchanged when accumulating); gradX is empty.
+        if !accumulate {
+            gradWeight?.update(repeating: 0, count: g.outChannels * g.colRows)
+            gradBias?.update(repeating: 0, count: g.outChannels)
+        }
+    } else {
+        try conv2dBackwardNonEmpty(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
+                                   gradBias: gradBias, accumulate: accumulate, workspace: workspace)
+    }
+}
+
+/// `conv2dBackward` for a batch of at least one image.
+@inlinable
+func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+                                          weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
+                                          gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
+                                          accumulate: Bool, workspace: Workspace<T>) throws {
     let (kdim, hw) = (g.colRows, g.colCols)
     let xStride = g.inChannels * g.height * g.width
     let yStride = g.outChannels * hw
     let wCount = g.outChannels * kdim
     let pointwise = conv2dIsPointwise(g)
-    if g.batch == 0 {
-        // Empty sums: the parameter gradients are zero (unchanged when accumulating); gradX is empty.
-        if !accumulate {
-            gradWeight?.update(repeating: 0, count: wCount)
-            gradBias?.update(repeating: 0, count: g.outChannels)
-        }
-        return
-    }
 
     // The channel-lane path sums the bias gradient itself, while each image's g is in cache.
     let lanes = T.self == Float.self && conv2dChannelLanesApply(g) && (gradWeight != nil || gradX != nil)
