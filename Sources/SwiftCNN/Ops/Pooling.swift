@@ -292,6 +292,27 @@ public func pool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, gr
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     let divisor = T(g.kernelH * g.kernelW)
+    if kind == .max && poolIs2x2Stride2(g) && outPlane <= 4096 {
+        // The argmax recomputed by the forward's vectorized 2x2 kernel (same winners, same tie and
+        // NaN rule), then routed: ~10x faster than the general loop below, which made the
+        // functional max_pool2d_backward (and the Python MaxPool2d layer) the slowest op of a
+        // LeNet step. Scratch on the stack (at most ~150 KiB).
+        parallelFor(chunks) { chunk in
+            withUnsafeTemporaryAllocation(of: T.self, capacity: 3 * outPlane + 32) { values in
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: 3 * outPlane + 32) { indices in
+                    let y = values.baseAddress!, winners = indices.baseAddress!
+                    for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
+                        let gx = gradX + p * inPlane, go = gradOut + p * outPlane
+                        pool2x2Plane(g, kind: .max, x: x + p * inPlane, y: y, argmax: winners,
+                                     scratch: y + outPlane, scratchIndex: winners + outPlane)
+                        gx.update(repeating: 0, count: inPlane)
+                        for o in 0..<outPlane { gx[Int(winners[o])] += go[o] }
+                    }
+                }
+            }
+        }
+        return
+    }
     parallelFor(chunks) { chunk in
         for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
             let xp = x + p * inPlane, gx = gradX + p * inPlane, go = gradOut + p * outPlane
