@@ -1,38 +1,37 @@
-/// Direct convolution with the SIMD lanes across output channels ("channel lanes"), Float.
+/// Direct convolution kernels for stride 1 and no dilation, Float, SIMD16 (no im2col matrix).
 ///
-/// For stride 1 and no dilation, with x zero-padded into planes of Hp × Wp (Hp = H + 2ph,
-/// Wp = W + 2pw) and every output position (i, j) named by its flat offset q = i*Wp + j in those
-/// planes, a tap (c, r, s) of the filter reads the input at q + off(c,r,s), off = c*Hp*Wp + r*Wp + s:
+/// The input is zero-padded into planes of Hp × Wp (Hp = H + 2ph, Wp = W + 2pw) and every output
+/// position (i, j) is named by its flat offset q = i*Wp + j in those planes, so a tap (c, r, s) of
+/// the filter reads the input at q + off(c,r,s), off = c*Hp*Wp + r*Wp + s, a constant:
 ///
 ///     y[k, q]  = b[k] + sum_t xpad[q + off(t)] * w[k, t]                 (forward)
 ///     dw[k, t] = sum_q g[k, q] * xpad[q + off(t)]                         (weight gradient)
+///     dx       = the same forward over g padded by kH-1-ph / kW-1-pw with the filter rotated by
+///                180 degrees (the lecture's "full cross-correlation"), or the forward's positions
+///                scattered back: dxpad[c, q + off(r, s)] += sum_k w[k, c, r, s] * g[k, q]
 ///
-/// Both are computed 16 output channels k at a time, one SIMD16 lane per channel: a multiply-add
-/// takes one input value broadcast to all lanes (x86 folds the broadcast into the FMA's memory
-/// operand) and one vector of 16 weights (forward) or 16 output gradients (dw). That uses every lane
-/// whenever K is a multiple of 16, with no im2col matrix and no packing beyond one copy of each
-/// image, which is why it beats im2col + GEMM for small images and few channels (LeNet's second
-/// layer, 6 -> 16 channels on 14 x 14) and matches it for large ones.
+/// q runs over 0..<span, span = (Ho-1)*Wp + Wo: the positions with j >= Wo are wasted work (a
+/// fraction (Wp-Wo)/Wp), computed but never stored (forward) or given a zero gradient (dw).
 ///
-/// q runs over 0..<Q, Q = (Ho-1)*Wp + Wo: the positions with j >= Wo are wasted work (a fraction
-/// (Wp-Wo)/Wp), computed but never stored (forward) or given a zero gradient (dw).
+/// Four families of register blocks, each a few explicit accumulators (so that they stay in
+/// registers) and a tap loop:
+/// - lanes over output channels (`channelLaneForward*`): 16 channels × 12 positions, one input
+///   value broadcast per multiply-add (x86 folds the broadcast into the FMA's memory operand);
+/// - lanes over positions (`positionLaneForward*`): 6 or 8 channels × 48-64 positions (or one
+///   channel × 128), one weight broadcast per 3-4 multiply-adds, 10-11 loads per 24 of them;
+/// - the weight gradient (`weightGrad*`), lanes over positions: 3 × 8 or 4 × 6 (channel, tap)
+///   accumulators of 16 partial sums each, added up once per group of images;
+/// - the scattered input gradient (`scatter*`): 6 input channels × 48 positions per kernel tap.
+/// Ops/Conv2DChannelLanes.swift chooses among them by how full their blocks are.
 ///
-/// The input gradient of a stride-1 convolution is itself such a convolution (the lecture's "full
-/// cross-correlation with the filter rotated by 180 degrees"): dx = conv(gpad, w') with gpad = g
-/// zero-padded by kH-1-ph rows and kW-1-pw columns on each side and w'[c, k, r, s] =
-/// w[k, c, kH-1-r, kW-1-s]; so the same forward kernel computes dx, 16 input channels at a time.
-///
-/// Each output element is summed by one thread in a fixed order (taps in (c, r, s) order for y and
-/// dx; q in order, images in order within a chunk, chunks in order for dw): results are
-/// deterministic for a given thread count.
+/// Each output element is summed by one thread in a fixed order (taps in (c, r, s) order for y,
+/// (k, r, s) or (r, s) then k for dx; positions in order, images in order within a chunk, chunks in
+/// order for dw): results are deterministic for a given thread count.
 
 @usableFromInline typealias Lanes = SIMD16<Float>
 
 /// Output positions per forward micro-kernel call (12 accumulators of 16 channels each).
 @usableFromInline let channelLanePixels = 12
-/// Taps per weight-gradient micro-kernel call (8 accumulators; 8 input pointers).
-@usableFromInline let channelLaneTaps = 8
-
 /// The shapes of one channel-lane convolution over zero-padded input planes.
 @usableFromInline
 struct ChannelLaneShape {

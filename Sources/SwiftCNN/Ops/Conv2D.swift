@@ -12,8 +12,9 @@
 ///                      of g[n,k,i,j] * w[k,c,r,s]
 ///
 /// For stride 1, no padding and no dilation the last line is the "full" cross-correlation of g with
-/// the 180°-rotated filter (the lecture's identity). The fast path computes all three as GEMMs over
-/// the im2col matrix of each image (see Kernels/Im2Col.swift; the matrix is packed into the GEMM
+/// the 180°-rotated filter (the lecture's identity). For stride 1 without dilation in Float, direct
+/// kernels compute all three (Kernels/ChannelLaneConv.swift, chosen in Conv2DChannelLanes.swift);
+/// otherwise the fast path computes them as GEMMs over the im2col matrix of each image (see Kernels/Im2Col.swift; the matrix is packed into the GEMM
 /// straight from the image, never stored whole):
 ///
 ///     y_n = W · col_n        dW += g_n · col_nᵀ        dX_n = col2im(Wᵀ · g_n)
