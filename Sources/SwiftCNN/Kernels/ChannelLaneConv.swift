@@ -30,6 +30,11 @@
 
 @usableFromInline typealias Lanes = SIMD16<Float>
 
+/// Readable elements every kernel here needs past an input's last plane: the last block of
+/// positions reads up to a block's width (at most 128) beyond the span; those results are dropped
+/// (or, for the weight gradient, multiplied by zeros).
+@usableFromInline let directConvSlack = 128
+
 /// Output positions per forward micro-kernel call (12 accumulators of 16 channels each).
 @usableFromInline let channelLanePixels = 12
 /// The shapes of one channel-lane convolution over zero-padded input planes.
@@ -53,13 +58,12 @@ struct ChannelLaneShape {
     @usableFromInline var span: Int { (outH - 1) * paddedW + outW }
     /// Whether every offset into a padded buffer fits in Int32.
     @usableFromInline var fitsInt32Offsets: Bool {
-        Double(inChannels) * Double(paddedH) * Double(paddedW) + 16 < Double(Int32.max)
+        Double(inChannels) * Double(paddedH) * Double(paddedW) + Double(directConvSlack) < Double(Int32.max)
     }
     /// Groups of 16 output channels.
     @usableFromInline var groups: Int { (outChannels + 15) / 16 }
-    /// Elements of a padded input buffer: the planes plus slack, because the last micro-kernel call
-    /// reads up to `channelLanePixels - 1` positions past the span (results never stored).
-    @usableFromInline var paddedCount: Int { inChannels * paddedPlane + channelLanePixels }
+    /// Elements of a padded input buffer, for every kernel here: the planes plus `directConvSlack`.
+    @usableFromInline var paddedCount: Int { inChannels * paddedPlane + directConvSlack }
     /// Elements of the pixel-major forward scratch (span rounded up to whole calls, × 16 lanes).
     @usableFromInline var scratchCount: Int { (span + channelLanePixels - 1) / channelLanePixels * channelLanePixels * 16 }
     /// Elements of the packed weights: per group, taps × 16 lanes.
@@ -211,9 +215,6 @@ func channelLaneOffsets(_ s: ChannelLaneShape, into offsets: UnsafeMutablePointe
 /// Vectors of 16 positions covering the span (the weight gradient's q loop).
 extension ChannelLaneShape {
     @usableFromInline var spanVectors: Int { (span + 15) / 16 }
-    /// Elements of a padded input buffer for the weight gradient: the planes plus 16 of slack (the
-    /// last vector reads up to 15 positions past the span, where g is zero).
-    @usableFromInline var paddedCountForWeight: Int { inChannels * paddedPlane + 16 }
     /// Elements per channel of the spread output gradient gq: enough for the weight gradient's
     /// vectors and the scatter's blocks (both read zeros past the span).
     @usableFromInline var gradRow: Int { max(spanVectors * 16, (span + 47) / 48 * 48) }
@@ -367,7 +368,7 @@ extension ChannelLaneShape {
 
 /// The contribution of `images` consecutive images to dw, kept as 16 partial sums per weight:
 /// acc[k][t][16] += gq[k][q] * xpad[q + off(t)] summed over q ≡ lane (mod 16). Image m's padded
-/// input is at xpad + m * xImageStride (followed by 16 readable floats), its gq
+/// input is at xpad + m * xImageStride (followed by `directConvSlack` readable floats), its gq
 /// (`weightGradSpreadRows`) at gq + m * s.gradRowsCount. Channels go in threes; a last group of
 /// one or two repeats its first channel, into `dropped` (2 * taps * 16 elements, results unused).
 @usableFromInline
@@ -417,7 +418,7 @@ func weightGradImages(_ s: ChannelLaneShape, images: Int, xpad: UnsafePointer<Fl
 /// here; 40 KiB targeted), since every tap block and channel group re-reads them.
 @usableFromInline
 func weightGradImagesPerGroup(_ s: ChannelLaneShape) -> Int {
-    let bytes = (s.paddedCountForWeight + s.gradRowsCount) * 4
+    let bytes = (s.paddedCount + s.gradRowsCount) * 4
     return max(1, min(32, 40 * 1024 / max(bytes, 1)))
 }
 
@@ -464,9 +465,6 @@ extension ChannelLaneShape {
     }
     /// Blocks of positions covering the span.
     @usableFromInline var positionBlocks: Int { (span + positionWidth - 1) / positionWidth }
-    /// Elements of a padded input for `positionLaneForwardImage`: planes plus a block's width of
-    /// slack (the last block reads past the span; those results are never stored).
-    @usableFromInline var paddedCountForPositions: Int { inChannels * paddedPlane + 128 }
     /// Channel blocks.
     @usableFromInline var positionChannelBlocks: Int { (outChannels + positionRows - 1) / positionRows }
     /// Elements of the packed weights: per channel block, taps × rows.
@@ -639,7 +637,7 @@ func positionLaneForwardBlock3(taps: Int, offsets: UnsafePointer<Int32>, x: Unsa
 }
 
 /// One image: y (outChannels planes of outH × outW, overwritten) = bias + the convolution of xpad
-/// (padded planes with `paddedCountForPositions` elements) with the `positionLanePackWeights`
+/// (padded planes with `paddedCount` elements) with the `positionLanePackWeights`
 /// weights, through a scratch of `positionScratchCount` elements.
 @usableFromInline
 func positionLaneForwardImage(_ s: ChannelLaneShape, xpad: UnsafePointer<Float>, packed: UnsafePointer<Float>,

@@ -130,7 +130,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
     } else {
         channelLanePackWeights(s, w: { k, t in weight[k * taps + t] }, into: packed)
     }
-    let padCount = positions ? s.paddedCountForPositions : s.paddedCount
+    let padCount = s.paddedCount
     let scratchCount = positions ? s.positionScratchCount : s.scratchCount
     let chunks = conv2dChannelLaneChunks(g, flopsPerImage: 2 * Double(g.outChannels) * Double(g.colCount))
     var pads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
@@ -139,7 +139,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
         scratches.append(try workspace.buffer(2 + 2 * chunk, count: scratchCount))
     }
     let xStride = g.inChannels * g.height * g.width, yStride = g.outChannels * g.outH * g.outW
-    let unpadded = g.padH == 0 && g.padW == 0, slack = padCount - xStride
+    let unpadded = g.padH == 0 && g.padW == 0
     parallelFor(chunks) { chunk in
         let xpad = pads[chunk]
         xpad.update(repeating: 0, count: padCount)   // borders and slack stay zero
@@ -147,7 +147,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
             // Unpadded images are read in place while the reads past the image (the slack, whose
             // results are dropped) stay inside x: all but the last image or so.
             var image = UnsafePointer(xpad)
-            if unpadded && (n + 1) * xStride + slack <= g.batch * xStride {
+            if unpadded && (n + 1) * xStride + directConvSlack <= g.batch * xStride {
                 image = x + n * xStride
             } else {
                 channelLaneCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
@@ -218,8 +218,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         if positions { positionLanePackWeights(sx, w: flipped, into: p) } else { channelLanePackWeights(sx, w: flipped, into: p) }
         packedX = p
     }
-    let gpadCount = scatter ? s.scatterPaddedCount
-        : xKernel == .positionLanes ? sx.paddedCountForPositions : sx.paddedCount
+    let gpadCount = scatter ? s.scatterPaddedCount : sx.paddedCount
     let scratchXCount = xKernel == .positionLanes ? sx.positionScratchCount : sx.scratchCount
     // The split counts dx and dw whether or not both are asked for: dw's summation order (per
     // chunk) must not depend on whether dx is computed alongside.
@@ -236,7 +235,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         let base = 1 + 5 * chunk
         if spread { gqs.append(try workspace.buffer(base, count: group * s.gradRowsCount)) }
         if gradWeight != nil {
-            xpads.append(try workspace.buffer(base + 1, count: group * s.paddedCountForWeight))
+            xpads.append(try workspace.buffer(base + 1, count: group * s.paddedCount))
             partials.append(try workspace.buffer(base + 2, count: accCount + 2 * 16 * taps))   // + the dropped rows
         }
         if gradX != nil { gpads.append(try workspace.buffer(base + 3, count: gpadCount)) }
@@ -249,7 +248,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         let images = chunkRange(chunk, of: chunks, total: g.batch)
         if spread { gqs[chunk].update(repeating: 0, count: group * s.gradRowsCount) }
         if gradWeight != nil {
-            xpads[chunk].update(repeating: 0, count: group * s.paddedCountForWeight)
+            xpads[chunk].update(repeating: 0, count: group * s.paddedCount)
             partials[chunk].update(repeating: 0, count: accCount)
         }
         if correlate { gpads[chunk].update(repeating: 0, count: gpadCount) }
@@ -267,16 +266,16 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
             }
             if let offsets {
                 // Unpadded images are read in place, as in the forward, while the slack stays in x.
-                let inPlace = unpadded && (n0 + count) * xStride + 16 <= g.batch * xStride
+                let inPlace = unpadded && (n0 + count) * xStride + directConvSlack <= g.batch * xStride
                 let xpad = xpads[chunk]
                 if !inPlace {
                     for m in 0..<count {
                         channelLaneCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
-                                              top: g.padH, left: g.padW, dst: xpad + m * s.paddedCountForWeight)
+                                              top: g.padH, left: g.padW, dst: xpad + m * s.paddedCount)
                     }
                 }
                 weightGradImages(s, images: count, xpad: inPlace ? x + n0 * xStride : UnsafePointer(xpad),
-                                 xImageStride: inPlace ? xStride : s.paddedCountForWeight, gq: gqs[chunk],
+                                 xImageStride: inPlace ? xStride : s.paddedCount, gq: gqs[chunk],
                                  offsets: offsets.pointer, acc: partials[chunk], dropped: partials[chunk] + accCount)
             }
             if let gradX, let packedX {
