@@ -1,700 +1,539 @@
-// The functional ops of swiftcnn.h: conv2d, pool2d, linear, activations, softmax, the losses and
-// correlate2d, forward and backward.
+// The functional ops of swiftcnn.h, one `scnn_op_fn` each: conv2d, pooling, linear, the
+// activations, softmax, the losses and correlate2d, forward and backward.
 //
-// Each export validates its scalar arguments and shapes, builds the core's geometry value (which
-// checks every shape rule and names the argument in its message), checks the data pointers (NULL
-// only for empty tensors, aligned) and that outputs do not overlap inputs, and only then calls the
-// core, generic over the dtype and specialized for Float and Double.
+// Each body reads its operands, builds the core's geometry value (the one validation of the op,
+// which names the argument in its messages), declares its results, and when computing checks the
+// data pointers (NULL only for empty tensors, aligned, results not overlapping inputs) and calls the
+// core, specialized for Float and Double. Adding an op = one function here + one row in _core.c.
 
 import SwiftCNN
 
-// MARK: - argument helpers
-
-/// The (stride, padding, dilation) pairs of `conv_geometry[6]`.
-func readConvGeometry(_ p: UnsafePointer<Int64>?, op: String)
-    throws -> (stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)) {
-    guard let p else { throw SwiftCNNError.value("\(op): conv_geometry is NULL") }
-    return ((int(p[0]), int(p[1])), (int(p[2]), int(p[3])), (int(p[4]), int(p[5])))
-}
-
-/// The (kernel_size, stride, padding) pairs of `pool_geometry[6]`.
-func readPoolGeometry(_ p: UnsafePointer<Int64>?, op: String)
-    throws -> (kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int)) {
-    guard let p else { throw SwiftCNNError.value("\(op): pool_geometry is NULL") }
-    return ((int(p[0]), int(p[1])), (int(p[2]), int(p[3])), (int(p[4]), int(p[5])))
-}
-
-/// `SCNN_POOL_MAX` / `SCNN_POOL_AVG`.
-func parsePoolKind(_ raw: Int32, op: String) throws -> PoolKind {
-    switch raw {
-    case 0: return .max
-    case 1: return .average
-    default: throw SwiftCNNError.value("\(op): pool_kind must be SCNN_POOL_MAX (0) or SCNN_POOL_AVG (1), got \(raw)")
-    }
-}
-
-/// The shape of an optional bias given as (pointer, length): nil for "no bias" (length -1, pointer
-/// NULL), else (length,).
-func readBias(_ bias: UnsafeRawPointer?, _ biasLen: Int64, op: String) throws -> [Int]? {
-    if biasLen == -1 {
-        guard bias == nil else {
-            throw SwiftCNNError.value("\(op): bias_len is -1 (no bias) but bias is not NULL")
-        }
-        return nil
-    }
-    guard biasLen >= 0 else {
-        throw SwiftCNNError.value("\(op): bias_len must be >= 0, or -1 for no bias, got \(biasLen)")
-    }
-    let shape = [int(biasLen)]
-    try checkSizes(shape, name: "bias", op: op)
-    return shape
-}
-
 // MARK: - conv2d
 
-/// `scnn_conv2d_forward`: y = conv2d(x, weight, bias) with conv_geometry {sh, sw, ph, pw, dh, dw}.
-@_cdecl("scnn_conv2d_forward")
-public func scnn_conv2d_forward(_ dtype: Int32,
-                                _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                _ weight: UnsafeRawPointer?, _ weightShape: UnsafePointer<Int64>?, _ weightNdim: Int64,
-                                _ bias: UnsafeRawPointer?, _ biasLen: Int64,
-                                _ convGeometry: UnsafePointer<Int64>?,
-                                _ y: UnsafeMutableRawPointer?, _ yShapeOut: UnsafeMutablePointer<Int64>?,
-                                _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "conv2d"
-        let dt = try parseDType(dtype, op: op)
-        let g: Conv2DGeometry
-        let hasBias: Bool
-        // Common case first, from scalars: no shape arrays (a malloc and free each, several per
-        // call, were most of the cost of a call on a small input). Anything unusual (wrong rank,
-        // NULL shape, a bad bias length, ...) takes the array path below, which throws the message.
-        if let xs = readShape4IfValid(xShape, xNdim), let ws = readShape4IfValid(weightShape, weightNdim),
-           let convGeometry, (biasLen == -1 && bias == nil) || (biasLen >= 0 && biasLen <= Int64(Int.max / 8)) {
-            let p = convGeometry
-            g = try Conv2DGeometry(op: op, x: xs, weight: ws, biasLength: biasLen == -1 ? nil : int(biasLen),
-                                   stride: (int(p[0]), int(p[1])), padding: (int(p[2]), int(p[3])),
-                                   dilation: (int(p[4]), int(p[5])))
-            hasBias = biasLen != -1
-        } else {
-            let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
-            let ws = try readShape(weightShape, ndim: weightNdim, name: "weight", op: op, rank: 4,
-                                   layout: "(out_channels, in_channels, kH, kW)")
-            let bs = try readBias(bias, biasLen, op: op)
-            let geo = try readConvGeometry(convGeometry, op: op)
-            g = try Conv2DGeometry(op: op, xShape: xs, weightShape: ws, biasShape: bs,
-                                   stride: geo.stride, padding: geo.padding, dilation: geo.dilation)
-            hasBias = bs != nil
+/// in (x, weight, bias?), ints (stride pair, padding pair, dilation pair), out (y).
+@_cdecl("scnn_conv2d")
+public func scnn_conv2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                        _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                        _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp("conv2d", expect: OpArity(inputs: 3, ints: 6, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let x = call.input(0, "x"), w = call.input(1, "weight"), b = call.input(2, "bias")
+        let dtype = try call.floatType(x)
+        try w.requireDType(dtype, like: "x")
+        var biasLength: Int? = nil
+        if !b.isAbsent {
+            try b.requireDType(dtype, like: "x")
+            try b.requireRank(1, layout: "(out_channels,)")
+            biasLength = b.dim(0)
         }
-        switch dt {
-        case .float32: try conv2dForwardC(Float.self, g, x, weight, hasBias, bias, y)
-        case .float64: try conv2dForwardC(Double.self, g, x, weight, hasBias, bias, y)
+        let g = try Conv2DGeometry(op: call.op, x: try x.shape4(layout: "(N, C, H, W)"),
+                                   weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
+                                   biasLength: biasLength, stride: call.pair(0), padding: call.pair(2),
+                                   dilation: call.pair(4))
+        let y = call.output(0, "out")
+        try y.declare(rank: 4, g.batch, g.outChannels, g.outH, g.outW, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try conv2dC(Float.self, call, g, x, w, b, y)
+        case .float64: try conv2dC(Double.self, call, g, x, w, b, y)
         }
-        writeShape4(g.batch, g.outChannels, g.outH, g.outW, to: yShapeOut)
     }
 }
 
-func conv2dForwardC<T: CNNScalar>(_: T.Type, _ g: Conv2DGeometry, _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
-                                  _ hasBias: Bool, _ bias: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?) throws {
-    // Pointer-level checks and kernel, not borrowed Tensors and the Tensor-level conv2d: those cost
-    // an object and a shape array per argument and re-derived the geometry validated above, which
-    // was most of the cost of a call on a small input. The counts below were checked by the geometry.
-    let op = "conv2d"
-    let xCount = g.batch * g.inChannels * g.height * g.width
-    let wCount = g.outChannels * g.colRows
-    let yCount = g.batch * g.outChannels * g.colCols
-    let xp = try checkData(x, count: xCount, shape: g.inputShape, name: "x", op: op, as: T.self)
-    let wp = try checkData(weight, count: wCount, shape: g.weightShape, name: "weight", op: op, as: T.self)
-    let bp = hasBias ? try checkData(bias, count: g.outChannels, shape: g.biasShape, name: "bias", op: op, as: T.self) : nil
-    guard let y else { return }  // validation only: the caller learns the shape
-    let yp = try checkData(UnsafeRawPointer(y), count: yCount, shape: g.outputShape, name: "out", op: op, as: T.self)
-    let size = MemoryLayout<T>.stride
-    let out = Region("out", yp, count: yCount, elementSize: size)
-    try checkDisjoint(op: op, out, Region("x", xp, count: xCount, elementSize: size))
-    try checkDisjoint(op: op, out, Region("weight", wp, count: wCount, elementSize: size))
-    if hasBias { try checkDisjoint(op: op, out, Region("bias", bp, count: g.outChannels, elementSize: size)) }
-    // N = 0: nothing to compute (and no scratch to size from the spatial dimensions). Otherwise
-    // every pointer is non-NULL: x, weight, bias and y are non-empty (the geometry has C, H, W, K,
+func conv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometry, _ x: Operand, _ w: Operand, _ b: Operand,
+                           _ y: ResultOperand) throws {
+    let xp = try x.pointer(T.self, count: g.batch * g.inChannels * g.height * g.width)
+    let wp = try w.pointer(T.self, count: g.outChannels * g.colRows)
+    let bp = b.isAbsent ? nil : try b.pointer(T.self, count: g.outChannels)
+    let yp = try y.operand.pointer(T.self, count: g.batch * g.outChannels * g.colCols)
+    try call.checkResultsDisjoint([y.operand], [x, w, b], elementSize: MemoryLayout<T>.stride)
+    // N = 0: nothing to compute. Otherwise every pointer is non-NULL (the geometry has C, H, W, K,
     // kH, kW, Ho, Wo >= 1).
     guard g.batch > 0, let xp, let wp, let yp else { return }
-    try conv2dForward(g, x: xp, weight: wp, bias: bp, y: UnsafeMutablePointer(mutating: yp), workspace: Workspace<T>())
+    try conv2dForward(g, x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp, workspace: Workspace<T>())
 }
 
-/// `scnn_conv2d_backward`: grad_x, grad_weight, grad_bias (each optional) from grad_out.
+/// in (grad_out, x, weight), ints as conv2d, out (grad_x, grad_weight, grad_bias).
 @_cdecl("scnn_conv2d_backward")
-public func scnn_conv2d_backward(_ dtype: Int32,
-                                 _ gradOut: UnsafeRawPointer?, _ gradOutShape: UnsafePointer<Int64>?, _ gradOutNdim: Int64,
-                                 _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                 _ weight: UnsafeRawPointer?, _ weightShape: UnsafePointer<Int64>?, _ weightNdim: Int64,
-                                 _ convGeometry: UnsafePointer<Int64>?,
-                                 _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
-                                 _ gradBias: UnsafeMutableRawPointer?,
-                                 _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "conv2d_backward"
-        let dt = try parseDType(dtype, op: op)
-        let gs = try readShape(gradOutShape, ndim: gradOutNdim, name: "grad_out", op: op, rank: 4, layout: "(N, K, Ho, Wo)")
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
-        let ws = try readShape(weightShape, ndim: weightNdim, name: "weight", op: op, rank: 4,
-                               layout: "(out_channels, in_channels, kH, kW)")
-        let geo = try readConvGeometry(convGeometry, op: op)
-        let g = try Conv2DGeometry(op: op, xShape: xs, weightShape: ws, biasShape: nil,
-                                   stride: geo.stride, padding: geo.padding, dilation: geo.dilation)
-        try g.checkGradOut(op: op, gs)
-        switch dt {
-        case .float32: try conv2dBackwardC(Float.self, g, gradOut, x, weight, gradX, gradWeight, gradBias)
-        case .float64: try conv2dBackwardC(Double.self, g, gradOut, x, weight, gradX, gradWeight, gradBias)
+public func scnn_conv2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                 _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                                 _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp("conv2d_backward", expect: OpArity(inputs: 3, ints: 6, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let gy = call.input(0, "grad_out"), x = call.input(1, "x"), w = call.input(2, "weight")
+        let dtype = try call.floatType(gy)
+        try x.requireDType(dtype, like: "grad_out")
+        try w.requireDType(dtype, like: "grad_out")
+        let gs = try gy.shape4(layout: "(N, K, Ho, Wo)")
+        let g = try Conv2DGeometry(op: call.op, x: try x.shape4(layout: "(N, C, H, W)"),
+                                   weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
+                                   biasLength: nil, stride: call.pair(0), padding: call.pair(2), dilation: call.pair(4))
+        try g.checkGradOut(op: call.op, gs)
+        let t = OperandType(dtype)
+        let gx = call.output(0, "grad_x"), gw = call.output(1, "grad_weight"), gb = call.output(2, "grad_bias")
+        try gx.declare(rank: 4, g.batch, g.inChannels, g.height, g.width, dtype: t)
+        try gw.declare(rank: 4, g.outChannels, g.inChannels, g.kernelH, g.kernelW, dtype: t)
+        try gb.declare(rank: 1, g.outChannels, dtype: t)
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try conv2dBackwardC(Float.self, call, g, gy, x, w, gx, gw, gb)
+        case .float64: try conv2dBackwardC(Double.self, call, g, gy, x, w, gx, gw, gb)
         }
     }
 }
 
-func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ g: Conv2DGeometry, _ gradOut: UnsafeRawPointer?,
-                                   _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
-                                   _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
-                                   _ gradBias: UnsafeMutableRawPointer?) throws {
-    let o = try borrowBackwardOperands(T.self, op: "conv2d_backward", outputShape: g.outputShape,
-                                       inputShape: g.inputShape, weightShape: g.weightShape, biasShape: g.biasShape,
-                                       gradOut, x, weight, gradX, gradWeight, gradBias)
-    let (gx, gw, gb) = (o.gradX, o.gradWeight, o.gradBias)
-    if g.batch == 0 {
-        // Empty batch: the sums are empty (zeros); grad_x is empty. Done here rather than in the
-        // kernel, which would size scratch from the spatial dimensions alone.
-        gw?.update(repeating: 0, count: g.outChannels * g.inChannels * g.kernelH * g.kernelW)
-        gb?.update(repeating: 0, count: g.outChannels)
+func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometry, _ gy: Operand, _ x: Operand,
+                                   _ w: Operand, _ gx: ResultOperand, _ gw: ResultOperand, _ gb: ResultOperand) throws {
+    let gyp = try gy.pointer(T.self, count: g.batch * g.outChannels * g.colCols)
+    let xp = try x.pointer(T.self, count: g.batch * g.inChannels * g.height * g.width)
+    let wp = try w.pointer(T.self, count: g.outChannels * g.colRows)
+    let gxp = try gx.pointer(T.self), gwp = try gw.pointer(T.self), gbp = try gb.pointer(T.self)
+    try call.checkResultsDisjoint([gx.operand, gw.operand, gb.operand], [gy, x, w], elementSize: MemoryLayout<T>.stride)
+    guard g.batch > 0, let gyp, let xp, let wp else {
+        // Empty batch: the sums are empty (zeros); grad_x is empty.
+        gwp?.update(repeating: 0, count: g.outChannels * g.colRows)
+        gbp?.update(repeating: 0, count: g.outChannels)
         return
     }
-    try conv2dBackward(g, gradOut: o.gradOut, x: o.x, weight: o.weight,
-                       gradX: gx, gradWeight: gw, gradBias: gb, accumulate: false, workspace: Workspace<T>())
-}
-
-/// The typed operands of a backward op that maps (grad_out, x, weight) to (grad_x, grad_weight,
-/// grad_bias), any of the outputs optional: conv2d's and linear's.
-struct BackwardOperands<T: CNNScalar> {
-    let gradOut, x, weight: UnsafeMutablePointer<T>
-    let gradX, gradWeight, gradBias: UnsafeMutablePointer<T>?
-}
-
-/// Checks the operands of a backward op (NULL, alignment, each output overlapping no input and no
-/// other output: the kernels read the inputs while they write) and types them.
-func borrowBackwardOperands<T: CNNScalar>(_: T.Type, op: String, outputShape: [Int], inputShape: [Int],
-                                          weightShape: [Int], biasShape: [Int],
-                                          _ gradOut: UnsafeRawPointer?, _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
-                                          _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
-                                          _ gradBias: UnsafeMutableRawPointer?) throws -> BackwardOperands<T> {
-    let inputs: [(String, Tensor<T>)] = [
-        ("grad_out", try borrow(gradOut, shape: outputShape, name: "grad_out", op: op)),
-        ("x", try borrow(x, shape: inputShape, name: "x", op: op)),
-        ("weight", try borrow(weight, shape: weightShape, name: "weight", op: op)),
-    ]
-    var outputs: [(String, Tensor<T>)] = []
-    if let gradX { outputs.append(("grad_x", try borrowOut(gradX, shape: inputShape, name: "grad_x", op: op))) }
-    if let gradWeight { outputs.append(("grad_weight", try borrowOut(gradWeight, shape: weightShape, name: "grad_weight", op: op))) }
-    if let gradBias { outputs.append(("grad_bias", try borrowOut(gradBias, shape: biasShape, name: "grad_bias", op: op))) }
-    try checkNoOverlapOutputs(op: op, outputs, inputs)
-    return BackwardOperands(gradOut: inputs[0].1.pointer, x: inputs[1].1.pointer, weight: inputs[2].1.pointer,
-                            gradX: gradX.map { $0.assumingMemoryBound(to: T.self) },
-                            gradWeight: gradWeight.map { $0.assumingMemoryBound(to: T.self) },
-                            gradBias: gradBias.map { $0.assumingMemoryBound(to: T.self) })
+    try conv2dBackward(g, gradOut: gyp, x: xp, weight: wp, gradX: gxp, gradWeight: gwp, gradBias: gbp,
+                       accumulate: false, workspace: Workspace<T>())
 }
 
 // MARK: - pooling
 
-/// `scnn_pool2d_forward`: max or average pooling with pool_geometry {kh, kw, sh, sw, ph, pw}.
-@_cdecl("scnn_pool2d_forward")
-public func scnn_pool2d_forward(_ dtype: Int32, _ poolKind: Int32,
-                                _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                _ poolGeometry: UnsafePointer<Int64>?,
-                                _ y: UnsafeMutableRawPointer?, _ yShapeOut: UnsafeMutablePointer<Int64>?,
-                                _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let dt = try parseDType(dtype, op: "pool2d")
-        let kind = try parsePoolKind(poolKind, op: "pool2d")
-        let op = kind == .max ? "max_pool2d" : "avg_pool2d"
-        let g: Pool2DGeometry
-        // Scalar fast path as in scnn_conv2d_forward; the array path throws the messages.
-        if let xs = readShape4IfValid(xShape, xNdim), let p = poolGeometry {
-            g = try Pool2DGeometry(op: op, kind: kind, x: xs, kernelSize: (int(p[0]), int(p[1])),
-                                   stride: (int(p[2]), int(p[3])), padding: (int(p[4]), int(p[5])))
-        } else {
-            let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
-            let geo = try readPoolGeometry(poolGeometry, op: op)
-            g = try Pool2DGeometry(op: op, kind: kind, xShape: xs, kernelSize: geo.kernel, stride: geo.stride,
-                                   padding: geo.padding)
+/// in (x), ints (kernel pair, stride optional pair, padding pair), out (y).
+@inline(__always)
+func pool2dOp(_ op: String, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+              _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+              _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 1, ints: 7, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let x = call.input(0, "x")
+        let dtype = try call.floatType(x)
+        let g = try Pool2DGeometry(op: call.op, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
+                                   kernelSize: call.pair(0), stride: call.optionalPair(2), padding: call.pair(5))
+        let y = call.output(0, "out")
+        try y.declare(rank: 4, g.batch, g.channels, g.outH, g.outW, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try pool2dC(Float.self, call, g, kind, x, y)
+        case .float64: try pool2dC(Double.self, call, g, kind, x, y)
         }
-        switch dt {
-        case .float32: try pool2dForwardC(Float.self, g, kind, op, x, y)
-        case .float64: try pool2dForwardC(Double.self, g, kind, op, x, y)
-        }
-        writeShape4(g.batch, g.channels, g.outH, g.outW, to: yShapeOut)
     }
 }
 
-func pool2dForwardC<T: CNNScalar>(_: T.Type, _ g: Pool2DGeometry, _ kind: PoolKind, _ op: String,
-                                  _ x: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?) throws {
-    // Pointer level, as conv2dForwardC: no borrowed Tensors (an object and a shape array each).
-    // The geometry checked both counts; N = 0 leaves nothing to compute (and NULL pointers).
-    let xCount = g.batch * g.channels * g.height * g.width
-    let yCount = g.batch * g.channels * g.outH * g.outW
-    let xp = try checkData(x, count: xCount, shape: g.inputShape, name: "x", op: op, as: T.self)
-    guard let y else { return }
-    let yp = try checkData(UnsafeRawPointer(y), count: yCount, shape: g.outputShape, name: "out", op: op, as: T.self)
-    let size = MemoryLayout<T>.stride
-    try checkDisjoint(op: op, Region("out", yp, count: yCount, elementSize: size),
-                      Region("x", xp, count: xCount, elementSize: size))
+func pool2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Pool2DGeometry, _ kind: PoolKind, _ x: Operand,
+                           _ y: ResultOperand) throws {
+    let xp = try x.pointer(T.self, count: g.batch * g.channels * g.height * g.width)
+    let yp = try y.pointer(T.self)
+    try call.checkResultsDisjoint([y.operand], [x], elementSize: MemoryLayout<T>.stride)
     guard g.batch > 0, let xp, let yp else { return }
-    pool2dForward(g, kind: kind, x: xp, y: UnsafeMutablePointer(mutating: yp), argmax: nil)
+    pool2dForward(g, kind: kind, x: xp, y: yp, argmax: nil)
 }
 
+@_cdecl("scnn_max_pool2d")
+public func scnn_max_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    pool2dOp("max_pool2d", .max, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+}
 
-/// `scnn_pool2d_backward`: grad_x (x's shape) from grad_out.
-@_cdecl("scnn_pool2d_backward")
-public func scnn_pool2d_backward(_ dtype: Int32, _ poolKind: Int32,
-                                 _ gradOut: UnsafeRawPointer?, _ gradOutShape: UnsafePointer<Int64>?, _ gradOutNdim: Int64,
-                                 _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                 _ poolGeometry: UnsafePointer<Int64>?,
-                                 _ gradX: UnsafeMutableRawPointer?,
-                                 _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let dt = try parseDType(dtype, op: "pool2d_backward")
-        let kind = try parsePoolKind(poolKind, op: "pool2d_backward")
-        let op = kind == .max ? "max_pool2d_backward" : "avg_pool2d_backward"
-        let gs = try readShape(gradOutShape, ndim: gradOutNdim, name: "grad_out", op: op, rank: 4, layout: "(N, C, Ho, Wo)")
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 4, layout: "(N, C, H, W)")
-        let geo = try readPoolGeometry(poolGeometry, op: op)
-        let g = try Pool2DGeometry(op: op, kind: kind, xShape: xs, kernelSize: geo.kernel, stride: geo.stride,
-                                   padding: geo.padding)
-        try g.checkGradOut(op: op, gs)
-        switch dt {
-        case .float32: try pool2dBackwardC(Float.self, g, kind, op, gradOut, x, gradX)
-        case .float64: try pool2dBackwardC(Double.self, g, kind, op, gradOut, x, gradX)
+@_cdecl("scnn_avg_pool2d")
+public func scnn_avg_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    pool2dOp("avg_pool2d", .average, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+}
+
+/// in (grad_out, x), ints as the forward, out (grad_x).
+@inline(__always)
+func pool2dBackwardOp(_ op: String, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
+                      _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                      _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 2, ints: 7, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let gy = call.input(0, "grad_out"), x = call.input(1, "x")
+        let dtype = try call.floatType(gy)
+        try x.requireDType(dtype, like: "grad_out")
+        let gs = try gy.shape4(layout: "(N, C, Ho, Wo)")
+        let g = try Pool2DGeometry(op: call.op, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
+                                   kernelSize: call.pair(0), stride: call.optionalPair(2), padding: call.pair(5))
+        try g.checkGradOut(op: call.op, gs)
+        let gx = call.output(0, "grad_x")
+        try gx.declare(like: x, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try pool2dBackwardC(Float.self, call, g, kind, gy, x, gx)
+        case .float64: try pool2dBackwardC(Double.self, call, g, kind, gy, x, gx)
         }
     }
 }
 
-func pool2dBackwardC<T: CNNScalar>(_: T.Type, _ g: Pool2DGeometry, _ kind: PoolKind, _ op: String,
-                                   _ gradOut: UnsafeRawPointer?, _ x: UnsafeRawPointer?,
-                                   _ gradX: UnsafeMutableRawPointer?) throws {
-    let got: Tensor<T> = try borrow(gradOut, shape: g.outputShape, name: "grad_out", op: op)
-    let xt: Tensor<T> = try borrow(x, shape: g.inputShape, name: "x", op: op)
-    let gxt: Tensor<T> = try borrowOut(gradX, shape: g.inputShape, name: "grad_x", op: op)
-    try checkNoOverlapOutputs(op: op, [("grad_x", gxt)], [("grad_out", got), ("x", xt)])
-    pool2dBackward(g, kind: kind, gradOut: got.pointer, x: xt.pointer, gradX: gxt.pointer)
+func pool2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Pool2DGeometry, _ kind: PoolKind, _ gy: Operand,
+                                   _ x: Operand, _ gx: ResultOperand) throws {
+    let gyp = try gy.pointer(T.self, count: g.batch * g.channels * g.outH * g.outW)
+    let xp = try x.pointer(T.self, count: g.batch * g.channels * g.height * g.width)
+    let gxp = try gx.pointer(T.self)
+    try call.checkResultsDisjoint([gx.operand], [gy, x], elementSize: MemoryLayout<T>.stride)
+    guard g.batch > 0, let gyp, let xp, let gxp else { return }
+    pool2dBackward(g, kind: kind, gradOut: gyp, x: xp, gradX: gxp)
+}
+
+@_cdecl("scnn_max_pool2d_backward")
+public func scnn_max_pool2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    pool2dBackwardOp("max_pool2d_backward", .max, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+}
+
+@_cdecl("scnn_avg_pool2d_backward")
+public func scnn_avg_pool2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    pool2dBackwardOp("avg_pool2d_backward", .average, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
 // MARK: - linear
 
-/// `scnn_linear_forward`: y = x @ weight.T + bias.
-@_cdecl("scnn_linear_forward")
-public func scnn_linear_forward(_ dtype: Int32,
-                                _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                _ weight: UnsafeRawPointer?, _ weightShape: UnsafePointer<Int64>?, _ weightNdim: Int64,
-                                _ bias: UnsafeRawPointer?, _ biasLen: Int64,
-                                _ y: UnsafeMutableRawPointer?, _ yShapeOut: UnsafeMutablePointer<Int64>?,
-                                _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "linear"
-        let dt = try parseDType(dtype, op: op)
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 2, layout: "(N, in_features)")
-        let ws = try readShape(weightShape, ndim: weightNdim, name: "weight", op: op, rank: 2,
-                               layout: "(out_features, in_features)")
-        let bs = try readBias(bias, biasLen, op: op)
-        let g = try LinearGeometry(op: op, xShape: xs, weightShape: ws, biasShape: bs)
-        switch dt {
-        case .float32: try linearForwardC(Float.self, g, x, weight, bs != nil, bias, y)
-        case .float64: try linearForwardC(Double.self, g, x, weight, bs != nil, bias, y)
-        }
-        if let yShapeOut {  // element by element: g.outputShape would build an array per call
-            yShapeOut[0] = Int64(g.batch); yShapeOut[1] = Int64(g.outFeatures)
+/// in (x, weight, bias?), out (y).
+@_cdecl("scnn_linear")
+public func scnn_linear(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                        _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                        _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp("linear", expect: OpArity(inputs: 3, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let x = call.input(0, "x"), w = call.input(1, "weight"), b = call.input(2, "bias")
+        let dtype = try call.floatType(x)
+        try w.requireDType(dtype, like: "x")
+        if !b.isAbsent { try b.requireDType(dtype, like: "x") }
+        try x.checkSizes(); try w.checkSizes(); if !b.isAbsent { try b.checkSizes() }
+        let g = try LinearGeometry(op: call.op, xShape: x.shape, weightShape: w.shape, biasShape: b.isAbsent ? nil : b.shape)
+        let y = call.output(0, "out")
+        try y.declare(rank: 2, g.batch, g.outFeatures, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try linearC(Float.self, call, g, x, w, b, y)
+        case .float64: try linearC(Double.self, call, g, x, w, b, y)
         }
     }
 }
 
-func linearForwardC<T: CNNScalar>(_: T.Type, _ g: LinearGeometry, _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
-                                  _ hasBias: Bool, _ bias: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?) throws {
-    let op = "linear"
-    // Pointer level, as conv2dForwardC: the Tensor-level linear re-derived the geometry and took a
-    // borrowed Tensor (an object and a shape array) per argument. Same checks, same messages; the
-    // geometry checked the counts.
-    let xCount = g.batch * g.inFeatures, wCount = g.outFeatures * g.inFeatures, yCount = g.batch * g.outFeatures
-    let xp = try checkData(x, count: xCount, shape: g.inputShape, name: "x", op: op, as: T.self)
-    let wp = try checkData(weight, count: wCount, shape: g.weightShape, name: "weight", op: op, as: T.self)
-    let bp = hasBias ? try checkData(bias, count: g.outFeatures, shape: g.biasShape, name: "bias", op: op, as: T.self) : nil
-    guard let y else { return }
-    let yp = try checkData(UnsafeRawPointer(y), count: yCount, shape: g.outputShape, name: "out", op: op, as: T.self)
-    let size = MemoryLayout<T>.stride
-    let out = Region("out", yp, count: yCount, elementSize: size)
-    try checkDisjoint(op: op, out, Region("x", xp, count: xCount, elementSize: size))
-    try checkDisjoint(op: op, out, Region("weight", wp, count: wCount, elementSize: size))
-    if hasBias { try checkDisjoint(op: op, out, Region("bias", bp, count: g.outFeatures, elementSize: size)) }
-    // N = 0: nothing to compute. Otherwise x, weight, bias and y are non-empty (in, out >= 1).
+func linearC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometry, _ x: Operand, _ w: Operand, _ b: Operand,
+                           _ y: ResultOperand) throws {
+    let xp = try x.pointer(T.self, count: g.batch * g.inFeatures)
+    let wp = try w.pointer(T.self, count: g.outFeatures * g.inFeatures)
+    let bp = b.isAbsent ? nil : try b.pointer(T.self, count: g.outFeatures)
+    let yp = try y.pointer(T.self)
+    try call.checkResultsDisjoint([y.operand], [x, w, b], elementSize: MemoryLayout<T>.stride)
     guard g.batch > 0, let xp, let wp, let yp else { return }
     linearForward(batch: g.batch, inFeatures: g.inFeatures, outFeatures: g.outFeatures,
-                  x: xp, weight: wp, bias: bp, y: UnsafeMutablePointer(mutating: yp))
+                  x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp)
 }
 
-/// `scnn_linear_backward`: grad_x, grad_weight, grad_bias (each optional).
+/// in (grad_out, x, weight), out (grad_x, grad_weight, grad_bias).
 @_cdecl("scnn_linear_backward")
-public func scnn_linear_backward(_ dtype: Int32,
-                                 _ gradOut: UnsafeRawPointer?, _ gradOutShape: UnsafePointer<Int64>?, _ gradOutNdim: Int64,
-                                 _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                 _ weight: UnsafeRawPointer?, _ weightShape: UnsafePointer<Int64>?, _ weightNdim: Int64,
-                                 _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
-                                 _ gradBias: UnsafeMutableRawPointer?,
-                                 _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "linear_backward"
-        let dt = try parseDType(dtype, op: op)
-        let gs = try readShape(gradOutShape, ndim: gradOutNdim, name: "grad_out", op: op, rank: 2, layout: "(N, out_features)")
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, rank: 2, layout: "(N, in_features)")
-        let ws = try readShape(weightShape, ndim: weightNdim, name: "weight", op: op, rank: 2,
-                               layout: "(out_features, in_features)")
-        let g = try LinearGeometry(op: op, xShape: xs, weightShape: ws, biasShape: nil)
-        try g.checkGradOut(op: op, gs)
-        switch dt {
-        case .float32: try linearBackwardC(Float.self, g, gradOut, x, weight, gradX, gradWeight, gradBias)
-        case .float64: try linearBackwardC(Double.self, g, gradOut, x, weight, gradX, gradWeight, gradBias)
+public func scnn_linear_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                 _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                                 _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp("linear_backward", expect: OpArity(inputs: 3, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let gy = call.input(0, "grad_out"), x = call.input(1, "x"), w = call.input(2, "weight")
+        let dtype = try call.floatType(gy)
+        try x.requireDType(dtype, like: "grad_out")
+        try w.requireDType(dtype, like: "grad_out")
+        try gy.requireRank(2, layout: "(N, out_features)")
+        try x.checkSizes(); try w.checkSizes()
+        let g = try LinearGeometry(op: call.op, xShape: x.shape, weightShape: w.shape, biasShape: nil)
+        try g.checkGradOut(op: call.op, gy.shape)
+        let t = OperandType(dtype)
+        let gx = call.output(0, "grad_x"), gw = call.output(1, "grad_weight"), gb = call.output(2, "grad_bias")
+        try gx.declare(rank: 2, g.batch, g.inFeatures, dtype: t)
+        try gw.declare(rank: 2, g.outFeatures, g.inFeatures, dtype: t)
+        try gb.declare(rank: 1, g.outFeatures, dtype: t)
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try linearBackwardC(Float.self, call, g, gy, x, w, gx, gw, gb)
+        case .float64: try linearBackwardC(Double.self, call, g, gy, x, w, gx, gw, gb)
         }
     }
 }
 
-func linearBackwardC<T: CNNScalar>(_: T.Type, _ g: LinearGeometry, _ gradOut: UnsafeRawPointer?,
-                                   _ x: UnsafeRawPointer?, _ weight: UnsafeRawPointer?,
-                                   _ gradX: UnsafeMutableRawPointer?, _ gradWeight: UnsafeMutableRawPointer?,
-                                   _ gradBias: UnsafeMutableRawPointer?) throws {
-    let o = try borrowBackwardOperands(T.self, op: "linear_backward", outputShape: g.outputShape,
-                                       inputShape: g.inputShape, weightShape: g.weightShape, biasShape: g.biasShape,
-                                       gradOut, x, weight, gradX, gradWeight, gradBias)
+func linearBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometry, _ gy: Operand, _ x: Operand,
+                                   _ w: Operand, _ gx: ResultOperand, _ gw: ResultOperand, _ gb: ResultOperand) throws {
+    let gyp = try gy.pointer(T.self, count: g.batch * g.outFeatures)
+    let xp = try x.pointer(T.self, count: g.batch * g.inFeatures)
+    let wp = try w.pointer(T.self, count: g.outFeatures * g.inFeatures)
+    let gxp = try gx.pointer(T.self), gwp = try gw.pointer(T.self), gbp = try gb.pointer(T.self)
+    try call.checkResultsDisjoint([gx.operand, gw.operand, gb.operand], [gy, x, w], elementSize: MemoryLayout<T>.stride)
+    // The core handles N = 0 (zero sums); pointers are non-NULL whenever their count is non-zero.
+    let empty = UnsafeMutablePointer<T>(bitPattern: MemoryLayout<T>.alignment)!
     linearBackward(batch: g.batch, inFeatures: g.inFeatures, outFeatures: g.outFeatures,
-                   gradOut: o.gradOut, x: o.x, weight: o.weight,
-                   gradX: o.gradX, gradWeight: o.gradWeight, gradBias: o.gradBias, accumulate: false)
+                   gradOut: gyp ?? empty, x: xp ?? empty, weight: wp ?? empty,
+                   gradX: gxp, gradWeight: gwp, gradBias: gbp, accumulate: false)
 }
 
-// MARK: - activations
+// MARK: - elementwise activations
 
-/// Which activation `act_kind` names, with its Python name.
-func parseActivation(_ raw: Int32, op: String) throws -> (isSigmoid: Bool, name: String) {
-    switch raw {
-    case 0: return (true, "sigmoid")
-    case 1: return (false, "relu")
-    default: throw SwiftCNNError.value("\(op): act_kind must be SCNN_ACT_SIGMOID (0) or SCNN_ACT_RELU (1), got \(raw)")
-    }
-}
+/// The elementwise ops: one input, one result of its shape that may BE the input.
+enum Elementwise { case sigmoid, relu }
 
-/// `scnn_activation_forward`: y = sigmoid(x) or relu(x) over `count` elements; y may equal x.
-@_cdecl("scnn_activation_forward")
-public func scnn_activation_forward(_ dtype: Int32, _ actKind: Int32,
-                                    _ x: UnsafeRawPointer?, _ count: Int64, _ y: UnsafeMutableRawPointer?,
-                                    _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let dt = try parseDType(dtype, op: "activation")
-        let act = try parseActivation(actKind, op: "activation")
-        let n = try checkCount(count, op: act.name)
-        switch dt {
-        case .float32: try activationForwardC(Float.self, act.isSigmoid, act.name, x, n, y)
-        case .float64: try activationForwardC(Double.self, act.isSigmoid, act.name, x, n, y)
+@inline(__always)
+func elementwiseOp(_ op: String, _ kind: Elementwise, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
+                   _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                   _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let x = call.input(0, "x")
+        let dtype = try call.floatType(x)
+        try x.checkSizes()
+        let y = call.output(0, "out")
+        try y.declare(like: x, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try elementwiseC(Float.self, call, kind, x, y)
+        case .float64: try elementwiseC(Double.self, call, kind, x, y)
         }
     }
 }
 
-func activationForwardC<T: CNNScalar>(_: T.Type, _ isSigmoid: Bool, _ op: String, _ x: UnsafeRawPointer?, _ n: Int,
-                                      _ y: UnsafeMutableRawPointer?) throws {
-    // Pointer level: the Tensor-level sigmoid/relu cost two borrowed Tensors (an object and a
-    // shape array each) per call. Same checks and messages: NULL only when empty, aligned, and out
-    // either x itself (in place) or not overlapping it.
-    let xp = try checkData(x, count: n, shape: [n], name: "x", op: op, as: T.self)
-    let yp = try checkData(UnsafeRawPointer(y), count: n, shape: [n], name: "out", op: op, as: T.self)
-    guard n > 0, let xp, let yp else { return }
-    if xp != yp {
-        let size = MemoryLayout<T>.stride
-        try checkDisjoint(op: op, Region("out", yp, count: n, elementSize: size), Region("x", xp, count: n, elementSize: size))
+func elementwiseC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Elementwise, _ x: Operand, _ y: ResultOperand) throws {
+    let count = try x.count()
+    let xp = try x.pointer(T.self, count: count), yp = try y.pointer(T.self)
+    try call.checkResultsDisjoint([y.operand], [x], elementSize: MemoryLayout<T>.stride, inPlace: true)
+    guard count > 0, let xp, let yp else { return }
+    switch kind {
+    case .sigmoid: sigmoidForward(count: count, x: xp, y: yp)
+    case .relu: reluForward(count: count, x: xp, y: yp)
     }
-    let y = UnsafeMutablePointer(mutating: yp)
-    if isSigmoid { sigmoidForward(count: n, x: xp, y: y) } else { reluForward(count: n, x: xp, y: y) }
 }
 
-/// `scnn_activation_backward`: sigmoid (saved = y) or relu (saved = x) gradient; grad_x may equal grad_out.
-@_cdecl("scnn_activation_backward")
-public func scnn_activation_backward(_ dtype: Int32, _ actKind: Int32,
-                                     _ gradOut: UnsafeRawPointer?, _ saved: UnsafeRawPointer?, _ count: Int64,
-                                     _ gradX: UnsafeMutableRawPointer?,
-                                     _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let dt = try parseDType(dtype, op: "activation_backward")
-        let act = try parseActivation(actKind, op: "activation_backward")
-        let op = act.name + "_backward"
-        let n = try checkCount(count, op: op)
-        switch dt {
-        case .float32: try activationBackwardC(Float.self, act.isSigmoid, op, gradOut, saved, n, gradX)
-        case .float64: try activationBackwardC(Double.self, act.isSigmoid, op, gradOut, saved, n, gradX)
+@_cdecl("scnn_sigmoid")
+public func scnn_sigmoid(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                         _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                         _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    elementwiseOp("sigmoid", .sigmoid, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+}
+
+@_cdecl("scnn_relu")
+public func scnn_relu(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                      _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                      _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    elementwiseOp("relu", .relu, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+}
+
+/// in (grad_out, saved), out (grad_x of saved's shape; may BE grad_out). `saved` is the forward's
+/// output y for sigmoid (f' = y(1 - y)) and its input x for relu.
+@inline(__always)
+func elementwiseBackwardOp(_ op: String, _ kind: Elementwise, _ savedName: String, _ i: UnsafeRawPointer?, _ ni: Int32,
+                           _ n: UnsafePointer<Int64>?, _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32,
+                           _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                           _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 2, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let gy = call.input(0, "grad_out"), saved = call.input(1, savedName)
+        let dtype = try call.floatType(gy)
+        try saved.requireDType(dtype, like: "grad_out")
+        try gy.checkSizes()
+        try saved.requireShape(of: gy)
+        let gx = call.output(0, "grad_x")
+        try gx.declare(like: gy, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try elementwiseBackwardC(Float.self, call, kind, gy, saved, gx)
+        case .float64: try elementwiseBackwardC(Double.self, call, kind, gy, saved, gx)
         }
     }
 }
 
-func activationBackwardC<T: CNNScalar>(_: T.Type, _ isSigmoid: Bool, _ op: String, _ gradOut: UnsafeRawPointer?,
-                                       _ saved: UnsafeRawPointer?, _ n: Int, _ gradX: UnsafeMutableRawPointer?) throws {
-    let savedName = isSigmoid ? "y" : "x"
-    // Pointer level, as activationForwardC, with the Tensor-level ops' checks and messages.
-    let gp = try checkData(gradOut, count: n, shape: [n], name: "grad_out", op: op, as: T.self)
-    let sp = try checkData(saved, count: n, shape: [n], name: savedName, op: op, as: T.self)
-    let gxp = try checkData(UnsafeRawPointer(gradX), count: n, shape: [n], name: "grad_x", op: op, as: T.self)
-    guard n > 0, let gp, let sp, let gxp else { return }
-    // The core accepts grad_x identical to either input; only grad_out is documented, and grad_x
-    // over the saved tensor is harmless too (each element reads its inputs before writing).
-    let size = MemoryLayout<T>.stride
-    let out = Region("out", gxp, count: n, elementSize: size)
-    if gxp != gp { try checkDisjoint(op: op, out, Region("grad_out", gp, count: n, elementSize: size)) }
-    if gxp != sp { try checkDisjoint(op: op, out, Region(savedName, sp, count: n, elementSize: size)) }
-    let gx = UnsafeMutablePointer(mutating: gxp)
-    if isSigmoid {
-        sigmoidBackward(count: n, gradOut: gp, y: sp, gradX: gx)
-    } else {
-        reluBackward(count: n, gradOut: gp, x: sp, gradX: gx)
+func elementwiseBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Elementwise, _ gy: Operand, _ saved: Operand,
+                                        _ gx: ResultOperand) throws {
+    let count = try gy.count()
+    let gyp = try gy.pointer(T.self, count: count), sp = try saved.pointer(T.self, count: count)
+    let gxp = try gx.pointer(T.self)
+    try call.checkResultsDisjoint([gx.operand], [gy, saved], elementSize: MemoryLayout<T>.stride, inPlace: true)
+    guard count > 0, let gyp, let sp, let gxp else { return }
+    switch kind {
+    case .sigmoid: sigmoidBackward(count: count, gradOut: gyp, y: sp, gradX: gxp)
+    case .relu: reluBackward(count: count, gradOut: gyp, x: sp, gradX: gxp)
     }
+}
+
+@_cdecl("scnn_sigmoid_backward")
+public func scnn_sigmoid_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                  _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                                  _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    elementwiseBackwardOp("sigmoid_backward", .sigmoid, "y", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+}
+
+@_cdecl("scnn_relu_backward")
+public func scnn_relu_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                               _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                               _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    elementwiseBackwardOp("relu_backward", .relu, "x", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
 // MARK: - softmax and losses
 
-/// `scnn_softmax`: probs = softmax(logits) over axis 1.
-@_cdecl("scnn_softmax")
-public func scnn_softmax(_ dtype: Int32,
-                         _ logits: UnsafeRawPointer?, _ logitsShape: UnsafePointer<Int64>?, _ logitsNdim: Int64,
-                         _ probs: UnsafeMutableRawPointer?,
-                         _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "softmax"
-        let dt = try parseDType(dtype, op: op)
-        let (n, k) = try readLogitsShape2(logitsShape, logitsNdim, op: op)
-        switch dt {
-        case .float32: try softmaxC(Float.self, n, k, logits, probs)
-        case .float64: try softmaxC(Double.self, n, k, logits, probs)
-        }
-    }
-}
-
 /// (N, K) logits with K >= 1.
-func readLogitsShape(_ shape: UnsafePointer<Int64>?, _ ndim: Int64, op: String) throws -> [Int] {
-    let (n, k) = try readLogitsShape2(shape, ndim, op: op)
-    return [n, k]
-}
-
-/// readLogitsShape as a pair, with no array in the common case (a valid shape).
-@inline(__always)
-func readLogitsShape2(_ shape: UnsafePointer<Int64>?, _ ndim: Int64, op: String) throws -> (Int, Int) {
-    if let s = readShape2IfValid(shape, ndim), s.1 >= 1 { return s }
-    let ls = try readShape(shape, ndim: ndim, name: "logits", op: op, rank: 2, layout: "(N, K)")
-    guard ls[1] >= 1 else {
-        throw SwiftCNNError.value("\(op): logits must have at least one class (K >= 1), got shape \(describeShape(ls))")
+func logitsShape(_ logits: Operand) throws -> (Int, Int) {
+    let (n, k) = try logits.shape2(layout: "(N, K)")
+    guard k >= 1 else {
+        throw SwiftCNNError.value("\(logits.op): logits must have at least one class (K >= 1), got shape \(describeShape([n, k]))")
     }
-    return (ls[0], ls[1])
+    return (n, k)
 }
 
-func softmaxC<T: CNNScalar>(_: T.Type, _ n: Int, _ k: Int, _ logits: UnsafeRawPointer?,
-                            _ probs: UnsafeMutableRawPointer?) throws {
-    // Pointer level (no borrowed Tensors), with the Tensor-level softmax's checks and messages.
-    let op = "softmax"
-    let count = n * k  // checked by readShape
-    let lp = try checkData(logits, count: count, shape: [n, k], name: "logits", op: op, as: T.self)
-    let pp = try checkData(UnsafeRawPointer(probs), count: count, shape: [n, k], name: "out", op: op, as: T.self)
-    guard count > 0, let lp, let pp else { return }
-    let size = MemoryLayout<T>.stride
-    try checkDisjoint(op: op, Region("out", pp, count: count, elementSize: size),
-                      Region("logits", lp, count: count, elementSize: size))
-    softmaxForward(batch: n, classes: k, logits: lp, probs: UnsafeMutablePointer(mutating: pp))
+/// in (logits), out (probs).
+@_cdecl("scnn_softmax")
+public func scnn_softmax(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                         _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                         _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp("softmax", expect: OpArity(inputs: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let logits = call.input(0, "logits")
+        let dtype = try call.floatType(logits)
+        let (rows, classes) = try logitsShape(logits)
+        let probs = call.output(0, "out")
+        try probs.declare(rank: 2, rows, classes, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try softmaxC(Float.self, call, rows, classes, logits, probs)
+        case .float64: try softmaxC(Double.self, call, rows, classes, logits, probs)
+        }
+    }
 }
 
-/// `scnn_softmax_cross_entropy`: batch-mean loss and grad_logits, with class labels or probabilities.
+func softmaxC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ rows: Int, _ classes: Int, _ logits: Operand,
+                            _ probs: ResultOperand) throws {
+    let lp = try logits.pointer(T.self, count: rows * classes), pp = try probs.pointer(T.self)
+    try call.checkResultsDisjoint([probs.operand], [logits], elementSize: MemoryLayout<T>.stride)
+    guard rows > 0, let lp, let pp else { return }
+    softmaxForward(batch: rows, classes: classes, logits: lp, probs: pp)
+}
+
+/// Checks int64 class labels (N,) against K classes: every value in [0, K).
+func checkLabels(_ target: Operand, rows: Int, classes: Int) throws -> UnsafeMutablePointer<Int64>? {
+    guard target.rawNdim == 1, target.dim(0) == rows else {
+        throw SwiftCNNError.value(
+            "\(target.op): target (class indices) must have shape (\(rows),) to match logits (\(rows), \(classes)), got shape \(describeShape(target.shape))")
+    }
+    let labels = try target.pointer(Int64.self, count: rows)
+    if let labels {
+        for i in 0..<rows where labels[i] < 0 || labels[i] >= Int64(classes) {
+            throw SwiftCNNError.value("\(target.op): target (class indices) must be in [0, \(classes)), got \(labels[i]) at index \(i)")
+        }
+    }
+    return labels
+}
+
+/// in (logits, target: int64 (N,) class indices or probabilities (N, K)), out (loss 0-d float64, grad_logits).
 @_cdecl("scnn_softmax_cross_entropy")
-public func scnn_softmax_cross_entropy(_ dtype: Int32,
-                                       _ logits: UnsafeRawPointer?, _ logitsShape: UnsafePointer<Int64>?, _ logitsNdim: Int64,
-                                       _ labels: UnsafePointer<Int64>?, _ labelsLen: Int64,
-                                       _ targetProbs: UnsafeRawPointer?, _ targetShape: UnsafePointer<Int64>?,
-                                       _ targetNdim: Int64,
-                                       _ lossOut: UnsafeMutablePointer<Double>?, _ gradLogits: UnsafeMutableRawPointer?,
-                                       _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "softmax_cross_entropy"
-        let dt = try parseDType(dtype, op: op)
-        let (n, k) = try readLogitsShape2(logitsShape, logitsNdim, op: op)
-        var ls: [Int] { [n, k] }  // for messages and the general path only: no array on the fast path
-        // Which target form: labels when given; probabilities when given; with both NULL (an empty
-        // batch) the one whose shape is described (target_ndim > 0 means probabilities).
-        guard labels == nil || targetProbs == nil else {
-            throw SwiftCNNError.value("\(op): pass exactly one of labels and target_probs, got both")
-        }
-        let useLabels = labels != nil || (targetProbs == nil && targetNdim == 0)
+public func scnn_softmax_cross_entropy(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                       _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                                       _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp("softmax_cross_entropy", expect: OpArity(inputs: 2, outputs: 2), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let logits = call.input(0, "logits"), target = call.input(1, "target")
+        let dtype = try call.floatType(logits)
+        let (rows, classes) = try logitsShape(logits)
+        let useLabels = try target.dtype() == .int64
         if useLabels {
-            guard labelsLen >= 0 else {
-                throw SwiftCNNError.value("\(op): target (class indices) length must be >= 0, got \(labelsLen)")
-            }
-            guard labelsLen == Int64(n) else {
-                throw SwiftCNNError.value(
-                    "\(op): target must have shape (\(n),) to match logits \(describeShape(ls)), got (\(labelsLen),)")
-            }
-            try checkPointer(labels.map(UnsafeRawPointer.init), count: n, alignment: MemoryLayout<Int64>.alignment,
-                             name: "target", op: op)
-            if let labels {
-                for i in 0..<n where labels[i] < 0 || labels[i] >= Int64(k) {
-                    throw SwiftCNNError.value(
-                        "\(op): target (class indices) must be in [0, \(k)), got \(labels[i]) at index \(i)")
-                }
-            }
+            try target.checkSizes()
+            _ = try checkLabels(target, rows: rows, classes: classes)
         } else {
-            let targetShapeRead = try readShape(targetShape, ndim: targetNdim, name: "target", op: op)
-            guard targetShapeRead == ls else {
-                throw SwiftCNNError.value(
-                    "\(op): target must have the shape of logits \(describeShape(ls)), got \(describeShape(targetShapeRead))")
-            }
+            try target.requireDType(dtype, like: "logits")
+            try target.checkSizes()
+            try target.requireShape(of: logits)
         }
-        try checkPointer(lossOut.map(UnsafeRawPointer.init), count: 0, alignment: MemoryLayout<Double>.alignment,
-                         name: "loss_out", op: op)
-        let loss: Double
-        switch dt {
-        case .float32: loss = try softmaxCrossEntropyC(Float.self, n, k, logits, useLabels, labels, targetProbs, gradLogits)
-        case .float64: loss = try softmaxCrossEntropyC(Double.self, n, k, logits, useLabels, labels, targetProbs, gradLogits)
+        let loss = call.output(0, "loss"), grad = call.output(1, "grad_logits")
+        try loss.declare(rank: 0, dtype: .float64)
+        try grad.declare(rank: 2, rows, classes, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        let value: Double
+        switch dtype {
+        case .float32: value = try softmaxCrossEntropyC(Float.self, call, rows, classes, logits, target, useLabels, grad)
+        case .float64: value = try softmaxCrossEntropyC(Double.self, call, rows, classes, logits, target, useLabels, grad)
         }
-        lossOut?.pointee = loss
+        try loss.pointer(Double.self)?.pointee = value
     }
 }
 
-func softmaxCrossEntropyC<T: CNNScalar>(_: T.Type, _ n: Int, _ k: Int, _ logits: UnsafeRawPointer?, _ useLabels: Bool,
-                                        _ labels: UnsafePointer<Int64>?, _ target: UnsafeRawPointer?,
-                                        _ gradLogits: UnsafeMutableRawPointer?) throws -> Double {
-    let op = "softmax_cross_entropy"
-    var shape: [Int] { [n, k] }  // built only for messages and the general path
-    if useLabels, n > 0, let labels {
-        // The common case at pointer level: no borrowed Tensors or argument arrays (an object and an
-        // array each). Same checks in the same order and the same messages as the general path below.
-        let count = n * k  // checked by readShape
-        let lp = try checkData(logits, count: count, shape: shape, name: "logits", op: op, as: T.self)
-        var grad: UnsafeMutablePointer<T>? = nil
-        if let gradLogits {
-            let gp = try checkData(UnsafeRawPointer(gradLogits), count: count, shape: shape, name: "grad_logits", op: op,
-                                   as: T.self)
-            let size = MemoryLayout<T>.stride
-            try checkDisjoint(op: op, Region("grad_logits", gp, count: count, elementSize: size),
-                              Region("logits", lp, count: count, elementSize: size))
-            grad = gp.map { UnsafeMutablePointer(mutating: $0) }
-        }
-        guard let lp else { return .nan }  // unreachable: non-NULL for count > 0 (checked above)
-        return try softmaxCrossEntropy(batch: n, classes: k, logits: lp, labels: labels, gradLogits: grad)
+func softmaxCrossEntropyC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ rows: Int, _ classes: Int, _ logits: Operand,
+                                        _ target: Operand, _ useLabels: Bool, _ grad: ResultOperand) throws -> Double {
+    let lp = try logits.pointer(T.self, count: rows * classes), gp = try grad.pointer(T.self)
+    try call.checkResultsDisjoint([grad.operand], [logits], elementSize: MemoryLayout<T>.stride)
+    if useLabels {
+        let labels = try checkLabels(target, rows: rows, classes: classes)
+        try call.checkResultsDisjoint([grad.operand], [target], elementSize: 1)
+        guard rows > 0, let lp, let labels else { return .nan }
+        return try softmaxCrossEntropy(batch: rows, classes: classes, logits: lp, labels: labels, gradLogits: gp)
     }
-    let lt: Tensor<T> = try borrow(logits, shape: shape, name: "logits", op: op)
-    var inputs: [(String, Tensor<T>)] = [("logits", lt)]
-    var targetTensor: Tensor<T>? = nil
-    if !useLabels {
-        let tt: Tensor<T> = try borrow(target, shape: shape, name: "target", op: op)
-        targetTensor = tt
-        inputs.append(("target", tt))
-    }
-    var grad: UnsafeMutablePointer<T>? = nil
-    if let gradLogits {
-        let gt: Tensor<T> = try borrowOut(gradLogits, shape: shape, name: "grad_logits", op: op)
-        try checkNoOverlapOutputs(op: op, [("grad_logits", gt)], inputs)
-        grad = gt.pointer
-    }
-    if n == 0 { return .nan }
-    if let tt = targetTensor {
-        return softmaxCrossEntropy(batch: n, classes: k, logits: lt.pointer, targetProbabilities: tt.pointer,
-                                   gradLogits: grad)
-    }
-    guard let labels else { return .nan }  // unreachable: checked non-NULL for N > 0
-    return try softmaxCrossEntropy(batch: n, classes: k, logits: lt.pointer, labels: labels, gradLogits: grad)
+    let tp = try target.pointer(T.self, count: rows * classes)
+    try call.checkResultsDisjoint([grad.operand], [target], elementSize: MemoryLayout<T>.stride)
+    guard rows > 0, let lp, let tp else { return .nan }
+    return softmaxCrossEntropy(batch: rows, classes: classes, logits: lp, targetProbabilities: tp, gradLogits: gp)
 }
 
-/// `scnn_bce_with_logits`: mean BCE over `count` elements and its gradient.
-@_cdecl("scnn_bce_with_logits")
-public func scnn_bce_with_logits(_ dtype: Int32,
-                                 _ logits: UnsafeRawPointer?, _ target: UnsafeRawPointer?, _ count: Int64,
-                                 _ lossOut: UnsafeMutablePointer<Double>?, _ gradLogits: UnsafeMutableRawPointer?,
-                                 _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "binary_cross_entropy_with_logits"
-        let dt = try parseDType(dtype, op: op)
-        let n = try checkCount(count, op: op)
-        try checkPointer(lossOut.map(UnsafeRawPointer.init), count: 0, alignment: MemoryLayout<Double>.alignment,
-                         name: "loss_out", op: op)
-        let loss: Double
-        switch dt {
-        case .float32: loss = try bceC(Float.self, n, logits, target, gradLogits)
-        case .float64: loss = try bceC(Double.self, n, logits, target, gradLogits)
+/// in (logits, target of logits' shape), out (loss 0-d float64, grad_logits).
+@_cdecl("scnn_binary_cross_entropy_with_logits")
+public func scnn_binary_cross_entropy_with_logits(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                                                  _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?,
+                                                  _ no: Int32, _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?,
+                                                  _ cap: Int64) -> Int32 {
+    runOp("binary_cross_entropy_with_logits", expect: OpArity(inputs: 2, outputs: 2), i, ni, n, nn, r, nr, o, no, compute, msg,
+          cap) { call in
+        let logits = call.input(0, "logits"), target = call.input(1, "target")
+        let dtype = try call.floatType(logits)
+        try target.requireDType(dtype, like: "logits")
+        try logits.checkSizes()
+        try target.requireShape(of: logits)
+        let loss = call.output(0, "loss"), grad = call.output(1, "grad_logits")
+        try loss.declare(rank: 0, dtype: .float64)
+        try grad.declare(like: logits, dtype: OperandType(dtype))
+        guard call.compute else { return }
+        let value: Double
+        switch dtype {
+        case .float32: value = try bceC(Float.self, call, logits, target, grad)
+        case .float64: value = try bceC(Double.self, call, logits, target, grad)
         }
-        lossOut?.pointee = loss
+        try loss.pointer(Double.self)?.pointee = value
     }
 }
 
-func bceC<T: CNNScalar>(_: T.Type, _ n: Int, _ logits: UnsafeRawPointer?, _ target: UnsafeRawPointer?,
-                        _ gradLogits: UnsafeMutableRawPointer?) throws -> Double {
-    let op = "binary_cross_entropy_with_logits"
-    if n > 0 {
-        // Pointer level, as softmaxCrossEntropyC: same checks, order and messages as below.
-        let lp = try checkData(logits, count: n, shape: [n], name: "logits", op: op, as: T.self)
-        let tp = try checkData(target, count: n, shape: [n], name: "target", op: op, as: T.self)
-        var grad: UnsafeMutablePointer<T>? = nil
-        if let gradLogits {
-            let gp = try checkData(UnsafeRawPointer(gradLogits), count: n, shape: [n], name: "grad_logits", op: op,
-                                   as: T.self)
-            let size = MemoryLayout<T>.stride
-            let out = Region("grad_logits", gp, count: n, elementSize: size)
-            try checkDisjoint(op: op, out, Region("logits", lp, count: n, elementSize: size))
-            try checkDisjoint(op: op, out, Region("target", tp, count: n, elementSize: size))
-            grad = gp.map { UnsafeMutablePointer(mutating: $0) }
-        }
-        guard let lp, let tp else { return .nan }  // unreachable: non-NULL for n > 0 (checked above)
-        return binaryCrossEntropyWithLogits(count: n, logits: lp, target: tp, gradLogits: grad)
-    }
-    let lt: Tensor<T> = try borrow(logits, shape: [n], name: "logits", op: op)
-    let tt: Tensor<T> = try borrow(target, shape: [n], name: "target", op: op)
-    var grad: UnsafeMutablePointer<T>? = nil
-    if let gradLogits {
-        let gt: Tensor<T> = try borrowOut(gradLogits, shape: [n], name: "grad_logits", op: op)
-        try checkNoOverlapOutputs(op: op, [("grad_logits", gt)], [("logits", lt), ("target", tt)])
-        grad = gt.pointer
-    }
-    return binaryCrossEntropyWithLogits(count: n, logits: lt.pointer, target: tt.pointer, gradLogits: grad)
+func bceC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ logits: Operand, _ target: Operand, _ grad: ResultOperand) throws -> Double {
+    let count = try logits.count()
+    let lp = try logits.pointer(T.self, count: count), tp = try target.pointer(T.self, count: count)
+    let gp = try grad.pointer(T.self)
+    try call.checkResultsDisjoint([grad.operand], [logits, target], elementSize: MemoryLayout<T>.stride)
+    guard count > 0, let lp, let tp else { return .nan }
+    return binaryCrossEntropyWithLogits(count: count, logits: lp, target: tp, gradLogits: gp)
 }
 
 // MARK: - correlate2d / convolve2d
 
-/// `scnn_correlate2d`: scipy's correlate2d (flip_kernel 0) or convolve2d (flip_kernel 1).
-@_cdecl("scnn_correlate2d")
-public func scnn_correlate2d(_ dtype: Int32, _ mode: Int32, _ flipKernel: Int32,
-                             _ image: UnsafeRawPointer?, _ imageShape: UnsafePointer<Int64>?, _ imageNdim: Int64,
-                             _ kernel: UnsafeRawPointer?, _ kernelShape: UnsafePointer<Int64>?, _ kernelNdim: Int64,
-                             _ out: UnsafeMutableRawPointer?, _ outShapeOut: UnsafeMutablePointer<Int64>?,
-                             _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        guard flipKernel == 0 || flipKernel == 1 else {
-            throw SwiftCNNError.value("correlate2d: flip_kernel must be 0 (correlate) or 1 (convolve), got \(flipKernel)")
+/// in (image, kernel), ints (mode), out (out): scipy's correlate2d (or convolve2d with `flip`).
+@inline(__always)
+func signal2dOp(_ op: String, flip: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 2, ints: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+        let image = call.input(0, "image"), kernel = call.input(1, "kernel")
+        let dtype = try call.floatType(image)
+        try kernel.requireDType(dtype, like: "image")
+        let mode: CorrelationMode
+        switch call.int(0) {
+        case 0: mode = .valid
+        case 1: mode = .same
+        case 2: mode = .full
+        default: throw SwiftCNNError.value("\(op): mode must be 'valid', 'same' or 'full' (0, 1, 2), got \(call.int(0))")
         }
-        let op = flipKernel == 1 ? "convolve2d" : "correlate2d"
-        let dt = try parseDType(dtype, op: op)
-        let m: CorrelationMode
-        switch mode {
-        case 0: m = .valid
-        case 1: m = .same
-        case 2: m = .full
-        default:
-            throw SwiftCNNError.value(
-                "\(op): mode must be SCNN_MODE_VALID (0), SCNN_MODE_SAME (1) or SCNN_MODE_FULL (2), got \(mode)")
+        try image.checkSizes(); try kernel.checkSizes()
+        let g = try Correlation2DGeometry(op: op, imageShape: image.shape, kernelShape: kernel.shape, mode: mode, flipKernel: flip)
+        _ = try checkedElementCount(g.outputShape + [8], what: "\(op): the result's byte count")
+        let out = call.output(0, "out")
+        try out.declare(rank: 2, g.outputShape[0], g.outputShape[1], dtype: OperandType(dtype))
+        guard call.compute else { return }
+        switch dtype {
+        case .float32: try signal2dC(Float.self, call, g, image, kernel, out)
+        case .float64: try signal2dC(Double.self, call, g, image, kernel, out)
         }
-        let ims = try readShape(imageShape, ndim: imageNdim, name: "image", op: op, rank: 2, layout: "(H, W)")
-        let ks = try readShape(kernelShape, ndim: kernelNdim, name: "kernel", op: op, rank: 2, layout: "(kH, kW)")
-        let g = try Correlation2DGeometry(op: op, imageShape: ims, kernelShape: ks, mode: m, flipKernel: flipKernel == 1)
-        try checkSizes(g.outputShape, name: "out", op: op)
-        switch dt {
-        case .float32: try correlate2dC(Float.self, g, op, image, kernel, out)
-        case .float64: try correlate2dC(Double.self, g, op, image, kernel, out)
-        }
-        writeShape(g.outputShape, to: outShapeOut)
     }
 }
 
-func correlate2dC<T: CNNScalar>(_: T.Type, _ g: Correlation2DGeometry, _ op: String, _ image: UnsafeRawPointer?,
-                                _ kernel: UnsafeRawPointer?, _ out: UnsafeMutableRawPointer?) throws {
-    let it: Tensor<T> = try borrow(image, shape: [g.height, g.width], name: "image", op: op)
-    let kt: Tensor<T> = try borrow(kernel, shape: [g.kernelH, g.kernelW], name: "kernel", op: op)
-    guard let out else { return }
-    let ot: Tensor<T> = try borrowOut(out, shape: g.outputShape, name: "out", op: op)
+func signal2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Correlation2DGeometry, _ image: Operand, _ kernel: Operand,
+                             _ out: ResultOperand) throws {
+    let it = try image.tensor(T.self), kt = try kernel.tensor(T.self), ot = try out.tensor(T.self)
+    try call.checkResultsDisjoint([out.operand], [image, kernel], elementSize: MemoryLayout<T>.stride)
     if g.flipKernel {
         _ = try convolve2d(it, kt, mode: g.mode, into: ot)
     } else {
@@ -702,17 +541,16 @@ func correlate2dC<T: CNNScalar>(_: T.Type, _ g: Correlation2DGeometry, _ op: Str
     }
 }
 
-// MARK: - overlap checks on tensors
-
-/// Value error if `out` shares memory with any of `inputs`: "op: out must not overlap x".
-func checkNoOverlapTensors<T: CNNScalar>(op: String, _ out: Tensor<T>, _ inputs: [(String, Tensor<T>)]) throws {
-    try checkNoOverlapOutputs(op: op, [("out", out)], inputs)
+@_cdecl("scnn_correlate2d")
+public func scnn_correlate2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                             _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                             _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    signal2dOp("correlate2d", flip: false, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
-/// Value error if an output shares memory with an input or another output.
-func checkNoOverlapOutputs<T: CNNScalar>(op: String, _ outputs: [(String, Tensor<T>)], _ inputs: [(String, Tensor<T>)]) throws {
-    func region(_ e: (String, Tensor<T>)) -> Region {
-        Region(e.0, UnsafeRawPointer(e.1.pointer), count: e.1.count, elementSize: MemoryLayout<T>.stride)
-    }
-    try checkNoOverlap(op: op, outputs: outputs.map(region), inputs: inputs.map(region))
+@_cdecl("scnn_convolve2d")
+public func scnn_convolve2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
+                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
+    signal2dOp("convolve2d", flip: true, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }

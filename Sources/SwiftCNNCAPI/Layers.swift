@@ -70,130 +70,105 @@ func requireOut<P>(_ out: UnsafeMutablePointer<P>?, name: String, op: String) th
 
 // MARK: - create
 
-/// `scnn_conv2d_layer_create`: conv_layer_geometry {kh, kw, sh, sw, ph, pw, dh, dw}.
-@_cdecl("scnn_conv2d_layer_create")
-public func scnn_conv2d_layer_create(_ dtype: Int32, _ inChannels: Int64, _ outChannels: Int64,
-                                     _ geometry: UnsafePointer<Int64>?, _ hasBias: Bool, _ seed: UInt64,
-                                     _ layerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                                     _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
+/// The settings of one `scnn_layer_create` call.
+struct LayerSettings {
+    let kind: String
+    let ints: UnsafePointer<Int64>?
+    let intCount: Int
+    let reals: UnsafePointer<Double>?
+    let realCount: Int
+    let children: [LayerHandle]
+    let seed: UInt64
+
+    /// Value error unless exactly `ints` ints, `reals` reals and no children (or any, with
+    /// `children: true`) were given.
+    func expect(ints: Int = 0, reals: Int = 0, children allowed: Bool = false, op: String) throws {
+        guard intCount == ints, realCount == reals else {
+            throw SwiftCNNError.value("\(op): takes \(ints) ints and \(reals) reals, got \(intCount) and \(realCount)")
+        }
+        guard allowed || children.isEmpty else {
+            throw SwiftCNNError.value("\(op): takes no child layers, got \(children.count)")
+        }
+    }
+
+    func int(_ i: Int) -> Int { Int(truncatingIfNeeded: ints![i]) }
+    func pair(_ i: Int) -> (Int, Int) { (int(i), int(i + 1)) }
+    func optionalPair(_ i: Int) -> (Int, Int)? { int(i) == 0 ? nil : (int(i + 1), int(i + 2)) }
+    func bool(_ i: Int) -> Bool { ints![i] != 0 }
+    func real(_ i: Int) -> Double { reals![i] }
+}
+
+/// The layer of `settings.kind` in `T`: the one table of layer kinds behind `scnn_layer_create`.
+/// A new layer = one case here (plus its row in _core.c and its Python class).
+func makeLayer<T: CNNScalar>(_: T.Type, _ s: LayerSettings) throws -> any Layer<T> {
+    switch s.kind {
+    case "conv2d":
+        try s.expect(ints: 11, op: "Conv2d")
+        return try Conv2d<T>(inChannels: s.int(0), outChannels: s.int(1), kernelSize: s.pair(2), stride: s.pair(4),
+                             padding: s.pair(6), dilation: s.pair(8), bias: s.bool(10), seed: s.seed)
+    case "linear":
+        try s.expect(ints: 3, op: "Linear")
+        return try Linear<T>(inFeatures: s.int(0), outFeatures: s.int(1), bias: s.bool(2), seed: s.seed)
+    case "max_pool2d":
+        try s.expect(ints: 7, op: "MaxPool2d")
+        return try MaxPool2d<T>(kernelSize: s.pair(0), stride: s.optionalPair(2), padding: s.pair(5))
+    case "avg_pool2d":
+        try s.expect(ints: 7, op: "AvgPool2d")
+        return try AvgPool2d<T>(kernelSize: s.pair(0), stride: s.optionalPair(2), padding: s.pair(5))
+    case "sigmoid":
+        try s.expect(op: "Sigmoid")
+        return Sigmoid<T>()
+    case "relu":
+        try s.expect(op: "ReLU")
+        return ReLU<T>()
+    case "flatten":
+        try s.expect(op: "Flatten")
+        return Flatten<T>()
+    case "sequential":
+        try s.expect(children: true, op: "Sequential")
+        return try Sequential<T>(try childLayers(T.self, s.children, op: "Sequential"))
+    default:
+        throw SwiftCNNError.value("layer_create: unknown layer kind '\(s.kind)'")
+    }
+}
+
+/// The children's layers, each checked to have the dtype `T`.
+func childLayers<T: CNNScalar>(_: T.Type, _ children: [LayerHandle], op: String) throws -> [any Layer<T>] {
+    try children.enumerated().map { i, h in
+        switch h.model {
+        case .float32(let l as any Layer<T>): return l
+        case .float64(let l as any Layer<T>): return l
+        default:
+            throw SwiftCNNError.type("\(op): layer \(i) (\(h.name)) has dtype \(h.dtype), but the model's dtype is \(T.dtype)")
+        }
+    }
+}
+
+/// `scnn_layer_create`: one constructor for every layer kind (see makeLayer).
+@_cdecl("scnn_layer_create")
+public func scnn_layer_create(_ kind: UnsafePointer<CChar>?, _ dtype: Int32,
+                              _ ints: UnsafePointer<Int64>?, _ nInts: Int32, _ reals: UnsafePointer<Double>?, _ nReals: Int32,
+                              _ children: UnsafePointer<OpaquePointer?>?, _ nChildren: Int64, _ seed: UInt64,
+                              _ layerOut: UnsafeMutablePointer<OpaquePointer?>?,
+                              _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
-        let op = "Conv2d"
+        let op = "layer_create"
+        guard let kind else { throw SwiftCNNError.value("\(op): kind is NULL") }
         let dt = try parseDType(dtype, op: op)
         let out = try requireOut(layerOut, name: "layer_out", op: op)
-        guard let g = geometry else { throw SwiftCNNError.value("\(op): conv_layer_geometry is NULL") }
-        let kernel = (int(g[0]), int(g[1])), stride = (int(g[2]), int(g[3]))
-        let padding = (int(g[4]), int(g[5])), dilation = (int(g[6]), int(g[7]))
-        let (i, o) = (int(inChannels), int(outChannels))
+        guard nInts >= 0, nReals >= 0, nChildren >= 0, nInts == 0 || ints != nil, nReals == 0 || reals != nil,
+              nChildren == 0 || children != nil else {
+            throw SwiftCNNError.value("\(op): a settings array is NULL or a count is negative")
+        }
+        var handles: [LayerHandle] = []
+        for i in 0..<Int(nChildren) {
+            handles.append(try layerHandle(children![i], op: op, name: "children[\(i)]"))
+        }
+        let settings = LayerSettings(kind: String(cString: kind), ints: ints, intCount: Int(nInts), reals: reals,
+                                     realCount: Int(nReals), children: handles, seed: seed)
         switch dt {
-        case .float32:
-            returnLayer(.float32(try Conv2d<Float>(inChannels: i, outChannels: o, kernelSize: kernel, stride: stride,
-                                                    padding: padding, dilation: dilation, bias: hasBias, seed: seed)), to: out)
-        case .float64:
-            returnLayer(.float64(try Conv2d<Double>(inChannels: i, outChannels: o, kernelSize: kernel, stride: stride,
-                                                     padding: padding, dilation: dilation, bias: hasBias, seed: seed)), to: out)
-        }
-    }
-}
-
-/// `scnn_linear_layer_create`.
-@_cdecl("scnn_linear_layer_create")
-public func scnn_linear_layer_create(_ dtype: Int32, _ inFeatures: Int64, _ outFeatures: Int64,
-                                     _ hasBias: Bool, _ seed: UInt64,
-                                     _ layerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                                     _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "Linear"
-        let dt = try parseDType(dtype, op: op)
-        let out = try requireOut(layerOut, name: "layer_out", op: op)
-        let (i, o) = (int(inFeatures), int(outFeatures))
-        switch dt {
-        case .float32:
-            returnLayer(.float32(try Linear<Float>(inFeatures: i, outFeatures: o, bias: hasBias, seed: seed)), to: out)
-        case .float64:
-            returnLayer(.float64(try Linear<Double>(inFeatures: i, outFeatures: o, bias: hasBias, seed: seed)), to: out)
-        }
-    }
-}
-
-/// `scnn_pool2d_layer_create`: MaxPool2d or AvgPool2d with pool_geometry {kh, kw, sh, sw, ph, pw}.
-@_cdecl("scnn_pool2d_layer_create")
-public func scnn_pool2d_layer_create(_ dtype: Int32, _ poolKind: Int32, _ geometry: UnsafePointer<Int64>?,
-                                     _ layerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                                     _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let dt = try parseDType(dtype, op: "Pool2d")
-        let kind = try parsePoolKind(poolKind, op: "Pool2d")
-        let op = kind == .max ? "MaxPool2d" : "AvgPool2d"
-        let out = try requireOut(layerOut, name: "layer_out", op: op)
-        let g = try readPoolGeometry(geometry, op: op)
-        switch (dt, kind) {
-        case (.float32, .max):
-            returnLayer(.float32(try MaxPool2d<Float>(kernelSize: g.kernel, stride: g.stride, padding: g.padding)), to: out)
-        case (.float64, .max):
-            returnLayer(.float64(try MaxPool2d<Double>(kernelSize: g.kernel, stride: g.stride, padding: g.padding)), to: out)
-        case (.float32, .average):
-            returnLayer(.float32(try AvgPool2d<Float>(kernelSize: g.kernel, stride: g.stride, padding: g.padding)), to: out)
-        case (.float64, .average):
-            returnLayer(.float64(try AvgPool2d<Double>(kernelSize: g.kernel, stride: g.stride, padding: g.padding)), to: out)
-        }
-    }
-}
-
-/// `scnn_simple_layer_create`: Sigmoid (0), ReLU (1) or Flatten (2).
-@_cdecl("scnn_simple_layer_create")
-public func scnn_simple_layer_create(_ dtype: Int32, _ layerKind: Int32,
-                                     _ layerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                                     _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "simple_layer"
-        let dt = try parseDType(dtype, op: op)
-        guard (0...2).contains(layerKind) else {
-            throw SwiftCNNError.value(
-                "\(op): layer_kind must be SCNN_LAYER_SIGMOID (0), SCNN_LAYER_RELU (1) or SCNN_LAYER_FLATTEN (2), got \(layerKind)")
-        }
-        let out = try requireOut(layerOut, name: "layer_out", op: op)
-        switch dt {
-        case .float32: returnLayer(.float32(simpleLayer(Float.self, layerKind)), to: out)
-        case .float64: returnLayer(.float64(simpleLayer(Double.self, layerKind)), to: out)
-        }
-    }
-}
-
-func simpleLayer<T: CNNScalar>(_: T.Type, _ kind: Int32) -> any Layer<T> {
-    switch kind {
-    case 0: return Sigmoid<T>()
-    case 1: return ReLU<T>()
-    default: return Flatten<T>()
-    }
-}
-
-/// `scnn_sequential_create`: a Sequential of the given handles' layers (shared, not copied).
-@_cdecl("scnn_sequential_create")
-public func scnn_sequential_create(_ dtype: Int32, _ layers: UnsafePointer<OpaquePointer?>?, _ count: Int64,
-                                   _ layerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                                   _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "Sequential"
-        let dt = try parseDType(dtype, op: op)
-        let out = try requireOut(layerOut, name: "layer_out", op: op)
-        guard count >= 0 else { throw SwiftCNNError.value("\(op): count must be >= 0, got \(count)") }
-        var floats: [any Layer<Float>] = [], doubles: [any Layer<Double>] = []
-        if count > 0 {
-            guard let layers else { throw SwiftCNNError.value("\(op): layers is NULL but count is \(count)") }
-            for i in 0..<int(count) {
-                let h = try layerHandle(layers[i], op: op, name: "layers[\(i)]")
-                switch h.model {
-                case .float32(let l) where dt == .float32: floats.append(l)
-                case .float64(let l) where dt == .float64: doubles.append(l)
-                default:
-                    throw SwiftCNNError.type(
-                        "\(op): layer \(i) (\(h.name)) has dtype \(h.dtype), but the model's dtype is \(dt)")
-                }
-            }
-        }
-        switch dt {
-        case .float32: returnLayer(.float32(try Sequential<Float>(floats)), to: out)
-        case .float64: returnLayer(.float64(try Sequential<Double>(doubles)), to: out)
+        case .float32: returnLayer(.float32(try makeLayer(Float.self, settings)), to: out)
+        case .float64: returnLayer(.float64(try makeLayer(Double.self, settings)), to: out)
         }
     }
 }
@@ -221,67 +196,42 @@ public func scnn_layer_dtype(_ layer: OpaquePointer?) -> Int32 {
     return h.dtype.rawValue
 }
 
-/// `scnn_layer_output_shape`: the output shape forward would give for in_shape (room for 8 dims).
-@_cdecl("scnn_layer_output_shape")
-public func scnn_layer_output_shape(_ layer: OpaquePointer?, _ inShape: UnsafePointer<Int64>?, _ inNdim: Int64,
-                                    _ outShapeOut: UnsafeMutablePointer<Int64>?, _ outNdimOut: UnsafeMutablePointer<Int64>?,
-                                    _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let h = try layerHandle(layer, op: "layer_output_shape")
-        let xs = try readShape(inShape, ndim: inNdim, name: "x", op: h.name, maxNdim: maxLayerNdim)
-        let ys = try outputShape(h, xs)
-        writeShape(ys, to: outShapeOut)
-        outNdimOut?.pointee = Int64(ys.count)
-    }
-}
-
-/// The layer's output shape for `xs`, checked to fit the 8-entry shape arrays of the header.
-func outputShape(_ h: LayerHandle, _ xs: [Int]) throws -> [Int] {
-    let ys: [Int]
-    switch h.model {
-    case .float32(let l): ys = try l.outputShape(forInput: xs)
-    case .float64(let l): ys = try l.outputShape(forInput: xs)
-    }
-    guard ys.count <= maxLayerNdim else {
-        throw SwiftCNNError.value("\(h.name): the output for x \(describeShape(xs)) would have \(ys.count) dimensions; at most \(maxLayerNdim) are supported")
-    }
-    try checkSizes(ys, name: "output", op: h.name)
-    return ys
-}
-
 // MARK: - forward / backward
 
-/// `scnn_layer_forward`: y = layer(x); keeps a view of x for backward.
+/// `scnn_layer_forward`: y = layer(x), or only y's shape (compute false); keeps a view of x.
 @_cdecl("scnn_layer_forward")
-public func scnn_layer_forward(_ layer: OpaquePointer?, _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?,
-                               _ xNdim: Int64, _ y: UnsafeMutableRawPointer?,
-                               _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
+public func scnn_layer_forward(_ layer: OpaquePointer?, _ x: UnsafeRawPointer?, _ y: UnsafeMutableRawPointer?,
+                               _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
         let h = try layerHandle(layer, op: "layer_forward")
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: h.name, maxNdim: maxLayerNdim)
+        guard let x, let y else { throw SwiftCNNError.value("\(h.name): x or y is NULL") }
+        let xo = Operand(base: x, name: "x", op: h.name)
+        let yo = ResultOperand(base: y, name: "out", op: h.name, compute: compute)
+        try xo.requireDType(h.dtype, like: "the layer")
+        try xo.checkSizes()
         try h.exclusive {
             switch h.model {
-            case .float32(let l): try layerForwardC(l, h.name, x, xs, y)
-            case .float64(let l): try layerForwardC(l, h.name, x, xs, y)
+            case .float32(let l): try layerForwardC(l, xo, yo)
+            case .float64(let l): try layerForwardC(l, xo, yo)
             }
         }
     }
 }
 
-func layerForwardC<T: CNNScalar>(_ layer: any Layer<T>, _ op: String, _ x: UnsafeRawPointer?, _ xs: [Int],
-                                 _ y: UnsafeMutableRawPointer?) throws {
-    let ys = try layer.outputShape(forInput: xs)
-    guard ys.count <= maxLayerNdim else {
-        throw SwiftCNNError.value("\(op): the output for x \(describeShape(xs)) would have \(ys.count) dimensions; at most \(maxLayerNdim) are supported")
-    }
-    let xt: Tensor<T> = try borrow(x, shape: xs, name: "x", op: op)
-    let yt: Tensor<T> = try borrowOut(y, shape: ys, name: "out", op: op)
+func layerForwardC<T: CNNScalar>(_ layer: any Layer<T>, _ x: Operand, _ y: ResultOperand) throws {
+    let ys = try layer.outputShape(forInput: x.shape)
+    try y.declare(shape: ys, dtype: OperandType(T.dtype))
+    guard y.compute else { return }
+    let xt = try x.tensor(T.self), yt = try y.tensor(T.self)
     // The layer keeps a view of x for backward: writing y over it would corrupt the gradients.
-    try checkNoOverlapTensors(op: op, yt, [("x", xt)])
+    let size = MemoryLayout<T>.stride
+    if y.operand.region(elementSize: size).overlaps(x.region(elementSize: size)) {
+        throw SwiftCNNError.value("\(x.op): out must not share memory with x")
+    }
     let result = try layer.forward(xt)
     guard result.shape == ys else {
         throw SwiftCNNError.runtime(
-            "\(op): forward returned shape \(describeShape(result.shape)), expected \(describeShape(ys)); was the layer used by another thread?")
+            "\(x.op): forward returned shape \(describeShape(result.shape)), expected \(describeShape(ys)); was the layer used by another thread?")
     }
     copyElements(from: result, to: yt)
 }
@@ -294,19 +244,6 @@ func copyElements<T: CNNScalar>(from src: Tensor<T>, to dst: Tensor<T>) {
                                                     byteCount: src.count * MemoryLayout<T>.stride)
 }
 
-/// `scnn_layer_input_shape`: the last forward's input shape; runtime error before any forward.
-@_cdecl("scnn_layer_input_shape")
-public func scnn_layer_input_shape(_ layer: OpaquePointer?, _ shapeOut: UnsafeMutablePointer<Int64>?,
-                                   _ ndimOut: UnsafeMutablePointer<Int64>?,
-                                   _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let h = try layerHandle(layer, op: "layer_input_shape")
-        let shape = try h.exclusive { try lastInputShape(h) }
-        writeShape(shape, to: shapeOut)
-        ndimOut?.pointee = Int64(shape.count)
-    }
-}
-
 /// The last forward's input shape, or the runtime error backward would give.
 func lastInputShape(_ h: LayerHandle) throws -> [Int] {
     let shape: [Int]?
@@ -317,54 +254,58 @@ func lastInputShape(_ h: LayerHandle) throws -> [Int] {
     guard let shape else {
         throw SwiftCNNError.runtime("\(h.name): backward called before forward (no forward input recorded)")
     }
-    guard shape.count <= maxLayerNdim else {  // forward only accepts <= 8 dims through this ABI
-        throw SwiftCNNError.runtime("\(h.name): the last input has \(shape.count) dimensions; at most \(maxLayerNdim) are supported")
-    }
     return shape
 }
 
-/// `scnn_layer_backward`: grad_x for the last forward's input; adds into the parameter grads.
+/// `scnn_layer_backward`: grad_x for the last forward's input (adds into the parameter grads), or
+/// only grad_x's shape (compute false).
 ///
-/// The caller's grad_x buffer is described by `gradXShape`, and that shape is compared with the
-/// layer's last input while the layer is held: the input shape can change between the caller's
-/// `scnn_layer_input_shape` and this call if another thread runs forward (directly, or through a
-/// Sequential that contains this layer), and writing the new shape into the old buffer would
-/// overrun it. The copy into grad_x happens only when the gradient has exactly the buffer's shape.
+/// grad_x's shape is compared with the layer's last input while the layer is held: the input shape
+/// can change between the caller's shape query and this call if another thread runs forward
+/// (directly, or through a Sequential that contains this layer), and writing the new shape into the
+/// old buffer would overrun it.
 @_cdecl("scnn_layer_backward")
-public func scnn_layer_backward(_ layer: OpaquePointer?,
-                                _ gradOut: UnsafeRawPointer?, _ gradOutShape: UnsafePointer<Int64>?, _ gradOutNdim: Int64,
-                                _ gradX: UnsafeMutableRawPointer?, _ gradXShape: UnsafePointer<Int64>?, _ gradXNdim: Int64,
-                                _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
+public func scnn_layer_backward(_ layer: OpaquePointer?, _ gradOut: UnsafeRawPointer?, _ gradX: UnsafeMutableRawPointer?,
+                                _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
         let h = try layerHandle(layer, op: "layer_backward")
+        guard let gradOut, let gradX else { throw SwiftCNNError.value("\(h.name): grad_out or grad_x is NULL") }
+        let go = Operand(base: gradOut, name: "grad_out", op: h.name)
+        let gx = ResultOperand(base: gradX, name: "grad_x", op: h.name, compute: compute)
+        try go.requireDType(h.dtype, like: "the layer")
+        try go.checkSizes()
         try h.exclusive {
             let inShape = try lastInputShape(h)
-            let gs = try readShape(gradOutShape, ndim: gradOutNdim, name: "grad_out", op: h.name, maxNdim: maxLayerNdim)
-            let gxs = try readShape(gradXShape, ndim: gradXNdim, name: "grad_x", op: h.name, maxNdim: maxLayerNdim)
-            guard gxs == inShape else {
-                throw SwiftCNNError.runtime(
-                    "\(h.name): grad_x has shape \(describeShape(gxs)) but the last forward's input has shape "
-                        + "\(describeShape(inShape)); was the layer run again (by another thread) since the shape was read?")
+            if compute {
+                // A forward by another thread since the query: refuse rather than overrun.
+                guard gx.operand.rawNdim == Int32(inShape.count), gx.operand.shape == inShape else {
+                    throw SwiftCNNError.runtime(
+                        "\(h.name): grad_x has shape \(describeShape(gx.operand.shape)) but the last forward's input has shape "
+                            + "\(describeShape(inShape)); was the layer run again (by another thread) since the shape was read?")
+                }
             }
+            try gx.declare(shape: inShape, dtype: OperandType(h.dtype))
+            guard compute else { return }
             switch h.model {
-            case .float32(let l): try layerBackwardC(l, h.name, gradOut, gs, gxs, gradX)
-            case .float64(let l): try layerBackwardC(l, h.name, gradOut, gs, gxs, gradX)
+            case .float32(let l): try layerBackwardC(l, go, gx)
+            case .float64(let l): try layerBackwardC(l, go, gx)
             }
         }
     }
 }
 
-func layerBackwardC<T: CNNScalar>(_ layer: any Layer<T>, _ op: String, _ gradOut: UnsafeRawPointer?, _ gs: [Int],
-                                  _ gradXShape: [Int], _ gradX: UnsafeMutableRawPointer?) throws {
-    let got: Tensor<T> = try borrow(gradOut, shape: gs, name: "grad_out", op: op)
-    let gxt: Tensor<T> = try borrowOut(gradX, shape: gradXShape, name: "grad_x", op: op)
-    try checkNoOverlapOutputs(op: op, [("grad_x", gxt)], [("grad_out", got)])
+func layerBackwardC<T: CNNScalar>(_ layer: any Layer<T>, _ gradOut: Operand, _ gradX: ResultOperand) throws {
+    let got = try gradOut.tensor(T.self), gxt = try gradX.tensor(T.self)
+    let size = MemoryLayout<T>.stride
+    if gradX.operand.region(elementSize: size).overlaps(gradOut.region(elementSize: size)) {
+        throw SwiftCNNError.value("\(gradOut.op): grad_x must not share memory with grad_out")
+    }
     let result = try layer.backward(got)
     // Another thread may have run forward on this layer (through a parent Sequential) since the
     // shape check above: copy only a gradient that fits the caller's buffer exactly.
-    guard result.shape == gradXShape else {
+    guard result.shape == gxt.shape else {
         throw SwiftCNNError.runtime(
-            "\(op): backward returned shape \(describeShape(result.shape)), expected \(describeShape(gradXShape)); was the layer used by another thread?")
+            "\(gradOut.op): backward returned shape \(describeShape(result.shape)), expected \(describeShape(gxt.shape)); was the layer used by another thread?")
     }
     copyElements(from: result, to: gxt)
 }
@@ -381,39 +322,43 @@ public func scnn_layer_parameter_count(_ layer: OpaquePointer?) -> Int64 {
     }
 }
 
-/// `scnn_layer_parameter`: name, data and grad pointers and shape of parameter `index`.
+/// Describes a tensor the layer owns into a caller `scnn_tensor`.
+func describe<T: CNNScalar>(_ t: Tensor<T>, into out: UnsafeMutableRawPointer) {
+    out.storeBytes(of: UnsafeMutableRawPointer(t.pointer), as: UnsafeMutableRawPointer?.self)
+    out.storeBytes(of: Int32(t.shape.count), toByteOffset: 72, as: Int32.self)
+    out.storeBytes(of: OperandType(T.dtype).rawValue, toByteOffset: 76, as: Int32.self)
+    for (i, d) in t.shape.enumerated() { out.storeBytes(of: Int64(d), toByteOffset: 8 + 8 * i, as: Int64.self) }
+}
+
+/// `scnn_layer_parameter`: name, data and grad of parameter `index`.
 @_cdecl("scnn_layer_parameter")
 public func scnn_layer_parameter(_ layer: OpaquePointer?, _ index: Int64,
-                                 _ dataOut: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                 _ gradOut: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                 _ shapeOut: UnsafeMutablePointer<Int64>?, _ ndimOut: UnsafeMutablePointer<Int64>?,
+                                 _ dataOut: UnsafeMutableRawPointer?, _ gradOut: UnsafeMutableRawPointer?,
                                  _ nameOut: UnsafeMutablePointer<CChar>?, _ nameCap: Int64,
                                  _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
         let h = try layerHandle(layer, op: "layer_parameter")
-        let info: (name: String, data: UnsafeMutableRawPointer, grad: UnsafeMutableRawPointer, shape: [Int])
+        guard let dataOut, let gradOut else { throw SwiftCNNError.value("\(h.name): data or grad is NULL") }
         switch h.model {
-        case .float32(let l): info = try parameterInfo(l.parameters, index, h.name)
-        case .float64(let l): info = try parameterInfo(l.parameters, index, h.name)
+        case .float32(let l): try parameterInfo(l.parameters, index, h.name, dataOut, gradOut, nameOut, nameCap)
+        case .float64(let l): try parameterInfo(l.parameters, index, h.name, dataOut, gradOut, nameOut, nameCap)
         }
-        guard info.shape.count <= 4 else {
-            throw SwiftCNNError.runtime("\(h.name): parameter \(info.name) has \(info.shape.count) dimensions; at most 4 fit shape_out")
-        }
-        dataOut?.pointee = info.data
-        gradOut?.pointee = info.grad
-        writeShape(info.shape, to: shapeOut)
-        ndimOut?.pointee = Int64(info.shape.count)
-        writeCString(info.name, to: nameOut, capacity: nameCap)
     }
 }
 
-func parameterInfo<T: CNNScalar>(_ parameters: [Parameter<T>], _ index: Int64, _ op: String)
-    throws -> (name: String, data: UnsafeMutableRawPointer, grad: UnsafeMutableRawPointer, shape: [Int]) {
+func parameterInfo<T: CNNScalar>(_ parameters: [Parameter<T>], _ index: Int64, _ op: String,
+                                 _ dataOut: UnsafeMutableRawPointer, _ gradOut: UnsafeMutableRawPointer,
+                                 _ nameOut: UnsafeMutablePointer<CChar>?, _ nameCap: Int64) throws {
     guard index >= 0 && index < Int64(parameters.count) else {
         throw SwiftCNNError.value("\(op): parameter index \(index) is out of range for \(parameters.count) parameters")
     }
-    let p = parameters[int(index)]
-    return (p.name, UnsafeMutableRawPointer(p.data.pointer), UnsafeMutableRawPointer(p.grad.pointer), p.data.shape)
+    let p = parameters[Int(index)]
+    guard p.data.shape.count <= maxNdim else {
+        throw SwiftCNNError.runtime("\(op): parameter \(p.name) has \(p.data.shape.count) dimensions; at most \(maxNdim) fit")
+    }
+    describe(p.data, into: dataOut)
+    describe(p.grad, into: gradOut)
+    writeCString(p.name, to: nameOut, capacity: nameCap)
 }
 
 /// `scnn_layer_zero_grad`: every parameter's grad set to zero.

@@ -29,78 +29,75 @@ func optimizerHandle(_ p: OpaquePointer?, op: String) throws -> OptimizerHandle 
     return Unmanaged<OptimizerHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
 }
 
-/// Validates the (data, grad, counts) arrays and builds Parameters of shape (count,) borrowing them.
-func borrowedParameters<T: CNNScalar>(_: T.Type, _ data: UnsafePointer<UnsafeMutableRawPointer?>?,
-                                      _ grad: UnsafePointer<UnsafeMutableRawPointer?>?,
-                                      _ counts: UnsafePointer<Int64>?, _ paramCount: Int64, op: String) throws -> [Parameter<T>] {
-    guard paramCount >= 0 else { throw SwiftCNNError.value("\(op): param_count must be >= 0, got \(paramCount)") }
-    guard paramCount > 0 else { return [] }
-    guard let data else { throw SwiftCNNError.value("\(op): data is NULL but param_count is \(paramCount)") }
-    guard let grad else { throw SwiftCNNError.value("\(op): grad is NULL but param_count is \(paramCount)") }
-    guard let counts else { throw SwiftCNNError.value("\(op): counts is NULL but param_count is \(paramCount)") }
+/// The (data, grad) descriptor pairs as Parameters borrowing the caller's memory: equal shapes, the
+/// dtype `T`, data and grad not overlapping.
+func borrowedParameters<T: CNNScalar>(_: T.Type, _ data: UnsafeRawPointer?, _ grads: UnsafeRawPointer?,
+                                      _ count: Int64, op: String) throws -> [Parameter<T>] {
+    guard count >= 0 else { throw SwiftCNNError.value("\(op): n_params must be >= 0, got \(count)") }
+    guard count > 0 else { return [] }
+    guard let data, let grads else { throw SwiftCNNError.value("\(op): data or grads is NULL but n_params is \(count)") }
     var result: [Parameter<T>] = []
-    for i in 0..<int(paramCount) {
-        let name = "params[\(i)]"
-        guard counts[i] >= 0 else { throw SwiftCNNError.value("\(op): counts[\(i)] must be >= 0, got \(counts[i])") }
-        let shape = [int(counts[i])]
-        try checkSizes(shape, name: name, op: op)
-        let d: Tensor<T> = try borrowOut(data[i], shape: shape, name: "data[\(i)]", op: op)
-        let g: Tensor<T> = try borrowOut(grad[i], shape: shape, name: "grad[\(i)]", op: op)
-        try checkNoOverlapOutputs(op: op, [("data[\(i)]", d)], [("grad[\(i)]", g)])
-        result.append(try Parameter(name: name, data: d, grad: g))
+    for i in 0..<Int(count) {
+        let d = Operand(base: data + 80 * i, name: "params[\(i)].data", op: op)
+        let g = Operand(base: grads + 80 * i, name: "params[\(i)].grad", op: op)
+        try d.requireDType(T.dtype, like: "the optimizer")
+        try g.requireDType(T.dtype, like: "the optimizer")
+        try d.checkSizes()
+        try g.requireShape(of: d)
+        let size = MemoryLayout<T>.stride
+        if d.region(elementSize: size).overlaps(g.region(elementSize: size)) {
+            throw SwiftCNNError.value("\(op): \(d.name) must not share memory with \(g.name)")
+        }
+        result.append(try Parameter(name: "params[\(i)]", data: try d.tensor(T.self), grad: try g.tensor(T.self)))
     }
     return result
 }
 
-/// `scnn_sgd_create`: SGD with PyTorch's rules and checks.
-@_cdecl("scnn_sgd_create")
-public func scnn_sgd_create(_ dtype: Int32, _ data: UnsafePointer<UnsafeMutableRawPointer?>?,
-                            _ grad: UnsafePointer<UnsafeMutableRawPointer?>?, _ counts: UnsafePointer<Int64>?,
-                            _ paramCount: Int64, _ lr: Double, _ momentum: Double, _ dampening: Double,
-                            _ weightDecay: Double, _ nesterov: Bool,
-                            _ optimizerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                            _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
-    withStatus(msg, msgCap) {
-        let op = "SGD"
-        let dt = try parseDType(dtype, op: op)
-        let out = try requireOut(optimizerOut, name: "optimizer_out", op: op)
-        let optimizer: any Optimizer
-        switch dt {
-        case .float32:
-            optimizer = try SGD<Float>(parameters: try borrowedParameters(Float.self, data, grad, counts, paramCount, op: op),
-                                       learningRate: lr, momentum: momentum, dampening: dampening,
-                                       weightDecay: weightDecay, nesterov: nesterov)
-        case .float64:
-            optimizer = try SGD<Double>(parameters: try borrowedParameters(Double.self, data, grad, counts, paramCount, op: op),
-                                        learningRate: lr, momentum: momentum, dampening: dampening,
-                                        weightDecay: weightDecay, nesterov: nesterov)
-        }
-        out.pointee = OpaquePointer(Unmanaged.passRetained(OptimizerHandle(optimizer, dtype: dt, name: op)).toOpaque())
+/// The optimizer of `kind` in `T`: the one table of optimizer kinds behind `scnn_optimizer_create`.
+func makeOptimizer<T: CNNScalar>(_: T.Type, kind: String, _ params: [Parameter<T>], _ r: UnsafePointer<Double>?,
+                                 _ n: Int) throws -> (any Optimizer, String) {
+    func expect(_ count: Int, _ op: String) throws {
+        guard n == count else { throw SwiftCNNError.value("\(op): takes \(count) reals, got \(n)") }
+    }
+    switch kind {
+    case "sgd":
+        try expect(5, "SGD")
+        return (try SGD<T>(parameters: params, learningRate: r![0], momentum: r![1], dampening: r![2],
+                           weightDecay: r![3], nesterov: r![4] != 0), "SGD")
+    case "adam":
+        try expect(5, "Adam")
+        return (try Adam<T>(parameters: params, learningRate: r![0], beta1: r![1], beta2: r![2], epsilon: r![3],
+                            weightDecay: r![4]), "Adam")
+    default:
+        throw SwiftCNNError.value("optimizer_create: unknown optimizer kind '\(kind)'")
     }
 }
 
-/// `scnn_adam_create`: Adam with PyTorch's rules and checks.
-@_cdecl("scnn_adam_create")
-public func scnn_adam_create(_ dtype: Int32, _ data: UnsafePointer<UnsafeMutableRawPointer?>?,
-                             _ grad: UnsafePointer<UnsafeMutableRawPointer?>?, _ counts: UnsafePointer<Int64>?,
-                             _ paramCount: Int64, _ lr: Double, _ beta1: Double, _ beta2: Double, _ eps: Double,
-                             _ weightDecay: Double,
-                             _ optimizerOut: UnsafeMutablePointer<OpaquePointer?>?,
-                             _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
+/// `scnn_optimizer_create`: one constructor for every optimizer kind (see makeOptimizer).
+@_cdecl("scnn_optimizer_create")
+public func scnn_optimizer_create(_ kind: UnsafePointer<CChar>?, _ data: UnsafeRawPointer?, _ grads: UnsafeRawPointer?,
+                                  _ count: Int64, _ reals: UnsafePointer<Double>?, _ nReals: Int32,
+                                  _ optimizerOut: UnsafeMutablePointer<OpaquePointer?>?,
+                                  _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
-        let op = "Adam"
-        let dt = try parseDType(dtype, op: op)
+        let op = "optimizer_create"
+        guard let kind else { throw SwiftCNNError.value("\(op): kind is NULL") }
         let out = try requireOut(optimizerOut, name: "optimizer_out", op: op)
-        let optimizer: any Optimizer
+        guard nReals >= 0, nReals == 0 || reals != nil else { throw SwiftCNNError.value("\(op): reals is NULL") }
+        let k = String(cString: kind)
+        // The dtype is the parameters' (float32 when there are none).
+        var dt = DType.float32
+        if count > 0, let data {
+            dt = try Operand(base: data, name: "params[0].data", op: op).dtype().float ?? .float32
+        }
+        let made: (any Optimizer, String)
         switch dt {
         case .float32:
-            optimizer = try Adam<Float>(parameters: try borrowedParameters(Float.self, data, grad, counts, paramCount, op: op),
-                                        learningRate: lr, beta1: beta1, beta2: beta2, epsilon: eps, weightDecay: weightDecay)
+            made = try makeOptimizer(Float.self, kind: k, try borrowedParameters(Float.self, data, grads, count, op: op), reals, Int(nReals))
         case .float64:
-            optimizer = try Adam<Double>(parameters: try borrowedParameters(Double.self, data, grad, counts, paramCount, op: op),
-                                         learningRate: lr, beta1: beta1, beta2: beta2, epsilon: eps, weightDecay: weightDecay)
+            made = try makeOptimizer(Double.self, kind: k, try borrowedParameters(Double.self, data, grads, count, op: op), reals, Int(nReals))
         }
-        out.pointee = OpaquePointer(Unmanaged.passRetained(OptimizerHandle(optimizer, dtype: dt, name: op)).toOpaque())
+        out.pointee = OpaquePointer(Unmanaged.passRetained(OptimizerHandle(made.0, dtype: dt, name: made.1)).toOpaque())
     }
 }
 

@@ -13,8 +13,7 @@ import SwiftCNN
 /// `scnn_train_step_cross_entropy`.
 @_cdecl("scnn_train_step_cross_entropy")
 public func scnn_train_step_cross_entropy(_ model: OpaquePointer?, _ optimizer: OpaquePointer?,
-                                          _ x: UnsafeRawPointer?, _ xShape: UnsafePointer<Int64>?, _ xNdim: Int64,
-                                          _ labels: UnsafePointer<Int64>?, _ labelsLen: Int64,
+                                          _ x: UnsafeRawPointer?, _ labels: UnsafeRawPointer?,
                                           _ lossOut: UnsafeMutablePointer<Double>?, _ correctOut: UnsafeMutablePointer<Int64>?,
                                           _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
     withStatus(msg, msgCap) {
@@ -24,16 +23,19 @@ public func scnn_train_step_cross_entropy(_ model: OpaquePointer?, _ optimizer: 
         if let opt, opt.dtype != h.dtype {
             throw SwiftCNNError.type("\(op): the optimizer's dtype \(opt.dtype) does not match the model's dtype \(h.dtype)")
         }
-        let xs = try readShape(xShape, ndim: xNdim, name: "x", op: op, maxNdim: maxLayerNdim)
-        try checkPointer(lossOut.map(UnsafeRawPointer.init), count: 0, alignment: MemoryLayout<Double>.alignment,
-                         name: "loss_out", op: op)
-        try checkPointer(correctOut.map(UnsafeRawPointer.init), count: 0, alignment: MemoryLayout<Int64>.alignment,
-                         name: "correct_out", op: op)
+        guard let x, let labels else { throw SwiftCNNError.value("\(op): x or labels is NULL") }
+        let xo = Operand(base: x, name: "x", op: op), lo = Operand(base: labels, name: "labels", op: op)
+        try xo.requireDType(h.dtype, like: "the model")
+        try xo.checkSizes()
+        guard try lo.dtype() == .int64 else {
+            throw SwiftCNNError.type("\(op): labels must be int64, got \(try lo.dtype().name)")
+        }
+        try lo.requireRank(1, layout: "(N,)")
         let result: (loss: Double, correct: Int)
         let step = {
             switch h.model {
-            case .float32(let l): return try trainStepC(l, opt, x, xs, labels, labelsLen, op: op)
-            case .float64(let l): return try trainStepC(l, opt, x, xs, labels, labelsLen, op: op)
+            case .float32(let l): return try trainStepC(l, opt, xo, lo, op: op)
+            case .float64(let l): return try trainStepC(l, opt, xo, lo, op: op)
             }
         }
         if let opt {
@@ -46,9 +48,9 @@ public func scnn_train_step_cross_entropy(_ model: OpaquePointer?, _ optimizer: 
     }
 }
 
-func trainStepC<T: CNNScalar>(_ model: any Layer<T>, _ opt: OptimizerHandle?, _ x: UnsafeRawPointer?, _ xs: [Int],
-                              _ labels: UnsafePointer<Int64>?, _ labelsLen: Int64,
+func trainStepC<T: CNNScalar>(_ model: any Layer<T>, _ opt: OptimizerHandle?, _ x: Operand, _ labelsOperand: Operand,
                               op: String) throws -> (loss: Double, correct: Int) {
+    let xs = x.shape, labelsLen = labelsOperand.dim(0)
     // Validation, before any state changes.
     let ys = try model.outputShape(forInput: xs)
     guard ys.count == 2, ys[1] >= 1 else {
@@ -56,18 +58,17 @@ func trainStepC<T: CNNScalar>(_ model: any Layer<T>, _ opt: OptimizerHandle?, _ 
             "\(op): the model's output must be 2-D logits (N, K) with K >= 1, got \(describeShape(ys)) for x \(describeShape(xs))")
     }
     let (n, k) = (ys[0], ys[1])
-    guard labelsLen == Int64(n) else {
+    guard labelsLen == n else {
         throw SwiftCNNError.value(
             "\(op): labels must have shape (\(n),) to match the model's output \(describeShape(ys)), got (\(labelsLen),)")
     }
-    try checkPointer(labels.map(UnsafeRawPointer.init), count: n, alignment: MemoryLayout<Int64>.alignment,
-                     name: "labels", op: op)
+    let labels = try labelsOperand.pointer(Int64.self, count: n)
     if let labels {
         for i in 0..<n where labels[i] < 0 || labels[i] >= Int64(k) {
             throw SwiftCNNError.value("\(op): labels must be in [0, \(k)), got \(labels[i]) at index \(i)")
         }
     }
-    let xt: Tensor<T> = try borrow(x, shape: xs, name: "x", op: op)
+    let xt = try x.tensor(T.self)
     let grad = try Tensor<T>(zeros: ys)  // allocated before any state change too
 
     // The step.

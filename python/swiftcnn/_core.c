@@ -5,15 +5,17 @@
  * function METH_FASTCALL | METH_KEYWORDS with its keywords matched by hand (parse_args), a
  * __text_signature__ on every docstring, and one cleanup path per function.
  *
- * Every functional op follows the same order:
+ * The functional ops are rows of one table (OPS below): a row names the op, its arguments in the
+ * Python signature's order (array operands, int pairs, modes, out=) and its ABI entry, all of one
+ * type (scnn_op_fn). One driver, call_op, runs every row:
  *   1. parse the arguments; convert the array operands (zero copy when they are already
  *      C-contiguous, aligned, native-endian float32/float64 of the common dtype);
- *   2. call the ABI with a NULL output, which validates everything and returns the output shape;
- *   3. allocate the result (or check `out=`);
- *   4. call the ABI again to compute, with the GIL released (CALL_WITHOUT_GIL);
+ *   2. call the ABI with compute = false: Swift validates everything and declares the results'
+ *      shapes and dtypes (no shape rule lives here);
+ *   3. allocate the results (or check `out=`);
+ *   4. call the ABI again with compute = true and the GIL released;
  *   5. map a failed status to the Python exception it stands for.
- * Messages come from the ABI (they name the op and the argument) or from the checks here (which
- * name the function and the argument). Every message buffer is on the stack of its call.
+ * Adding an op is one row here (and its Swift function); see docs/ARCHITECTURE.md, "Adding an op".
  *
  * Handles are PyCapsules owning one reference to a Swift object, released by the capsule's
  * destructor; a layer handle also keeps the array of its last forward alive (the Swift layer
@@ -36,7 +38,10 @@
 #define MSG_CAP 512    /* the ABI's message buffer, one per call, on the stack */
 #define MAX_DIMS 64    /* NumPy's largest ndim (NPY_MAXDIMS in NumPy 2) */
 #define MAX_ARGS 10    /* the most parameters any function here has */
-#define LAYER_NDIM 8   /* room the ABI needs for a layer's input/output shape */
+#define MAX_OPERANDS 4 /* the most array operands of an op */
+#define MAX_RESULTS 3  /* the most results of an op */
+#define MAX_INTS 16    /* the most int settings of an op */
+#define MAX_SETTINGS 32 /* the most int or real settings of a layer or optimizer */
 #define NAME_CAP 256   /* room for a parameter's name */
 
 /* Runs `stmt` (the compute call) with the GIL released: API.md promises that every computation
@@ -58,14 +63,22 @@ static const char LAYER_MEMORY_CAPSULE[] = "swiftcnn.LayerMemory";
 /* ============================================================================================ */
 
 /* A function's parameters: names[0..npos) may be given by position or keyword, names[npos..nall)
- * only by keyword; names[0..nreq) are required. */
+ * only by keyword; names[0..nreq) are required. The names are read `stride` bytes apart, so that
+ * both a plain array of names and the op table's rows (whose first field is the name) serve. */
 typedef struct {
     const char *fname;
-    const char *const *names;
+    const void *names;
+    size_t stride;
     int npos;
     int nreq;
     int nall;
 } argspec;
+
+static inline const char *
+arg_name(const argspec *s, int i)
+{
+    return *(const char *const *)((const char *)s->names + s->stride * (size_t)i);
+}
 
 /* Fills v[0..nall) with borrowed references (NULL where not given). */
 static int
@@ -95,7 +108,8 @@ parse_args(const argspec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *
             }
             int found = -1;
             for (int i = 0; i < s->nall; i++) {
-                if ((Py_ssize_t)strlen(s->names[i]) == len && memcmp(s->names[i], ks, (size_t)len) == 0) {
+                const char *name = arg_name(s, i);
+                if ((Py_ssize_t)strlen(name) == len && memcmp(name, ks, (size_t)len) == 0) {
                     found = i;
                     break;
                 }
@@ -107,7 +121,7 @@ parse_args(const argspec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *
             }
             if (v[found] != NULL) {
                 PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                             s->fname, s->names[found]);
+                             s->fname, arg_name(s, found));
                 return -1;
             }
             v[found] = args[nargs + k];
@@ -116,7 +130,7 @@ parse_args(const argspec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *
     for (int i = 0; i < s->nreq; i++) {
         if (v[i] == NULL) {
             PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %d)",
-                         s->fname, s->names[i], i + 1);
+                         s->fname, arg_name(s, i), i + 1);
             return -1;
         }
     }
@@ -213,17 +227,6 @@ double_arg(const char *fn, const char *name, PyObject *o, double *out)
         return -1;
     }
     *out = v;
-    return 0;
-}
-
-static int
-bool_arg(PyObject *o, bool *out)
-{
-    int t = PyObject_IsTrue(o);
-    if (t < 0) {
-        return -1;
-    }
-    *out = t != 0;
     return 0;
 }
 
@@ -359,20 +362,21 @@ format_shape(char *buf, size_t cap, int ndim, const npy_intp *dims)
 static const char *
 dtype_name(int typenum)
 {
-    return typenum == NPY_FLOAT ? "float32" : "float64";
+    return typenum == NPY_FLOAT ? "float32" : typenum == NPY_DOUBLE ? "float64" : "int64";
 }
 
 /* ============================================================================================ */
 /* Array operands                                                                                 */
 /* ============================================================================================ */
 
-/* One array argument: what the caller passed and the C-contiguous, aligned, native array used. */
+/* One array argument: what the caller passed, the C-contiguous, aligned, native array used, and
+ * its descriptor for the ABI. */
 typedef struct {
     const char *name;
     PyObject *obj;           /* borrowed; NULL for an absent optional operand */
     PyArrayObject *arr;      /* owned; NULL until converted */
-    int64_t shape[MAX_DIMS];
-    int64_t ndim;
+    int is_labels;           /* class labels: converted to int64, outside the float dtype rules */
+    scnn_tensor t;
 } operand;
 
 static inline int
@@ -387,16 +391,30 @@ is_usable_in_place(PyArrayObject *a, int typenum)
     return PyArray_TYPE(a) == typenum && PyArray_ISCARRAY_RO(a) && PyArray_ISNOTSWAPPED(a);
 }
 
-static inline void *
-data_or_null(const operand *o)
-{
-    return o->arr != NULL ? PyArray_DATA(o->arr) : NULL;
-}
-
 static inline int32_t
 scnn_dtype(int typenum)
 {
-    return typenum == NPY_FLOAT ? SCNN_FLOAT32 : SCNN_FLOAT64;
+    return typenum == NPY_FLOAT ? SCNN_FLOAT32 : typenum == NPY_DOUBLE ? SCNN_FLOAT64 : SCNN_INT64;
+}
+
+static inline int
+npy_type(int32_t dtype)
+{
+    return dtype == SCNN_FLOAT32 ? NPY_FLOAT : dtype == SCNN_FLOAT64 ? NPY_DOUBLE : NPY_INT64;
+}
+
+/* The descriptor of a converted array. An ndim beyond SCNN_MAX_NDIM is passed as it is (with the
+ * first sizes): Swift rejects it with a message naming the operand. */
+static void
+describe_array(PyArrayObject *a, scnn_tensor *t)
+{
+    int nd = PyArray_NDIM(a);
+    t->data = PyArray_DATA(a);
+    t->ndim = nd;
+    t->dtype = scnn_dtype(PyArray_TYPE(a));
+    for (int i = 0; i < nd && i < SCNN_MAX_NDIM; i++) {
+        t->shape[i] = (int64_t)PyArray_DIMS(a)[i];
+    }
 }
 
 /* Checks that every ndarray operand is float32 or float64 and that they all share one dtype;
@@ -409,7 +427,7 @@ resolve_dtype(const char *fn, operand *ops, int n, int *typenum)
     int t = NPY_DOUBLE;
     for (int i = 0; i < n; i++) {
         operand *o = &ops[i];
-        if (o->obj == NULL || !PyArray_Check(o->obj)) {
+        if (o->obj == NULL || o->is_labels || !PyArray_Check(o->obj)) {
             continue;
         }
         PyArrayObject *a = (PyArrayObject *)o->obj;
@@ -433,17 +451,6 @@ resolve_dtype(const char *fn, operand *ops, int n, int *typenum)
     return 0;
 }
 
-static void
-record_shape(operand *o)
-{
-    int nd = PyArray_NDIM(o->arr);
-    const npy_intp *dims = PyArray_DIMS(o->arr);
-    o->ndim = nd;
-    for (int i = 0; i < nd; i++) {
-        o->shape[i] = (int64_t)dims[i];
-    }
-}
-
 /* Converts one operand to a C-contiguous, aligned, native array of typenum: ndarrays already in
  * that form are used in place; other ndarrays are copied once; lists, scalars and other
  * array-likes of numbers are converted once. resolve_dtype has checked the ndarray dtypes. */
@@ -451,7 +458,12 @@ static int
 convert_operand(const char *fn, operand *o, int typenum)
 {
     if (o->obj == NULL) {
+        o->t.ndim = SCNN_ABSENT;
+        o->t.data = NULL;
         return 0;
+    }
+    if (o->is_labels) {
+        return 0; /* converted by labels_operand */
     }
     if (PyArray_Check(o->obj)) {
         PyArrayObject *a = (PyArrayObject *)o->obj;
@@ -496,21 +508,14 @@ convert_operand(const char *fn, operand *o, int typenum)
             }
         }
     }
-    record_shape(o);
+    describe_array(o->arr, &o->t);
     return 0;
 }
 
-/* Resolves the common dtype of ops[0..n) and converts them all. The first nreq operands are
- * required: None there is a TypeError. */
+/* Resolves the common dtype of ops[0..n) and converts them all (labels are converted already). */
 static int
-prepare_operands(const char *fn, operand *ops, int n, int nreq, int *typenum)
+prepare_operands(const char *fn, operand *ops, int n, int *typenum)
 {
-    for (int i = 0; i < nreq; i++) {
-        if (ops[i].obj == NULL || ops[i].obj == Py_None) {
-            PyErr_Format(PyExc_TypeError, "%s: %s must be an array, not None", fn, ops[i].name);
-            return -1;
-        }
-    }
     if (resolve_dtype(fn, ops, n, typenum) < 0) {
         return -1;
     }
@@ -590,111 +595,6 @@ to_npy_dims(const char *fn, int64_t ndim, const int64_t *shape, npy_intp *dims)
     return 0;
 }
 
-/* A new C-contiguous array of the given ABI shape. */
-static PyArrayObject *
-new_array(const char *fn, int64_t ndim, const int64_t *shape, int typenum)
-{
-    npy_intp dims[MAX_DIMS];
-    if (to_npy_dims(fn, ndim, shape, dims) < 0) {
-        return NULL;
-    }
-    return (PyArrayObject *)PyArray_SimpleNew((int)ndim, dims, typenum);
-}
-
-/* The array to write the result into: a new one, or `out` after checking it (an ndarray of the
- * result's exact dtype and shape, C-contiguous, aligned, writable, not overlapping any input
- * ndarray; ops[inplace] may be `out` itself exactly, when inplace >= 0). Returns a new reference. */
-static PyArrayObject *
-result_array(const char *fn, PyObject *out, int64_t ndim, const int64_t *shape, int typenum,
-             const operand *ops, int nops, int inplace)
-{
-    if (out == NULL) {
-        return new_array(fn, ndim, shape, typenum);
-    }
-    if (!PyArray_Check(out)) {
-        PyErr_Format(PyExc_TypeError, "%s: out must be a numpy.ndarray, got %s", fn, Py_TYPE(out)->tp_name);
-        return NULL;
-    }
-    PyArrayObject *o = (PyArrayObject *)out;
-    npy_intp dims[MAX_DIMS];
-    if (to_npy_dims(fn, ndim, shape, dims) < 0) {
-        return NULL;
-    }
-    if (PyArray_TYPE(o) != typenum || !PyArray_ISNOTSWAPPED(o)) {
-        PyErr_Format(PyExc_TypeError, "%s: out has dtype %S but the result has dtype %s",
-                     fn, (PyObject *)PyArray_DESCR(o), dtype_name(typenum));
-        return NULL;
-    }
-    int same = PyArray_NDIM(o) == ndim;
-    for (int i = 0; same && i < ndim; i++) {
-        same = PyArray_DIMS(o)[i] == dims[i];
-    }
-    if (!same) {
-        char want[160], got[160];
-        format_shape(want, sizeof want, (int)ndim, dims);
-        format_shape(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
-        PyErr_Format(PyExc_ValueError, "%s: out has shape %s but the result has shape %s", fn, got, want);
-        return NULL;
-    }
-    if (!PyArray_IS_C_CONTIGUOUS(o)) {
-        PyErr_Format(PyExc_ValueError, "%s: out must be C-contiguous", fn);
-        return NULL;
-    }
-    if (!PyArray_ISALIGNED(o)) {
-        PyErr_Format(PyExc_ValueError, "%s: out must be aligned", fn);
-        return NULL;
-    }
-    if (!PyArray_ISWRITEABLE(o)) {
-        PyErr_Format(PyExc_ValueError, "%s: out must be writable (it is read-only)", fn);
-        return NULL;
-    }
-    for (int i = 0; i < nops; i++) {
-        /* Compare with what the caller passed: an input that overlaps `out` is refused even when
-         * it was copied, so the rule does not depend on the input's layout. */
-        PyObject *given = ops[i].obj;
-        if (given == NULL || !PyArray_Check(given)) {
-            continue;
-        }
-        PyArrayObject *g = (PyArrayObject *)given;
-        if (!arrays_overlap(o, g)) {
-            continue;
-        }
-        if (i == inplace && ops[i].arr == g && PyArray_DATA(g) == PyArray_DATA(o)) {
-            continue; /* out is the input itself: same start, same shape, both C-contiguous */
-        }
-        if (inplace >= 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "%s: out overlaps %s; out must be %s itself or not share memory with it",
-                         fn, ops[i].name, ops[i].name);
-        }
-        else {
-            PyErr_Format(PyExc_ValueError, "%s: out must not share memory with %s", fn, ops[i].name);
-        }
-        return NULL;
-    }
-    Py_INCREF(o);
-    return o;
-}
-
-/* ValueError unless a and b have the same shape (ops that take a flat element count). */
-static int
-check_same_shape(const char *fn, const operand *a, const operand *b)
-{
-    int same = PyArray_NDIM(a->arr) == PyArray_NDIM(b->arr);
-    for (int i = 0; same && i < PyArray_NDIM(a->arr); i++) {
-        same = PyArray_DIMS(a->arr)[i] == PyArray_DIMS(b->arr)[i];
-    }
-    if (same) {
-        return 0;
-    }
-    char sa[160], sb[160];
-    format_shape(sa, sizeof sa, PyArray_NDIM(a->arr), PyArray_DIMS(a->arr));
-    format_shape(sb, sizeof sb, PyArray_NDIM(b->arr), PyArray_DIMS(b->arr));
-    PyErr_Format(PyExc_ValueError, "%s: %s must have the shape of %s %s, got shape %s",
-                 fn, b->name, a->name, sa, sb);
-    return -1;
-}
-
 static PyObject *
 pair_result(PyObject *a, PyObject *b)
 {
@@ -715,617 +615,90 @@ pair_result(PyObject *a, PyObject *b)
 }
 
 /* ============================================================================================ */
-/* Functional ops                                                                                 */
+/* Results                                                                                        */
 /* ============================================================================================ */
 
-PyDoc_STRVAR(conv2d_doc,
-"conv2d($module, /, x, weight, bias=None, stride=1, padding=0, dilation=1, *, out=None)\n--\n\n"
-"2-D convolution (cross-correlation, as in PyTorch) of x (N, C, H, W) with weight\n"
-"(K, C, kH, kW) plus bias (K,); returns y (N, K, Ho, Wo).\n\n"
-"Ho = (H + 2*ph - dh*(kH-1) - 1) // sh + 1. stride, padding and dilation are an int or an\n"
-"(h, w) pair. With out=, the result is written into out (C-contiguous, writable, of the\n"
-"result's shape and dtype, not overlapping an input) and out is returned.");
-
-static PyObject *
-core_conv2d(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* A new C-contiguous array for a result the ABI declared. */
+static PyArrayObject *
+new_result(const char *fn, const scnn_tensor *t)
 {
-    static const char *const names[] = {"x", "weight", "bias", "stride", "padding", "dilation", "out"};
-    static const argspec spec = {"conv2d", names, 6, 2, 7};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[3] = {{.name = "x"}, {.name = "weight"}, {.name = "bias"}};
-    PyArrayObject *y = NULL;
-    int64_t geometry[6] = {1, 1, 0, 0, 1, 1};
-    int64_t yshape[4];
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    ops[2].obj = optional(v[2]);
-    if ((v[3] != NULL && pair_arg(fn, "stride", v[3], &geometry[0]) < 0) ||
-        (v[4] != NULL && pair_arg(fn, "padding", v[4], &geometry[2]) < 0) ||
-        (v[5] != NULL && pair_arg(fn, "dilation", v[5], &geometry[4]) < 0) ||
-        prepare_operands(fn, ops, 3, 2, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    const void *bias = data_or_null(&ops[2]);
-    int64_t bias_len = ops[2].arr != NULL ? (int64_t)PyArray_SIZE(ops[2].arr) : -1;
-    if (ops[2].arr != NULL && ops[2].ndim != 1) {
-        char s[160];
-        format_shape(s, sizeof s, PyArray_NDIM(ops[2].arr), PyArray_DIMS(ops[2].arr));
-        PyErr_Format(PyExc_ValueError, "%s: bias must be 1-D (K,), got shape %s", fn, s);
-        goto done;
-    }
-    status = scnn_conv2d_forward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                 data_or_null(&ops[1]), ops[1].shape, ops[1].ndim, bias, bias_len,
-                                 geometry, NULL, yshape, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    y = result_array(fn, optional(v[6]), 4, yshape, typenum, ops, 3, -1);
-    if (y == NULL) {
-        goto done;
-    }
-    CALL_WITHOUT_GIL(status = scnn_conv2d_forward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                     data_or_null(&ops[1]), ops[1].shape, ops[1].ndim, bias, bias_len,
-                                     geometry, PyArray_DATA(y), yshape, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(y);
-    }
-done:
-    release_operands(ops, 3);
-    return (PyObject *)y;
-}
-
-PyDoc_STRVAR(conv2d_backward_doc,
-"conv2d_backward($module, /, grad_out, x, weight, stride=1, padding=0, dilation=1)\n--\n\n"
-"Gradients of conv2d: returns (grad_x, grad_weight, grad_bias), shaped as x, weight and (K,);\n"
-"grad_bias is grad_out summed over N, H and W.");
-
-static PyObject *
-core_conv2d_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"grad_out", "x", "weight", "stride", "padding", "dilation"};
-    static const argspec spec = {"conv2d_backward", names, 6, 3, 6};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[3] = {{.name = "grad_out"}, {.name = "x"}, {.name = "weight"}};
-    PyArrayObject *gx = NULL, *gw = NULL, *gb = NULL;
-    PyObject *result = NULL;
-    int64_t geometry[6] = {1, 1, 0, 0, 1, 1};
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    ops[2].obj = v[2];
-    if ((v[3] != NULL && pair_arg(fn, "stride", v[3], &geometry[0]) < 0) ||
-        (v[4] != NULL && pair_arg(fn, "padding", v[4], &geometry[2]) < 0) ||
-        (v[5] != NULL && pair_arg(fn, "dilation", v[5], &geometry[4]) < 0) ||
-        prepare_operands(fn, ops, 3, 3, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    /* All outputs NULL: validate only. */
-    status = scnn_conv2d_backward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                  data_or_null(&ops[1]), ops[1].shape, ops[1].ndim,
-                                  data_or_null(&ops[2]), ops[2].shape, ops[2].ndim,
-                                  geometry, NULL, NULL, NULL, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    if (ops[2].ndim < 1) { /* the core has validated a 4-D weight; never read past the shape */
-        PyErr_Format(PyExc_ValueError, "%s: weight must be 4-D", fn);
-        goto done;
-    }
-    gx = new_array(fn, ops[1].ndim, ops[1].shape, typenum);
-    gw = gx ? new_array(fn, ops[2].ndim, ops[2].shape, typenum) : NULL;
-    gb = gw ? new_array(fn, 1, ops[2].shape, typenum) : NULL;
-    if (gb == NULL) {
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_conv2d_backward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                  data_or_null(&ops[1]), ops[1].shape, ops[1].ndim,
-                                  data_or_null(&ops[2]), ops[2].shape, ops[2].ndim,
-                                  geometry, PyArray_DATA(gx), PyArray_DATA(gw), PyArray_DATA(gb),
-                                  msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    result = PyTuple_Pack(3, (PyObject *)gx, (PyObject *)gw, (PyObject *)gb);
-done:
-    Py_XDECREF(gx);
-    Py_XDECREF(gw);
-    Py_XDECREF(gb);
-    release_operands(ops, 3);
-    return result;
-}
-
-/* Shared body of max_pool2d and avg_pool2d. */
-static PyObject *
-pool_forward(const argspec *spec, int32_t kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[1] = {{.name = "x"}};
-    PyArrayObject *y = NULL;
-    int64_t geometry[6] = {0, 0, 0, 0, 0, 0}; /* kernel, stride, padding */
-    int64_t yshape[4];
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    if (pair_arg(fn, "kernel_size", v[1], &geometry[0]) < 0) {
-        goto done;
-    }
-    if (optional(v[2]) != NULL) {
-        if (pair_arg(fn, "stride", v[2], &geometry[2]) < 0) {
-            goto done;
+    npy_intp dims[SCNN_MAX_NDIM];
+    if (t->ndim < 0 || t->ndim > SCNN_MAX_NDIM || to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_RuntimeError, "%s: the core declared an invalid result", fn);
         }
+        return NULL;
     }
-    else {
-        geometry[2] = geometry[0];
-        geometry[3] = geometry[1];
-    }
-    if ((v[3] != NULL && pair_arg(fn, "padding", v[3], &geometry[4]) < 0) ||
-        prepare_operands(fn, ops, 1, 1, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    status = scnn_pool2d_forward(dt, kind, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                 geometry, NULL, yshape, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    y = result_array(fn, optional(v[4]), 4, yshape, typenum, ops, 1, -1);
-    if (y == NULL) {
-        goto done;
-    }
-    CALL_WITHOUT_GIL(status = scnn_pool2d_forward(dt, kind, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                     geometry, PyArray_DATA(y), yshape, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(y);
-    }
-done:
-    release_operands(ops, 1);
-    return (PyObject *)y;
+    return (PyArrayObject *)PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype));
 }
 
-/* Shared body of max_pool2d_backward and avg_pool2d_backward. */
-static PyObject *
-pool_backward(const argspec *spec, int32_t kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* `out=` checked against the declared result: an ndarray of its exact dtype and shape,
+ * C-contiguous, aligned, writable, sharing no memory with an input ndarray as the caller passed
+ * it (so the rule does not depend on whether that input was copied); with `inplace`, ops[0] may
+ * be `out` itself exactly. Returns a new reference. */
+static PyArrayObject *
+out_array(const char *fn, PyObject *out, const scnn_tensor *t, const operand *ops, int nops, int inplace)
 {
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[2] = {{.name = "grad_out"}, {.name = "x"}};
-    PyArrayObject *gx = NULL;
-    int64_t geometry[6] = {0, 0, 0, 0, 0, 0};
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
-        goto done;
+    if (!PyArray_Check(out)) {
+        PyErr_Format(PyExc_TypeError, "%s: out must be a numpy.ndarray, got %s", fn, Py_TYPE(out)->tp_name);
+        return NULL;
     }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    if (pair_arg(fn, "kernel_size", v[2], &geometry[0]) < 0) {
-        goto done;
+    PyArrayObject *o = (PyArrayObject *)out;
+    int typenum = npy_type(t->dtype);
+    npy_intp dims[SCNN_MAX_NDIM];
+    if (to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
+        return NULL;
     }
-    if (optional(v[3]) != NULL) {
-        if (pair_arg(fn, "stride", v[3], &geometry[2]) < 0) {
-            goto done;
+    if (PyArray_TYPE(o) != typenum || !PyArray_ISNOTSWAPPED(o)) {
+        PyErr_Format(PyExc_TypeError, "%s: out has dtype %S but the result has dtype %s",
+                     fn, (PyObject *)PyArray_DESCR(o), dtype_name(typenum));
+        return NULL;
+    }
+    int same = PyArray_NDIM(o) == t->ndim;
+    for (int i = 0; same && i < t->ndim; i++) {
+        same = PyArray_DIMS(o)[i] == dims[i];
+    }
+    if (!same) {
+        char want[160], got[160];
+        format_shape(want, sizeof want, t->ndim, dims);
+        format_shape(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
+        PyErr_Format(PyExc_ValueError, "%s: out has shape %s but the result has shape %s", fn, got, want);
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(o) || !PyArray_ISALIGNED(o)) {
+        PyErr_Format(PyExc_ValueError, "%s: out must be C-contiguous and aligned", fn);
+        return NULL;
+    }
+    if (!PyArray_ISWRITEABLE(o)) {
+        PyErr_Format(PyExc_ValueError, "%s: out must be writable (it is read-only)", fn);
+        return NULL;
+    }
+    for (int i = 0; i < nops; i++) {
+        PyObject *given = ops[i].obj;
+        if (given == NULL || !PyArray_Check(given) || !arrays_overlap(o, (PyArrayObject *)given)) {
+            continue;
         }
+        PyArrayObject *g = (PyArrayObject *)given;
+        if (inplace && i == 0 && ops[i].arr == g && PyArray_DATA(g) == PyArray_DATA(o)) {
+            continue; /* out is the input itself: same start, same shape, both C-contiguous */
+        }
+        if (inplace && i == 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: out overlaps %s; out must be %s itself or not share memory with it",
+                         fn, ops[i].name, ops[i].name);
+        }
+        else {
+            PyErr_Format(PyExc_ValueError, "%s: out must not share memory with %s", fn, ops[i].name);
+        }
+        return NULL;
     }
-    else {
-        geometry[2] = geometry[0];
-        geometry[3] = geometry[1];
-    }
-    if ((v[4] != NULL && pair_arg(fn, "padding", v[4], &geometry[4]) < 0) ||
-        prepare_operands(fn, ops, 2, 2, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    /* grad_x has x's shape; the core validates before writing anything. */
-    gx = new_array(fn, ops[1].ndim, ops[1].shape, typenum);
-    if (gx == NULL) {
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_pool2d_backward(dt, kind, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                  data_or_null(&ops[1]), ops[1].shape, ops[1].ndim,
-                                  geometry, PyArray_DATA(gx), msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(gx);
-    }
-done:
-    release_operands(ops, 2);
-    return (PyObject *)gx;
+    Py_INCREF(o);
+    return o;
 }
 
-static const char *const pool_forward_names[] = {"x", "kernel_size", "stride", "padding", "out"};
-static const char *const pool_backward_names[] = {"grad_out", "x", "kernel_size", "stride", "padding"};
-
-PyDoc_STRVAR(max_pool2d_doc,
-"max_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
-"2-D max pooling of x (N, C, H, W). stride defaults to kernel_size; padding counts as -inf and\n"
-"must be <= kernel_size // 2.");
-
-static PyObject *
-core_max_pool2d(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"max_pool2d", pool_forward_names, 4, 2, 5};
-    (void)module;
-    return pool_forward(&spec, SCNN_POOL_MAX, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(max_pool2d_backward_doc,
-"max_pool2d_backward($module, /, grad_out, x, kernel_size, stride=None, padding=0)\n--\n\n"
-"Gradient of max_pool2d for x: each window's gradient goes to its first maximum in row-major\n"
-"order; overlapping windows accumulate.");
-
-static PyObject *
-core_max_pool2d_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"max_pool2d_backward", pool_backward_names, 5, 3, 5};
-    (void)module;
-    return pool_backward(&spec, SCNN_POOL_MAX, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(avg_pool2d_doc,
-"avg_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
-"2-D average pooling of x (N, C, H, W). stride defaults to kernel_size; padded zeros count in\n"
-"the divisor (PyTorch's count_include_pad=True).");
-
-static PyObject *
-core_avg_pool2d(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"avg_pool2d", pool_forward_names, 4, 2, 5};
-    (void)module;
-    return pool_forward(&spec, SCNN_POOL_AVG, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(avg_pool2d_backward_doc,
-"avg_pool2d_backward($module, /, grad_out, x, kernel_size, stride=None, padding=0)\n--\n\n"
-"Gradient of avg_pool2d for x.");
-
-static PyObject *
-core_avg_pool2d_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"avg_pool2d_backward", pool_backward_names, 5, 3, 5};
-    (void)module;
-    return pool_backward(&spec, SCNN_POOL_AVG, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(linear_doc,
-"linear($module, /, x, weight, bias=None, *, out=None)\n--\n\n"
-"y = x @ weight.T + bias, with x (N, in), weight (out, in), bias (out,); returns y (N, out).");
-
-static PyObject *
-core_linear(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"x", "weight", "bias", "out"};
-    static const argspec spec = {"linear", names, 3, 2, 4};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[3] = {{.name = "x"}, {.name = "weight"}, {.name = "bias"}};
-    PyArrayObject *y = NULL;
-    int64_t yshape[2];
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    ops[2].obj = optional(v[2]);
-    if (prepare_operands(fn, ops, 3, 2, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    const void *bias = data_or_null(&ops[2]);
-    int64_t bias_len = ops[2].arr != NULL ? (int64_t)PyArray_SIZE(ops[2].arr) : -1;
-    if (ops[2].arr != NULL && ops[2].ndim != 1) {
-        char s[160];
-        format_shape(s, sizeof s, PyArray_NDIM(ops[2].arr), PyArray_DIMS(ops[2].arr));
-        PyErr_Format(PyExc_ValueError, "%s: bias must be 1-D (out_features,), got shape %s", fn, s);
-        goto done;
-    }
-    status = scnn_linear_forward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                 data_or_null(&ops[1]), ops[1].shape, ops[1].ndim, bias, bias_len,
-                                 NULL, yshape, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    y = result_array(fn, optional(v[3]), 2, yshape, typenum, ops, 3, -1);
-    if (y == NULL) {
-        goto done;
-    }
-    CALL_WITHOUT_GIL(status = scnn_linear_forward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                     data_or_null(&ops[1]), ops[1].shape, ops[1].ndim, bias, bias_len,
-                                     PyArray_DATA(y), yshape, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(y);
-    }
-done:
-    release_operands(ops, 3);
-    return (PyObject *)y;
-}
-
-PyDoc_STRVAR(linear_backward_doc,
-"linear_backward($module, /, grad_out, x, weight)\n--\n\n"
-"Gradients of linear: returns (grad_x, grad_weight, grad_bias), shaped (N, in), (out, in), (out,).");
-
-static PyObject *
-core_linear_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"grad_out", "x", "weight"};
-    static const argspec spec = {"linear_backward", names, 3, 3, 3};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[3] = {{.name = "grad_out"}, {.name = "x"}, {.name = "weight"}};
-    PyArrayObject *gx = NULL, *gw = NULL, *gb = NULL;
-    PyObject *result = NULL;
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    ops[2].obj = v[2];
-    if (prepare_operands(fn, ops, 3, 3, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    status = scnn_linear_backward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                  data_or_null(&ops[1]), ops[1].shape, ops[1].ndim,
-                                  data_or_null(&ops[2]), ops[2].shape, ops[2].ndim,
-                                  NULL, NULL, NULL, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    if (ops[2].ndim < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: weight must be 2-D", fn);
-        goto done;
-    }
-    gx = new_array(fn, ops[1].ndim, ops[1].shape, typenum);
-    gw = gx ? new_array(fn, ops[2].ndim, ops[2].shape, typenum) : NULL;
-    gb = gw ? new_array(fn, 1, ops[2].shape, typenum) : NULL;
-    if (gb == NULL) {
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_linear_backward(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                  data_or_null(&ops[1]), ops[1].shape, ops[1].ndim,
-                                  data_or_null(&ops[2]), ops[2].shape, ops[2].ndim,
-                                  PyArray_DATA(gx), PyArray_DATA(gw), PyArray_DATA(gb), msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    result = PyTuple_Pack(3, (PyObject *)gx, (PyObject *)gw, (PyObject *)gb);
-done:
-    Py_XDECREF(gx);
-    Py_XDECREF(gw);
-    Py_XDECREF(gb);
-    release_operands(ops, 3);
-    return result;
-}
-
-/* Shared body of sigmoid and relu: y = act(x), elementwise; out may be x itself. */
-static PyObject *
-activation_forward(const argspec *spec, int32_t kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[1] = {{.name = "x"}};
-    PyArrayObject *y = NULL;
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    if (prepare_operands(fn, ops, 1, 1, &typenum) < 0) {
-        goto done;
-    }
-    y = result_array(fn, optional(v[1]), ops[0].ndim, ops[0].shape, typenum, ops, 1, 0);
-    if (y == NULL) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    const void *x = data_or_null(&ops[0]);
-    int64_t count = (int64_t)PyArray_SIZE(ops[0].arr);
-    void *yd = PyArray_DATA(y);
-    CALL_WITHOUT_GIL(status = scnn_activation_forward(dt, kind, x, count, yd, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(y);
-    }
-done:
-    release_operands(ops, 1);
-    return (PyObject *)y;
-}
-
-/* Shared body of sigmoid_backward and relu_backward. */
-static PyObject *
-activation_backward(const argspec *spec, int32_t kind, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[2] = {{.name = "grad_out"}, {.name = spec->names[1]}};
-    PyArrayObject *gx = NULL;
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    if (prepare_operands(fn, ops, 2, 2, &typenum) < 0 || check_same_shape(fn, &ops[0], &ops[1]) < 0) {
-        goto done;
-    }
-    gx = new_array(fn, ops[0].ndim, ops[0].shape, typenum);
-    if (gx == NULL) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    const void *g = data_or_null(&ops[0]);
-    const void *saved = data_or_null(&ops[1]);
-    int64_t count = (int64_t)PyArray_SIZE(ops[0].arr);
-    void *gxd = PyArray_DATA(gx);
-    CALL_WITHOUT_GIL(status = scnn_activation_backward(dt, kind, g, saved, count, gxd, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(gx);
-    }
-done:
-    release_operands(ops, 2);
-    return (PyObject *)gx;
-}
-
-static const char *const activation_names[] = {"x", "out"};
-
-PyDoc_STRVAR(sigmoid_doc,
-"sigmoid($module, /, x, *, out=None)\n--\n\n"
-"Elementwise logistic sigmoid 1 / (1 + exp(-x)). out may be x itself (in place).");
-
-static PyObject *
-core_sigmoid(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"sigmoid", activation_names, 1, 1, 2};
-    (void)module;
-    return activation_forward(&spec, SCNN_ACT_SIGMOID, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(relu_doc,
-"relu($module, /, x, *, out=None)\n--\n\n"
-"Elementwise max(x, 0). out may be x itself (in place).");
-
-static PyObject *
-core_relu(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"relu", activation_names, 1, 1, 2};
-    (void)module;
-    return activation_forward(&spec, SCNN_ACT_RELU, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(sigmoid_backward_doc,
-"sigmoid_backward($module, /, grad_out, y)\n--\n\n"
-"grad_out * y * (1 - y), where y is sigmoid's OUTPUT.");
-
-static PyObject *
-core_sigmoid_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"grad_out", "y"};
-    static const argspec spec = {"sigmoid_backward", names, 2, 2, 2};
-    (void)module;
-    return activation_backward(&spec, SCNN_ACT_SIGMOID, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(relu_backward_doc,
-"relu_backward($module, /, grad_out, x)\n--\n\n"
-"grad_out * (x > 0), where x is relu's INPUT.");
-
-static PyObject *
-core_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"grad_out", "x"};
-    static const argspec spec = {"relu_backward", names, 2, 2, 2};
-    (void)module;
-    return activation_backward(&spec, SCNN_ACT_RELU, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(softmax_doc,
-"softmax($module, /, logits)\n--\n\n"
-"Probabilities over axis 1 of logits (N, K), computed stably.");
-
-static PyObject *
-core_softmax(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"logits"};
-    static const argspec spec = {"softmax", names, 1, 1, 1};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[1] = {{.name = "logits"}};
-    PyArrayObject *probs = NULL;
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    if (prepare_operands(fn, ops, 1, 1, &typenum) < 0) {
-        goto done;
-    }
-    probs = new_array(fn, ops[0].ndim, ops[0].shape, typenum);
-    if (probs == NULL) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    void *pd = PyArray_DATA(probs);
-    CALL_WITHOUT_GIL(status = scnn_softmax(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim, pd, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(probs);
-    }
-done:
-    release_operands(ops, 1);
-    return (PyObject *)probs;
-}
+/* ============================================================================================ */
+/* Class labels                                                                                   */
+/* ============================================================================================ */
 
 /* Class labels (N,) of any integer dtype (not bool) as a C-contiguous native int64 array. */
 static PyArrayObject *
@@ -1371,236 +744,327 @@ labels_array(const char *fn, const char *name, PyArrayObject *a)
     return r;
 }
 
+/* A loss target: a 1-D target (or []) is class labels, converted to int64 here; anything else is
+ * class probabilities, which take part in the float dtype rules like any operand. */
+static int
+target_operand(const char *fn, operand *o)
+{
+    if (o->obj == NULL || o->obj == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be an array, not None", fn, o->name);
+        return -1;
+    }
+    PyArrayObject *a = NULL;
+    if (PyArray_Check(o->obj)) {
+        a = (PyArrayObject *)o->obj;
+        Py_INCREF(a);
+    }
+    else {
+        a = (PyArrayObject *)PyArray_FromAny(o->obj, NULL, 0, 0, 0, NULL);
+        if (a == NULL) {
+            prefix_pending_error(fn, o->name);
+            return -1;
+        }
+        if (PyArray_NDIM(a) == 1 && PyArray_SIZE(a) == 0) { /* [] is no labels (NumPy says float64) */
+            npy_intp zero = 0;
+            Py_DECREF(a);
+            a = (PyArrayObject *)PyArray_SimpleNew(1, &zero, NPY_INT64);
+            if (a == NULL) {
+                return -1;
+            }
+        }
+    }
+    if (PyArray_NDIM(a) == 1) {
+        o->is_labels = 1;
+        o->arr = labels_array(fn, o->name, a);
+        Py_DECREF(a);
+        if (o->arr == NULL) {
+            return -1;
+        }
+        describe_array(o->arr, &o->t);
+        return 0;
+    }
+    Py_DECREF(a);
+    return 0;
+}
+
+/* ============================================================================================ */
+/* Functional ops: the table and its driver                                                       */
+/* ============================================================================================ */
+
+typedef enum {
+    ARG_ARRAY,     /* a float array operand */
+    ARG_ARRAY_OPT, /* a float array operand or None (passed as SCNN_ABSENT) */
+    ARG_TARGET,    /* class labels (1-D, any integer dtype) or class probabilities */
+    ARG_PAIR,      /* an int or (h, w): two ints */
+    ARG_PAIR_OPT,  /* None or an int or (h, w): three ints (given, h, w) */
+    ARG_MODE,      /* "valid", "same" or "full": one int (SCNN_MODE_*) */
+    ARG_OUT        /* keyword-only out= for the first result */
+} arg_kind;
+
+typedef struct {
+    const char *name; /* first: parse_args reads the names through the rows */
+    arg_kind kind;
+    int64_t dflt;     /* the default of an optional pair or mode */
+} arg_spec;
+
+enum { OP_INPLACE = 1, OP_LOSS = 2 };
+
+typedef struct {
+    const char *name;
+    scnn_op_fn *fn;
+    int npos, nreq, nargs; /* positional, required, all parameters (as parse_args) */
+    int nresults;
+    int flags;             /* OP_INPLACE: out may be the first input; OP_LOSS: result 0 is a float */
+    arg_spec args[MAX_ARGS];
+} op_spec;
+
+#define ARRAY(n) {n, ARG_ARRAY, 0}
+#define ARRAY_OPT(n) {n, ARG_ARRAY_OPT, 0}
+#define TARGET(n) {n, ARG_TARGET, 0}
+#define PAIR(n, d) {n, ARG_PAIR, d}
+#define PAIR_OPT(n) {n, ARG_PAIR_OPT, 0}
+#define MODE(n) {n, ARG_MODE, SCNN_MODE_VALID}
+#define OUT {"out", ARG_OUT, 0}
+
+static const char *const MODES[] = {"valid", "same", "full", NULL};
+
+/* The op's results as Python returns them: one array, a tuple of arrays, or (float, array). */
+static PyObject *
+op_result(const op_spec *s, PyArrayObject **res)
+{
+    if (s->flags & OP_LOSS) {
+        double loss = *(const double *)PyArray_DATA(res[0]);
+        Py_INCREF(res[1]);
+        return pair_result(PyFloat_FromDouble(loss), (PyObject *)res[1]);
+    }
+    if (s->nresults == 1) {
+        Py_INCREF(res[0]);
+        return (PyObject *)res[0];
+    }
+    PyObject *t = PyTuple_New(s->nresults);
+    for (int i = 0; t != NULL && i < s->nresults; i++) {
+        Py_INCREF(res[i]);
+        PyTuple_SET_ITEM(t, i, (PyObject *)res[i]);
+    }
+    return t;
+}
+
+/* Runs one row of the table on a Python call (see the file's header for the steps). */
+static PyObject *
+call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    const char *fn = s->name;
+    const argspec spec = {fn, s->args, sizeof(arg_spec), s->npos, s->nreq, s->nargs};
+    PyObject *v[MAX_ARGS], *out = NULL, *result = NULL;
+    operand ops[MAX_OPERANDS];
+    scnn_tensor in[MAX_OPERANDS], res[MAX_RESULTS];
+    PyArrayObject *res_arr[MAX_RESULTS] = {NULL};
+    int64_t ints[MAX_INTS];
+    int nops = 0, nints = 0, typenum;
+    char msg[MSG_CAP];
+    int32_t status;
+
+    msg[0] = '\0';
+    memset(ops, 0, sizeof ops);
+    memset(res, 0, sizeof res);
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < s->nargs; i++) {
+        const arg_spec *a = &s->args[i];
+        PyObject *o = v[i];
+        switch (a->kind) {
+        case ARG_ARRAY:
+            if (o == NULL || o == Py_None) {
+                PyErr_Format(PyExc_TypeError, "%s: %s must be an array, not None", fn, a->name);
+                goto done;
+            }
+            ops[nops++] = (operand){.name = a->name, .obj = o};
+            break;
+        case ARG_ARRAY_OPT:
+            ops[nops++] = (operand){.name = a->name, .obj = optional(o)};
+            break;
+        case ARG_TARGET:
+            ops[nops] = (operand){.name = a->name, .obj = o};
+            if (target_operand(fn, &ops[nops++]) < 0) {
+                goto done;
+            }
+            break;
+        case ARG_PAIR:
+            if (o == NULL) {
+                ints[nints] = ints[nints + 1] = a->dflt;
+            }
+            else if (pair_arg(fn, a->name, o, &ints[nints]) < 0) {
+                goto done;
+            }
+            nints += 2;
+            break;
+        case ARG_PAIR_OPT:
+            ints[nints] = optional(o) != NULL;
+            ints[nints + 1] = ints[nints + 2] = 0;
+            if (ints[nints] && pair_arg(fn, a->name, o, &ints[nints + 1]) < 0) {
+                goto done;
+            }
+            nints += 3;
+            break;
+        case ARG_MODE:
+            ints[nints] = a->dflt;
+            if (o != NULL && (ints[nints] = choice_arg(fn, a->name, o, MODES, "'valid', 'same' or 'full'")) < 0) {
+                goto done;
+            }
+            nints += 1;
+            break;
+        case ARG_OUT:
+            out = optional(o);
+            break;
+        }
+    }
+    if (prepare_operands(fn, ops, nops, &typenum) < 0) {
+        goto done;
+    }
+    for (int i = 0; i < nops; i++) {
+        in[i] = ops[i].t;
+    }
+    /* The shape query: Swift validates everything and declares the results. */
+    status = s->fn(in, nops, ints, nints, NULL, 0, res, s->nresults, false, msg, MSG_CAP);
+    if (status != SCNN_OK) {
+        raise_status(fn, status, msg);
+        goto done;
+    }
+    for (int i = 0; i < s->nresults; i++) {
+        res_arr[i] = (i == 0 && out != NULL) ? out_array(fn, out, &res[i], ops, nops, s->flags & OP_INPLACE)
+                                             : new_result(fn, &res[i]);
+        if (res_arr[i] == NULL) {
+            goto done;
+        }
+        res[i].data = PyArray_DATA(res_arr[i]);
+    }
+    CALL_WITHOUT_GIL(status = s->fn(in, nops, ints, nints, NULL, 0, res, s->nresults, true, msg, MSG_CAP));
+    if (status != SCNN_OK) {
+        raise_status(fn, status, msg);
+        goto done;
+    }
+    result = op_result(s, res_arr);
+done:
+    for (int i = 0; i < MAX_RESULTS; i++) {
+        Py_XDECREF(res_arr[i]);
+    }
+    release_operands(ops, nops);
+    return result;
+}
+
+/* ---- the table: one row per op; docstrings carry the signature (__text_signature__) ---------- */
+
+#define OP_ROW(id, fn_, npos_, nreq_, nargs_, nres_, flags_, ...)                                    \
+    static const op_spec id##_spec = {#id, fn_, npos_, nreq_, nargs_, nres_, flags_, {__VA_ARGS__}};  \
+    static PyObject *op_##id(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k)             \
+    {                                                                                                \
+        (void)m;                                                                                     \
+        return call_op(&id##_spec, a, n, k);                                                         \
+    }
+
+PyDoc_STRVAR(conv2d_doc,
+"conv2d($module, /, x, weight, bias=None, stride=1, padding=0, dilation=1, *, out=None)\n--\n\n"
+"2-D convolution (cross-correlation) of x (N, C, H, W) with weight (K, C, kH, kW) plus bias (K):\n"
+"y[n,k,i,j] = b[k] + sum_{c,r,s} x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw] * w[k,c,r,s].");
+OP_ROW(conv2d, scnn_conv2d, 6, 2, 7, 1, 0,
+       ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), PAIR("stride", 1), PAIR("padding", 0),
+       PAIR("dilation", 1), OUT)
+
+PyDoc_STRVAR(conv2d_backward_doc,
+"conv2d_backward($module, /, grad_out, x, weight, stride=1, padding=0, dilation=1)\n--\n\n"
+"(grad_x, grad_weight, grad_bias) of conv2d: grad_x is the full correlation of grad_out with the\n"
+"filter rotated by 180 degrees, grad_weight the correlation of x with grad_out, grad_bias the\n"
+"sum of grad_out over N, H, W.");
+OP_ROW(conv2d_backward, scnn_conv2d_backward, 6, 3, 6, 3, 0,
+       ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"), PAIR("stride", 1), PAIR("padding", 0),
+       PAIR("dilation", 1))
+
+PyDoc_STRVAR(max_pool2d_doc,
+"max_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
+"Max pooling over (N, C, H, W); stride defaults to kernel_size; padding counts as -inf and is at\n"
+"most kernel_size // 2.");
+OP_ROW(max_pool2d, scnn_max_pool2d, 4, 2, 5, 1, 0,
+       ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0), OUT)
+
+PyDoc_STRVAR(max_pool2d_backward_doc,
+"max_pool2d_backward($module, /, grad_out, x, kernel_size, stride=None, padding=0)\n--\n\n"
+"grad_x of max_pool2d: each window's gradient goes to its first maximum in row-major order;\n"
+"overlapping windows accumulate.");
+OP_ROW(max_pool2d_backward, scnn_max_pool2d_backward, 5, 3, 5, 1, 0,
+       ARRAY("grad_out"), ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0))
+
+PyDoc_STRVAR(avg_pool2d_doc,
+"avg_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
+"Average pooling over (N, C, H, W); padded zeros count in the divisor (count_include_pad=True).");
+OP_ROW(avg_pool2d, scnn_avg_pool2d, 4, 2, 5, 1, 0,
+       ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0), OUT)
+
+PyDoc_STRVAR(avg_pool2d_backward_doc,
+"avg_pool2d_backward($module, /, grad_out, x, kernel_size, stride=None, padding=0)\n--\n\n"
+"grad_x of avg_pool2d.");
+OP_ROW(avg_pool2d_backward, scnn_avg_pool2d_backward, 5, 3, 5, 1, 0,
+       ARRAY("grad_out"), ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0))
+
+PyDoc_STRVAR(linear_doc,
+"linear($module, /, x, weight, bias=None, *, out=None)\n--\n\n"
+"y = x @ weight.T + bias, x (N, in_features), weight (out_features, in_features).");
+OP_ROW(linear, scnn_linear, 3, 2, 4, 1, 0, ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), OUT)
+
+PyDoc_STRVAR(linear_backward_doc,
+"linear_backward($module, /, grad_out, x, weight)\n--\n\n"
+"(grad_x, grad_weight, grad_bias) of linear.");
+OP_ROW(linear_backward, scnn_linear_backward, 3, 3, 3, 3, 0, ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"))
+
+PyDoc_STRVAR(sigmoid_doc,
+"sigmoid($module, /, x, *, out=None)\n--\n\n"
+"1 / (1 + exp(-x)), elementwise; out may be x itself.");
+OP_ROW(sigmoid, scnn_sigmoid, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
+
+PyDoc_STRVAR(sigmoid_backward_doc,
+"sigmoid_backward($module, /, grad_out, y)\n--\n\n"
+"grad_out * y * (1 - y), where y is the forward's OUTPUT.");
+OP_ROW(sigmoid_backward, scnn_sigmoid_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("y"))
+
+PyDoc_STRVAR(relu_doc,
+"relu($module, /, x, *, out=None)\n--\n\n"
+"max(x, 0), elementwise; out may be x itself.");
+OP_ROW(relu, scnn_relu, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
+
+PyDoc_STRVAR(relu_backward_doc,
+"relu_backward($module, /, grad_out, x)\n--\n\n"
+"grad_out * (x > 0), where x is the forward's INPUT.");
+OP_ROW(relu_backward, scnn_relu_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("x"))
+
+PyDoc_STRVAR(softmax_doc,
+"softmax($module, /, logits)\n--\n\n"
+"Probabilities over axis 1 of logits (N, K), computed stably.");
+OP_ROW(softmax, scnn_softmax, 1, 1, 1, 1, 0, ARRAY("logits"))
+
 PyDoc_STRVAR(softmax_cross_entropy_doc,
 "softmax_cross_entropy($module, /, logits, target)\n--\n\n"
 "Softmax cross-entropy, batch mean. target is class indices (N,) of an integer dtype, or class\n"
 "probabilities of the logits' shape (N, K). Returns (loss, grad_logits): loss a Python float\n"
 "(nan when N = 0), grad_logits = (softmax(logits) - onehot) / N.");
+OP_ROW(softmax_cross_entropy, scnn_softmax_cross_entropy, 2, 2, 2, 2, OP_LOSS, ARRAY("logits"), TARGET("target"))
 
-static PyObject *
-core_softmax_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"logits", "target"};
-    static const argspec spec = {"softmax_cross_entropy", names, 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[2] = {{.name = "logits"}, {.name = "target"}}; /* ops[1]: probabilities only */
-    PyArrayObject *labels = NULL, *target_tmp = NULL, *grad = NULL;
-    PyObject *result = NULL;
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    double loss = 0.0;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    PyObject *target = v[1];
-    if (target == Py_None) {
-        PyErr_Format(PyExc_TypeError, "%s: target must be an array, not None", fn);
-        goto done;
-    }
-    /* A 1-D target is class labels; anything else is class probabilities. */
-    PyArrayObject *ta = NULL;
-    if (PyArray_Check(target)) {
-        ta = (PyArrayObject *)target;
-    }
-    else {
-        target_tmp = (PyArrayObject *)PyArray_FromAny(target, NULL, 0, 0, 0, NULL);
-        if (target_tmp == NULL) {
-            prefix_pending_error(fn, "target");
-            goto done;
-        }
-        ta = target_tmp;
-        if (PyArray_NDIM(ta) == 1 && PyArray_SIZE(ta) == 0) {
-            npy_intp dims0[1] = {0};
-            /* [] is an empty list of labels (NumPy would call it float64) */
-            Py_DECREF(target_tmp);
-            target_tmp = (PyArrayObject *)PyArray_SimpleNew(1, dims0, NPY_INT64);
-            if (target_tmp == NULL) {
-                goto done;
-            }
-            ta = target_tmp;
-        }
-    }
-    if (PyArray_NDIM(ta) == 1) {
-        labels = labels_array(fn, "target", ta);
-        if (labels == NULL) {
-            goto done;
-        }
-    }
-    else {
-        /* Probabilities take part in the dtype rules as given (the list-converted array adopts). */
-        ops[1].obj = target;
-    }
-    if (prepare_operands(fn, ops, 2, 1, &typenum) < 0) {
-        goto done;
-    }
-    grad = new_array(fn, ops[0].ndim, ops[0].shape, typenum);
-    if (grad == NULL) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    const int64_t *lab = labels ? (const int64_t *)PyArray_DATA(labels) : NULL;
-    int64_t lab_len = labels ? (int64_t)PyArray_SIZE(labels) : 0;
-    void *gd = PyArray_DATA(grad);
-    CALL_WITHOUT_GIL(status = scnn_softmax_cross_entropy(dt, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                                            lab, lab_len,
-                                            data_or_null(&ops[1]), ops[1].shape, ops[1].ndim,
-                                            &loss, gd, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    Py_INCREF(grad);
-    result = pair_result(PyFloat_FromDouble(loss), (PyObject *)grad);
-done:
-    Py_XDECREF(labels);
-    Py_XDECREF(target_tmp);
-    Py_XDECREF(grad);
-    release_operands(ops, 2);
-    return result;
-}
-
-PyDoc_STRVAR(bce_doc,
+PyDoc_STRVAR(binary_cross_entropy_with_logits_doc,
 "binary_cross_entropy_with_logits($module, /, logits, target)\n--\n\n"
 "Binary cross-entropy on logits, mean over all elements; target is floats of the logits' shape.\n"
-"Returns (loss, grad_logits): loss a Python float, grad = (sigmoid(logits) - target) / numel.");
-
-static PyObject *
-core_bce_with_logits(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"logits", "target"};
-    static const argspec spec = {"binary_cross_entropy_with_logits", names, 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[2] = {{.name = "logits"}, {.name = "target"}};
-    PyArrayObject *grad = NULL;
-    PyObject *result = NULL;
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status;
-    double loss = 0.0;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    if (prepare_operands(fn, ops, 2, 2, &typenum) < 0 || check_same_shape(fn, &ops[0], &ops[1]) < 0) {
-        goto done;
-    }
-    grad = new_array(fn, ops[0].ndim, ops[0].shape, typenum);
-    if (grad == NULL) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    const void *z = data_or_null(&ops[0]);
-    const void *t = data_or_null(&ops[1]);
-    int64_t count = (int64_t)PyArray_SIZE(ops[0].arr);
-    void *gd = PyArray_DATA(grad);
-    CALL_WITHOUT_GIL(status = scnn_bce_with_logits(dt, z, t, count, &loss, gd, msg, MSG_CAP));
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    Py_INCREF(grad);
-    result = pair_result(PyFloat_FromDouble(loss), (PyObject *)grad);
-done:
-    Py_XDECREF(grad);
-    release_operands(ops, 2);
-    return result;
-}
-
-/* Shared body of correlate2d and convolve2d. */
-static PyObject *
-signal2d(const argspec *spec, int32_t flip, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const modes[] = {"valid", "same", "full", NULL};
-    static const int32_t mode_codes[] = {SCNN_MODE_VALID, SCNN_MODE_SAME, SCNN_MODE_FULL};
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    operand ops[2] = {{.name = "image"}, {.name = "kernel"}};
-    PyArrayObject *out = NULL;
-    int64_t oshape[2];
-    char msg[MSG_CAP];
-    int typenum;
-    int32_t status, mode = SCNN_MODE_VALID;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
-        goto done;
-    }
-    ops[0].obj = v[0];
-    ops[1].obj = v[1];
-    if (v[2] != NULL) {
-        int m = choice_arg(fn, "mode", v[2], modes, "'valid', 'same' or 'full'");
-        if (m < 0) {
-            goto done;
-        }
-        mode = mode_codes[m];
-    }
-    if (prepare_operands(fn, ops, 2, 2, &typenum) < 0) {
-        goto done;
-    }
-    int32_t dt = scnn_dtype(typenum);
-    status = scnn_correlate2d(dt, mode, flip, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                              data_or_null(&ops[1]), ops[1].shape, ops[1].ndim, NULL, oshape, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    out = new_array(fn, 2, oshape, typenum);
-    if (out == NULL) {
-        goto done;
-    }
-    void *od = PyArray_DATA(out);
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_correlate2d(dt, mode, flip, data_or_null(&ops[0]), ops[0].shape, ops[0].ndim,
-                              data_or_null(&ops[1]), ops[1].shape, ops[1].ndim, od, oshape, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        Py_CLEAR(out);
-    }
-done:
-    release_operands(ops, 2);
-    return (PyObject *)out;
-}
-
-static const char *const signal_names[] = {"image", "kernel", "mode"};
+"Returns (loss, grad_logits): grad = (sigmoid(logits) - target) / numel; stable for large |z|.");
+OP_ROW(binary_cross_entropy_with_logits, scnn_binary_cross_entropy_with_logits, 2, 2, 2, 2, OP_LOSS,
+       ARRAY("logits"), ARRAY("target"))
 
 PyDoc_STRVAR(correlate2d_doc,
 "correlate2d($module, /, image, kernel, mode='valid')\n--\n\n"
-"2-D single-channel cross-correlation of image (H, W) with kernel (kH, kW), zero fill, as\n"
-"scipy.signal.correlate2d; mode is 'valid', 'same' or 'full'. In 'valid' mode a kernel larger\n"
-"than the image raises ValueError.");
-
-static PyObject *
-core_correlate2d(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"correlate2d", signal_names, 3, 2, 3};
-    (void)module;
-    return signal2d(&spec, 0, args, nargs, kwnames);
-}
+"2-D single-channel cross-correlation, as scipy.signal.correlate2d with zero fill; mode 'valid',\n"
+"'same' or 'full' (a kernel larger than the image in 'valid' mode is a ValueError).");
+OP_ROW(correlate2d, scnn_correlate2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
 
 PyDoc_STRVAR(convolve2d_doc,
 "convolve2d($module, /, image, kernel, mode='valid')\n--\n\n"
-"2-D single-channel true convolution (flipped kernel), zero fill, as scipy.signal.convolve2d;\n"
-"mode is 'valid', 'same' or 'full'.");
-
-static PyObject *
-core_convolve2d(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const argspec spec = {"convolve2d", signal_names, 3, 2, 3};
-    (void)module;
-    return signal2d(&spec, 1, args, nargs, kwnames);
-}
+"2-D single-channel true convolution (the kernel flipped), as scipy.signal.convolve2d.");
+OP_ROW(convolve2d, scnn_convolve2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
 
 /* ============================================================================================ */
 /* Library                                                                                        */
@@ -1608,37 +1072,32 @@ core_convolve2d(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObj
 
 PyDoc_STRVAR(set_num_threads_doc,
 "set_num_threads($module, /, n)\n--\n\n"
-"Sets the number of worker threads compute calls use (n >= 1).");
+"Sets the number of worker threads of compute calls (n >= 1).");
 
 static PyObject *
 core_set_num_threads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"n"};
-    static const argspec spec = {"set_num_threads", names, 1, 1, 1};
-    const char *fn = spec.fname;
+    static const argspec spec = {"set_num_threads", names, sizeof(char *), 1, 1, 1};
     PyObject *v[MAX_ARGS];
-    char msg[MSG_CAP];
     int64_t n;
+    char msg[MSG_CAP];
     (void)module;
 
     msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || int64_arg(fn, "n", v[0], &n) < 0) {
-        return NULL;
-    }
-    if (n < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: n must be >= 1, got %lld", fn, (long long)n);
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || int64_arg(spec.fname, "n", v[0], &n) < 0) {
         return NULL;
     }
     int32_t status = scnn_set_num_threads(n, msg, MSG_CAP);
     if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
+        return raise_status(spec.fname, status, msg);
     }
     Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(get_num_threads_doc,
 "get_num_threads($module, /)\n--\n\n"
-"The number of worker threads compute calls use.");
+"The number of worker threads of compute calls.");
 
 static PyObject *
 core_get_num_threads(PyObject *module, PyObject *unused)
@@ -1650,23 +1109,18 @@ core_get_num_threads(PyObject *module, PyObject *unused)
 
 PyDoc_STRVAR(version_doc,
 "version($module, /)\n--\n\n"
-"The Swift core's version string.");
+"The Swift core's version string: the one version of swiftcnn.");
 
 static PyObject *
 core_version(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    const char *s = scnn_version();
-    if (s == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "version: the core returned no version");
-        return NULL;
-    }
-    return PyUnicode_FromString(s);
+    return PyUnicode_FromString(scnn_version());
 }
 
 /* ============================================================================================ */
-/* Layer handles                                                                                  */
+/* Handles                                                                                        */
 /* ============================================================================================ */
 
 static void
@@ -1723,19 +1177,16 @@ optimizer_capsule_destructor(PyObject *capsule)
     }
 }
 
-/* A capsule owning the reference `layer` holds (released on failure). */
-static PyObject *
-wrap_layer(scnn_layer *layer, const char *name)
+static void
+layer_memory_destructor(PyObject *capsule)
 {
-    if (layer == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the core returned a NULL layer");
-        return NULL;
-    }
-    PyObject *cap = PyCapsule_New(layer, name, layer_capsule_destructor);
-    if (cap == NULL) {
+    scnn_layer *layer = (scnn_layer *)PyCapsule_GetPointer(capsule, LAYER_MEMORY_CAPSULE);
+    if (layer != NULL) {
         scnn_layer_release(layer);
     }
-    return cap;
+    else {
+        PyErr_Clear();
+    }
 }
 
 static scnn_layer *
@@ -1758,285 +1209,148 @@ optimizer_arg(const char *fn, const char *name, PyObject *o)
     return (scnn_optimizer *)PyCapsule_GetPointer(o, OPTIMIZER_CAPSULE);
 }
 
+/* An array a handle function takes as it is: an ndarray of `typenum` (int64: any 8-byte signed
+ * integer), C-contiguous, aligned, native; writable when asked. The Python layer converts user
+ * input before calling. `owner` names whose dtype it must have. */
 static int
-layer_typenum(scnn_layer *layer)
-{
-    return scnn_layer_dtype(layer) == SCNN_FLOAT32 ? NPY_FLOAT : NPY_DOUBLE;
-}
-
-/* An array a handle function takes as is: an ndarray of typenum, C-contiguous, aligned, native
- * (writable too when `writable`). The Python layer converts user input before calling. `owner`
- * ("layer", "optimizer") names whose dtype it must have; NULL for int64 labels. */
-static int
-check_exact_array(const char *fn, const char *name, PyObject *o, int typenum, int writable, const char *owner)
+exact_array(const char *fn, const char *name, PyObject *o, int typenum, int writable, const char *owner,
+            scnn_tensor *t)
 {
     if (!PyArray_Check(o)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be a numpy.ndarray, got %s", fn, name, Py_TYPE(o)->tp_name);
         return -1;
     }
     PyArrayObject *a = (PyArrayObject *)o;
-    int matches = typenum == NPY_INT64
-        ? (PyArray_ISINTEGER(a) && PyArray_ISSIGNED(a) && PyArray_ITEMSIZE(a) == 8) /* long or long long */
-        : PyArray_TYPE(a) == typenum;
-    if (!matches && owner != NULL) {
+    int matches = typenum == NPY_INT64 ? (PyArray_ISINTEGER(a) && PyArray_ISSIGNED(a) && PyArray_ITEMSIZE(a) == 8)
+                                       : PyArray_TYPE(a) == typenum;
+    if (!matches) {
         PyErr_Format(PyExc_TypeError, "%s: %s has dtype %S but the %s's dtype is %s", fn, name,
                      (PyObject *)PyArray_DESCR(a), owner, dtype_name(typenum));
         return -1;
     }
-    if (!matches) {
-        PyErr_Format(PyExc_TypeError, "%s: %s has dtype %S; expected int64", fn, name, (PyObject *)PyArray_DESCR(a));
-        return -1;
-    }
-    if (!PyArray_ISNOTSWAPPED(a)) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must be in native byte order", fn, name);
-        return -1;
-    }
-    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must be C-contiguous and aligned", fn, name);
+    if (!PyArray_ISNOTSWAPPED(a) || !PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be C-contiguous, aligned and in native byte order", fn, name);
         return -1;
     }
     if (writable && !PyArray_ISWRITEABLE(a)) {
         PyErr_Format(PyExc_ValueError, "%s: %s must be writable", fn, name);
         return -1;
     }
+    describe_array(a, t);
+    t->dtype = typenum == NPY_INT64 ? SCNN_INT64 : t->dtype;
     return 0;
 }
 
-static void
-shape_of(PyArrayObject *a, int64_t *shape)
+/* The items of a sequence argument as int64 (ints) or doubles (reals), at most MAX_SETTINGS. */
+static Py_ssize_t
+settings_arg(const char *fn, const char *name, PyObject *o, int64_t *ints, double *reals)
 {
-    for (int i = 0; i < PyArray_NDIM(a); i++) {
-        shape[i] = (int64_t)PyArray_DIMS(a)[i];
-    }
-}
-
-PyDoc_STRVAR(conv2d_layer_doc,
-"conv2d_layer($module, /, dtype, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, seed)\n--\n\n"
-"A new Conv2d layer handle (private; see layers.py).");
-
-static PyObject *
-core_conv2d_layer(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "in_channels", "out_channels", "kernel_size", "stride",
-                                        "padding", "dilation", "bias", "seed"};
-    static const argspec spec = {"conv2d_layer", names, 9, 9, 9};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    char msg[MSG_CAP];
-    int32_t dtype;
-    int64_t in_ch, out_ch, geometry[8];
-    bool bias;
-    scnn_layer *layer = NULL;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0 ||
-        int64_arg(fn, "in_channels", v[1], &in_ch) < 0 || int64_arg(fn, "out_channels", v[2], &out_ch) < 0 ||
-        pair_arg(fn, "kernel_size", v[3], &geometry[0]) < 0 || pair_arg(fn, "stride", v[4], &geometry[2]) < 0 ||
-        pair_arg(fn, "padding", v[5], &geometry[4]) < 0 || pair_arg(fn, "dilation", v[6], &geometry[6]) < 0 ||
-        bool_arg(v[7], &bias) < 0) {
-        return NULL;
-    }
-    if (!PyLong_Check(v[8]) && !PyIndex_Check(v[8])) {
-        PyErr_Format(PyExc_TypeError, "%s: seed must be an int, got %s", fn, Py_TYPE(v[8])->tp_name);
-        return NULL;
-    }
-    PyObject *seed_obj = PyNumber_Index(v[8]);
-    if (seed_obj == NULL) {
-        return NULL;
-    }
-    uint64_t seed = (uint64_t)PyLong_AsUnsignedLongLongMask(seed_obj); /* any int, modulo 2**64 */
-    Py_DECREF(seed_obj);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    int32_t status = scnn_conv2d_layer_create(dtype, in_ch, out_ch, geometry, bias, seed, &layer, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    return wrap_layer(layer, LAYER_CAPSULE);
-}
-
-PyDoc_STRVAR(linear_layer_doc,
-"linear_layer($module, /, dtype, in_features, out_features, bias, seed)\n--\n\n"
-"A new Linear layer handle (private; see layers.py).");
-
-static PyObject *
-core_linear_layer(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "in_features", "out_features", "bias", "seed"};
-    static const argspec spec = {"linear_layer", names, 5, 5, 5};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    char msg[MSG_CAP];
-    int32_t dtype;
-    int64_t in_f, out_f;
-    bool bias;
-    scnn_layer *layer = NULL;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0 ||
-        int64_arg(fn, "in_features", v[1], &in_f) < 0 || int64_arg(fn, "out_features", v[2], &out_f) < 0 ||
-        bool_arg(v[3], &bias) < 0) {
-        return NULL;
-    }
-    if (!PyIndex_Check(v[4])) {
-        PyErr_Format(PyExc_TypeError, "%s: seed must be an int, got %s", fn, Py_TYPE(v[4])->tp_name);
-        return NULL;
-    }
-    PyObject *seed_obj = PyNumber_Index(v[4]);
-    if (seed_obj == NULL) {
-        return NULL;
-    }
-    uint64_t seed = (uint64_t)PyLong_AsUnsignedLongLongMask(seed_obj);
-    Py_DECREF(seed_obj);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    int32_t status = scnn_linear_layer_create(dtype, in_f, out_f, bias, seed, &layer, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    return wrap_layer(layer, LAYER_CAPSULE);
-}
-
-PyDoc_STRVAR(pool2d_layer_doc,
-"pool2d_layer($module, /, dtype, kind, kernel_size, stride, padding)\n--\n\n"
-"A new MaxPool2d (kind 'max') or AvgPool2d (kind 'avg') layer handle (private).");
-
-static PyObject *
-core_pool2d_layer(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "kind", "kernel_size", "stride", "padding"};
-    static const argspec spec = {"pool2d_layer", names, 5, 5, 5};
-    static const char *const kinds[] = {"max", "avg", NULL};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    char msg[MSG_CAP];
-    int32_t dtype;
-    int64_t geometry[6];
-    scnn_layer *layer = NULL;
-    int kind;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0 ||
-        (kind = choice_arg(fn, "kind", v[1], kinds, "'max' or 'avg'")) < 0 ||
-        pair_arg(fn, "kernel_size", v[2], &geometry[0]) < 0) {
-        return NULL;
-    }
-    if (v[3] == Py_None) {
-        geometry[2] = geometry[0];
-        geometry[3] = geometry[1];
-    }
-    else if (pair_arg(fn, "stride", v[3], &geometry[2]) < 0) {
-        return NULL;
-    }
-    if (pair_arg(fn, "padding", v[4], &geometry[4]) < 0) {
-        return NULL;
-    }
-    int32_t status = scnn_pool2d_layer_create(dtype, kind == 0 ? SCNN_POOL_MAX : SCNN_POOL_AVG, geometry,
-                                              &layer, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    return wrap_layer(layer, LAYER_CAPSULE);
-}
-
-PyDoc_STRVAR(simple_layer_doc,
-"simple_layer($module, /, dtype, kind)\n--\n\n"
-"A new Sigmoid, ReLU or Flatten layer handle (kind 'sigmoid', 'relu' or 'flatten'; private).");
-
-static PyObject *
-core_simple_layer(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "kind"};
-    static const argspec spec = {"simple_layer", names, 2, 2, 2};
-    static const char *const kinds[] = {"sigmoid", "relu", "flatten", NULL};
-    static const int32_t codes[] = {SCNN_LAYER_SIGMOID, SCNN_LAYER_RELU, SCNN_LAYER_FLATTEN};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    char msg[MSG_CAP];
-    int32_t dtype;
-    scnn_layer *layer = NULL;
-    int kind;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0 ||
-        (kind = choice_arg(fn, "kind", v[1], kinds, "'sigmoid', 'relu' or 'flatten'")) < 0) {
-        return NULL;
-    }
-    int32_t status = scnn_simple_layer_create(dtype, codes[kind], &layer, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    return wrap_layer(layer, LAYER_CAPSULE);
-}
-
-PyDoc_STRVAR(sequential_layer_doc,
-"sequential_layer($module, /, dtype, layers)\n--\n\n"
-"A new Sequential handle over the given layer handles (shared, not copied; private).");
-
-static PyObject *
-core_sequential_layer(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "layers"};
-    static const argspec spec = {"sequential_layer", names, 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    PyObject *seq = NULL, *result = NULL;
-    scnn_layer **layers = NULL;
-    scnn_layer *layer = NULL;
-    char msg[MSG_CAP];
-    int32_t dtype;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0) {
-        goto done;
-    }
-    seq = PySequence_Fast(v[1], "sequential_layer: layers must be a sequence of LayerHandles");
+    PyObject *seq = PySequence_Fast(o, "settings must be a sequence");
     if (seq == NULL) {
-        goto done;
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a sequence, got %s", fn, name, Py_TYPE(o)->tp_name);
+        return -1;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    layers = PyMem_Malloc(sizeof(scnn_layer *) * (size_t)(n > 0 ? n : 1));
-    if (layers == NULL) {
+    if (n > MAX_SETTINGS) {
+        PyErr_Format(PyExc_ValueError, "%s: %s has %zd items; at most %d", fn, name, n, MAX_SETTINGS);
+        n = -1;
+    }
+    for (Py_ssize_t i = 0; n >= 0 && i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if ((ints != NULL && int64_arg(fn, name, item, &ints[i]) < 0) ||
+            (reals != NULL && double_arg(fn, name, item, &reals[i]) < 0)) {
+            n = -1;
+        }
+    }
+    Py_DECREF(seq);
+    return n;
+}
+
+PyDoc_STRVAR(layer_create_doc,
+"layer_create($module, /, kind, dtype, ints, reals, children, seed)\n--\n\n"
+"A new layer handle of `kind` (see swiftcnn.h, scnn_layer_create): ints and reals are the\n"
+"settings in the ABI's order, children the LayerHandles of a container, seed in [0, 2**64).");
+
+static PyObject *
+core_layer_create(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"kind", "dtype", "ints", "reals", "children", "seed"};
+    static const argspec spec = {"layer_create", names, sizeof(char *), 6, 6, 6};
+    const char *fn = spec.fname;
+    PyObject *v[MAX_ARGS], *children = NULL, *result = NULL;
+    int64_t ints[MAX_SETTINGS];
+    double reals[MAX_SETTINGS];
+    scnn_layer **handles = NULL, *layer = NULL;
+    char msg[MSG_CAP];
+    int32_t dtype;
+    (void)module;
+
+    msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[1], &dtype) < 0) {
+        return NULL;
+    }
+    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
+    if (kind == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "%s: kind must be a str", fn);
+        }
+        return NULL;
+    }
+    Py_ssize_t nints = settings_arg(fn, "ints", v[2], ints, NULL);
+    Py_ssize_t nreals = nints < 0 ? -1 : settings_arg(fn, "reals", v[3], NULL, reals);
+    if (nreals < 0) {
+        return NULL;
+    }
+    if (!PyLong_Check(v[5])) {
+        PyErr_Format(PyExc_TypeError, "%s: seed must be an int, got %s", fn, Py_TYPE(v[5])->tp_name);
+        return NULL;
+    }
+    uint64_t seed = (uint64_t)PyLong_AsUnsignedLongLong(v[5]); /* swiftcnn._random.check_seed normalized it */
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_OverflowError, "%s: seed must be in [0, 2**64)", fn);
+        return NULL;
+    }
+    children = PySequence_Fast(v[4], "children must be a sequence of LayerHandles");
+    if (children == NULL) {
+        return NULL;
+    }
+    Py_ssize_t nchildren = PySequence_Fast_GET_SIZE(children);
+    handles = PyMem_Calloc((size_t)nchildren + 1, sizeof *handles);
+    if (handles == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        char name[40];
-        snprintf(name, sizeof name, "layers[%zd]", i);
-        layers[i] = layer_arg(fn, name, PySequence_Fast_GET_ITEM(seq, i));
-        if (layers[i] == NULL) {
+    for (Py_ssize_t i = 0; i < nchildren; i++) {
+        if ((handles[i] = layer_arg(fn, "children", PySequence_Fast_GET_ITEM(children, i))) == NULL) {
             goto done;
         }
     }
-    /* seq holds the capsules (and so the layers) alive through the call; Swift retains them. */
-    int32_t status = scnn_sequential_create(dtype, layers, (int64_t)n, &layer, msg, MSG_CAP);
+    int32_t status = scnn_layer_create(kind, dtype, ints, (int32_t)nints, reals, (int32_t)nreals, handles,
+                                       (int64_t)nchildren, seed, &layer, msg, MSG_CAP);
     if (status != SCNN_OK) {
         raise_status(fn, status, msg);
         goto done;
     }
-    result = wrap_layer(layer, LAYER_CAPSULE);
+    result = PyCapsule_New(layer, LAYER_CAPSULE, layer_capsule_destructor);
+    if (result == NULL) {
+        scnn_layer_release(layer);
+    }
 done:
-    PyMem_Free(layers);
-    Py_XDECREF(seq);
+    PyMem_Free(handles);
+    Py_XDECREF(children);
     return result;
 }
 
 PyDoc_STRVAR(layer_dtype_doc,
 "layer_dtype($module, /, layer)\n--\n\n"
-"The layer's dtype, 'float32' or 'float64'.");
+"'float32' or 'float64'.");
 
 static PyObject *
 core_layer_dtype(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_dtype", names, 1, 1, 1};
+    static const argspec spec = {"layer_dtype", names, sizeof(char *), 1, 1, 1};
     PyObject *v[MAX_ARGS];
     scnn_layer *layer;
     (void)module;
@@ -2045,6 +1359,107 @@ core_layer_dtype(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         return NULL;
     }
     return PyUnicode_FromString(scnn_layer_dtype(layer) == SCNN_FLOAT32 ? "float32" : "float64");
+}
+
+static int
+layer_typenum(scnn_layer *layer)
+{
+    return scnn_layer_dtype(layer) == SCNN_FLOAT32 ? NPY_FLOAT : NPY_DOUBLE;
+}
+
+/* The shape of a descriptor as a tuple. */
+static PyObject *
+shape_tuple(const scnn_tensor *t)
+{
+    PyObject *tuple = PyTuple_New(t->ndim);
+    for (int i = 0; tuple != NULL && i < t->ndim; i++) {
+        PyObject *d = PyLong_FromLongLong((long long)t->shape[i]);
+        if (d == NULL) {
+            Py_CLEAR(tuple);
+            break;
+        }
+        PyTuple_SET_ITEM(tuple, i, d);
+    }
+    return tuple;
+}
+
+PyDoc_STRVAR(layer_output_shape_doc,
+"layer_output_shape($module, /, layer, shape)\n--\n\n"
+"The output shape the layer gives for an input of `shape` (a tuple); ValueError if it cannot\n"
+"take it. Swift answers: no other language computes a layer's shapes.");
+
+static PyObject *
+core_layer_output_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"layer", "shape"};
+    static const argspec spec = {"layer_output_shape", names, sizeof(char *), 2, 2, 2};
+    const char *fn = spec.fname;
+    PyObject *v[MAX_ARGS];
+    scnn_layer *layer;
+    scnn_tensor x = {0}, y = {0};
+    int64_t dims[MAX_SETTINGS];
+    char msg[MSG_CAP];
+    (void)module;
+
+    msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
+        return NULL;
+    }
+    Py_ssize_t nd = settings_arg(fn, "shape", v[1], dims, NULL);
+    if (nd < 0) {
+        return NULL;
+    }
+    x.ndim = (int32_t)nd;
+    x.dtype = scnn_layer_dtype(layer);
+    for (Py_ssize_t i = 0; i < nd && i < SCNN_MAX_NDIM; i++) {
+        x.shape[i] = dims[i];
+    }
+    int32_t status = scnn_layer_forward(layer, &x, &y, false, msg, MSG_CAP);
+    if (status != SCNN_OK) {
+        return raise_status(fn, status, msg);
+    }
+    return shape_tuple(&y);
+}
+
+/* forward (backward = 0) or backward (1) through a layer handle: the shape query, the result
+ * array, then the computation with the GIL released. */
+static PyObject *
+layer_pass(const argspec *spec, int backward, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    const char *fn = spec->fname;
+    PyObject *v[MAX_ARGS];
+    PyArrayObject *out = NULL;
+    scnn_layer *layer;
+    scnn_tensor in = {0}, res = {0};
+    char msg[MSG_CAP];
+    int32_t status;
+
+    msg[0] = '\0';
+    if (parse_args(spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL ||
+        exact_array(fn, backward ? "grad_out" : "x", v[1], layer_typenum(layer), 0, "layer", &in) < 0) {
+        return NULL;
+    }
+    status = backward ? scnn_layer_backward(layer, &in, &res, false, msg, MSG_CAP)
+                      : scnn_layer_forward(layer, &in, &res, false, msg, MSG_CAP);
+    if (status != SCNN_OK) {
+        return raise_status(fn, status, msg);
+    }
+    if ((out = new_result(fn, &res)) == NULL) {
+        return NULL;
+    }
+    res.data = PyArray_DATA(out);
+    /* Swift re-checks the shapes while it holds the layer, so a forward by another thread since
+     * the query gives RuntimeError, not an overrun. */
+    CALL_WITHOUT_GIL(status = backward ? scnn_layer_backward(layer, &in, &res, true, msg, MSG_CAP)
+                                       : scnn_layer_forward(layer, &in, &res, true, msg, MSG_CAP));
+    if (!backward) {
+        keep_last_input(v[0], v[1], status == SCNN_OK);
+    }
+    if (status != SCNN_OK) {
+        Py_DECREF(out);
+        return raise_status(fn, status, msg);
+    }
+    return (PyObject *)out;
 }
 
 PyDoc_STRVAR(layer_forward_doc,
@@ -2056,50 +1471,9 @@ static PyObject *
 core_layer_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"layer", "x"};
-    static const argspec spec = {"layer_forward", names, 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    PyArrayObject *y = NULL;
-    scnn_layer *layer;
-    int64_t xshape[MAX_DIMS], yshape[LAYER_NDIM], yndim = -1;
-    char msg[MSG_CAP];
-    int32_t status;
+    static const argspec spec = {"layer_forward", names, sizeof(char *), 2, 2, 2};
     (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        return NULL;
-    }
-    int typenum = layer_typenum(layer);
-    if (check_exact_array(fn, "x", v[1], typenum, 0, "layer") < 0) {
-        return NULL;
-    }
-    PyArrayObject *x = (PyArrayObject *)v[1];
-    int64_t xndim = PyArray_NDIM(x);
-    shape_of(x, xshape);
-    status = scnn_layer_output_shape(layer, xshape, xndim, yshape, &yndim, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    if (yndim < 0 || yndim > LAYER_NDIM) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the core returned an invalid output ndim %lld", fn, (long long)yndim);
-        return NULL;
-    }
-    y = new_array(fn, yndim, yshape, typenum);
-    if (y == NULL) {
-        return NULL;
-    }
-    const void *xd = PyArray_DATA(x);
-    void *yd = PyArray_DATA(y);
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_layer_forward(layer, xd, xshape, xndim, yd, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    keep_last_input(v[0], v[1], status == SCNN_OK);
-    if (status != SCNN_OK) {
-        Py_DECREF(y);
-        return raise_status(fn, status, msg);
-    }
-    return (PyObject *)y;
+    return layer_pass(&spec, 0, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(layer_backward_doc,
@@ -2111,88 +1485,25 @@ static PyObject *
 core_layer_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"layer", "grad_out"};
-    static const argspec spec = {"layer_backward", names, 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    PyArrayObject *gx = NULL;
-    scnn_layer *layer;
-    int64_t gshape[MAX_DIMS], xshape[LAYER_NDIM], xndim = -1;
-    char msg[MSG_CAP];
-    int32_t status;
+    static const argspec spec = {"layer_backward", names, sizeof(char *), 2, 2, 2};
     (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        return NULL;
-    }
-    int typenum = layer_typenum(layer);
-    if (check_exact_array(fn, "grad_out", v[1], typenum, 0, "layer") < 0) {
-        return NULL;
-    }
-    PyArrayObject *g = (PyArrayObject *)v[1];
-    int64_t gndim = PyArray_NDIM(g);
-    shape_of(g, gshape);
-    status = scnn_layer_input_shape(layer, xshape, &xndim, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    if (xndim < 0 || xndim > LAYER_NDIM) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the core returned an invalid input ndim %lld", fn, (long long)xndim);
-        return NULL;
-    }
-    gx = new_array(fn, xndim, xshape, typenum);
-    if (gx == NULL) {
-        return NULL;
-    }
-    const void *gd = PyArray_DATA(g);
-    void *gxd = PyArray_DATA(gx);
-    Py_BEGIN_ALLOW_THREADS
-    /* The ABI re-checks xshape against the layer's last input while it holds the layer, so a
-     * forward by another thread since scnn_layer_input_shape gives RuntimeError, not an overrun. */
-    status = scnn_layer_backward(layer, gd, gshape, gndim, gxd, xshape, xndim, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        Py_DECREF(gx);
-        return raise_status(fn, status, msg);
-    }
-    return (PyObject *)gx;
+    return layer_pass(&spec, 1, args, nargs, kwnames);
 }
 
-static void
-layer_memory_destructor(PyObject *capsule)
-{
-    scnn_layer *layer = (scnn_layer *)PyCapsule_GetPointer(capsule, LAYER_MEMORY_CAPSULE);
-    if (layer != NULL) {
-        scnn_layer_release(layer);
-    }
-    else {
-        PyErr_Clear();
-    }
-}
-
-/* An ndarray over Swift memory whose base is `keeper` (a capsule owning a layer reference). */
+/* An ndarray over Swift memory described by t, whose base is `keeper` (a capsule owning a layer
+ * reference). */
 static PyObject *
-view_array(const char *fn, void *data, int64_t ndim, const int64_t *shape, int typenum, PyObject *keeper)
+view_array(const char *fn, const scnn_tensor *t, PyObject *keeper)
 {
-    npy_intp dims[MAX_DIMS];
-    if (to_npy_dims(fn, ndim, shape, dims) < 0) {
+    npy_intp dims[SCNN_MAX_NDIM];
+    if (t->ndim < 0 || t->ndim > SCNN_MAX_NDIM || to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_RuntimeError, "%s: the core described an invalid parameter", fn);
+        }
         return NULL;
     }
-    npy_intp count = 1;
-    for (int64_t i = 0; i < ndim; i++) {
-        count *= dims[i];
-    }
-    if (data == NULL && count != 0) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the core returned a NULL parameter buffer", fn);
-        return NULL;
-    }
-    PyObject *arr;
-    if (data == NULL) {
-        arr = PyArray_SimpleNew((int)ndim, dims, typenum); /* empty: nothing to share */
-    }
-    else {
-        arr = PyArray_SimpleNewFromData((int)ndim, dims, typenum, data);
-    }
+    PyObject *arr = t->data == NULL ? PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype))
+                                    : PyArray_SimpleNewFromData(t->ndim, dims, npy_type(t->dtype), t->data);
     if (arr == NULL) {
         return NULL;
     }
@@ -2213,64 +1524,48 @@ static PyObject *
 core_layer_parameters(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_parameters", names, 1, 1, 1};
+    static const argspec spec = {"layer_parameters", names, sizeof(char *), 1, 1, 1};
     const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    PyObject *list = NULL, *keeper = NULL, *result = NULL;
+    PyObject *v[MAX_ARGS], *list = NULL, *keeper = NULL, *result = NULL;
     scnn_layer *layer;
     char msg[MSG_CAP];
     (void)module;
 
     msg[0] = '\0';
     if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        goto done;
+        return NULL;
     }
-    int typenum = layer_typenum(layer);
     int64_t count = scnn_layer_parameter_count(layer);
-    if (count < 0) {
-        PyErr_Format(PyExc_RuntimeError, "%s: the core returned a negative parameter count", fn);
-        goto done;
-    }
-    list = PyList_New(0);
-    if (list == NULL) {
+    if ((list = PyList_New(0)) == NULL) {
         goto done;
     }
     scnn_layer_retain(layer);
-    keeper = PyCapsule_New(layer, LAYER_MEMORY_CAPSULE, layer_memory_destructor);
-    if (keeper == NULL) {
+    if ((keeper = PyCapsule_New(layer, LAYER_MEMORY_CAPSULE, layer_memory_destructor)) == NULL) {
         scnn_layer_release(layer);
         goto done;
     }
     for (int64_t i = 0; i < count; i++) {
-        void *data = NULL, *grad = NULL;
-        int64_t shape[4], ndim = -1;
+        scnn_tensor data = {0}, grad = {0};
         char name[NAME_CAP];
         name[0] = '\0';
-        int32_t status = scnn_layer_parameter(layer, i, &data, &grad, shape, &ndim, name, NAME_CAP, msg, MSG_CAP);
+        int32_t status = scnn_layer_parameter(layer, i, &data, &grad, name, NAME_CAP, msg, MSG_CAP);
         if (status != SCNN_OK) {
             raise_status(fn, status, msg);
             goto done;
         }
         name[NAME_CAP - 1] = '\0';
-        if (ndim < 0 || ndim > 4) {
-            PyErr_Format(PyExc_RuntimeError, "%s: the core returned an invalid parameter ndim %lld", fn, (long long)ndim);
-            goto done;
-        }
         PyObject *pname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace");
-        PyObject *pdata = pname ? view_array(fn, data, ndim, shape, typenum, keeper) : NULL;
-        PyObject *pgrad = pdata ? view_array(fn, grad, ndim, shape, typenum, keeper) : NULL;
+        PyObject *pdata = pname ? view_array(fn, &data, keeper) : NULL;
+        PyObject *pgrad = pdata ? view_array(fn, &grad, keeper) : NULL;
         PyObject *item = pgrad ? PyTuple_Pack(3, pname, pdata, pgrad) : NULL;
         Py_XDECREF(pname);
         Py_XDECREF(pdata);
         Py_XDECREF(pgrad);
-        if (item == NULL) {
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
             goto done;
         }
-        int rc = PyList_Append(list, item);
         Py_DECREF(item);
-        if (rc < 0) {
-            goto done;
-        }
     }
     result = list;
     list = NULL;
@@ -2278,6 +1573,47 @@ done:
     Py_XDECREF(keeper);
     Py_XDECREF(list);
     return result;
+}
+
+/* A call on one handle that only reports a status: zero_grad, optimizer step. */
+static PyObject *
+handle_call(const argspec *spec, int is_layer, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *v[MAX_ARGS];
+    char msg[MSG_CAP];
+    int32_t status;
+    msg[0] = '\0';
+    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
+        return NULL;
+    }
+    if (is_layer) {
+        scnn_layer *layer = layer_arg(spec->fname, "layer", v[0]);
+        if (layer == NULL) {
+            return NULL;
+        }
+        CALL_WITHOUT_GIL(status = scnn_layer_zero_grad(layer, msg, MSG_CAP));
+    }
+    else {
+        scnn_optimizer *opt = optimizer_arg(spec->fname, "optimizer", v[0]);
+        if (opt == NULL) {
+            return NULL;
+        }
+        if (spec->nall == 2) { /* optimizer_step(optimizer, zero_grad): step, or zero_grad */
+            int zero = PyObject_IsTrue(v[1]);
+            if (zero < 0) {
+                return NULL;
+            }
+            CALL_WITHOUT_GIL(status = zero ? scnn_optimizer_zero_grad(opt, msg, MSG_CAP)
+                                           : scnn_optimizer_step(opt, msg, MSG_CAP));
+        }
+        else {
+            return PyFloat_FromDouble(scnn_optimizer_get_lr(opt));
+        }
+    }
+    if (status != SCNN_OK) {
+        return raise_status(spec->fname, status, msg);
+    }
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(layer_zero_grad_doc,
@@ -2288,268 +1624,98 @@ static PyObject *
 core_layer_zero_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_zero_grad", names, 1, 1, 1};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    scnn_layer *layer;
-    char msg[MSG_CAP];
-    int32_t status;
+    static const argspec spec = {"layer_zero_grad", names, sizeof(char *), 1, 1, 1};
     (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_layer_zero_grad(layer, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    Py_RETURN_NONE;
+    return handle_call(&spec, 1, args, nargs, kwnames);
 }
 
 /* ============================================================================================ */
 /* Optimizers                                                                                     */
 /* ============================================================================================ */
 
-/* The (data, grad, count) triples of an optimizer: pointer arrays (PyMem) the caller frees. */
-typedef struct {
-    void **data;
-    void **grad;
-    int64_t *counts;
-    Py_ssize_t n;
-} param_arrays;
+PyDoc_STRVAR(optimizer_create_doc,
+"optimizer_create($module, /, kind, data, grads, reals)\n--\n\n"
+"A new optimizer handle of `kind` (see swiftcnn.h, scnn_optimizer_create) over the (data[i],\n"
+"grads[i]) arrays (C-contiguous, writable, one float dtype), which the caller keeps alive.");
 
-static void
-param_arrays_free(param_arrays *p)
+static PyObject *
+core_optimizer_create(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyMem_Free(p->data);
-    PyMem_Free(p->grad);
-    PyMem_Free(p->counts);
-}
+    static const char *const names[] = {"kind", "data", "grads", "reals"};
+    static const argspec spec = {"optimizer_create", names, sizeof(char *), 4, 4, 4};
+    const char *fn = spec.fname;
+    PyObject *v[MAX_ARGS], *ds = NULL, *gs = NULL, *result = NULL;
+    scnn_tensor *tensors = NULL;
+    scnn_optimizer *opt = NULL;
+    double reals[MAX_SETTINGS];
+    char msg[MSG_CAP];
+    (void)module;
 
-static int
-collect_params(const char *fn, PyObject *data_obj, PyObject *grad_obj, int typenum, param_arrays *p)
-{
-    int rc = -1;
-    PyObject *ds = PySequence_Fast(data_obj, "data must be a sequence of ndarrays");
-    PyObject *gs = ds ? PySequence_Fast(grad_obj, "grads must be a sequence of ndarrays") : NULL;
+    msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
+        return NULL;
+    }
+    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
+    Py_ssize_t nreals = kind == NULL ? -1 : settings_arg(fn, "reals", v[3], NULL, reals);
+    if (kind == NULL || nreals < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "%s: kind must be a str", fn);
+        }
+        return NULL;
+    }
+    ds = PySequence_Fast(v[1], "data must be a sequence of arrays");
+    gs = ds ? PySequence_Fast(v[2], "grads must be a sequence of arrays") : NULL;
     if (gs == NULL) {
         goto done;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(ds);
     if (PySequence_Fast_GET_SIZE(gs) != n) {
-        PyErr_Format(PyExc_ValueError, "%s: data and grads must have the same length, got %zd and %zd",
-                     fn, n, PySequence_Fast_GET_SIZE(gs));
+        PyErr_Format(PyExc_ValueError, "%s: data and grads must have the same length", fn);
         goto done;
     }
-    size_t room = (size_t)(n > 0 ? n : 1);
-    p->data = PyMem_Malloc(room * sizeof(void *));
-    p->grad = PyMem_Malloc(room * sizeof(void *));
-    p->counts = PyMem_Malloc(room * sizeof(int64_t));
-    p->n = n;
-    if (p->data == NULL || p->grad == NULL || p->counts == NULL) {
+    if ((tensors = PyMem_Calloc(2 * (size_t)n + 1, sizeof *tensors)) == NULL) {
         PyErr_NoMemory();
         goto done;
     }
+    int typenum = NPY_FLOAT;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *d = PySequence_Fast_GET_ITEM(ds, i);
-        PyObject *g = PySequence_Fast_GET_ITEM(gs, i);
-        char dname[40], gname[40];
-        snprintf(dname, sizeof dname, "data[%zd]", i);
-        snprintf(gname, sizeof gname, "grads[%zd]", i);
-        if (check_exact_array(fn, dname, d, typenum, 1, "optimizer") < 0 ||
-            check_exact_array(fn, gname, g, typenum, 1, "optimizer") < 0) {
+        PyObject *d = PySequence_Fast_GET_ITEM(ds, i), *g = PySequence_Fast_GET_ITEM(gs, i);
+        if (i == 0 && PyArray_Check(d)) {
+            typenum = PyArray_TYPE((PyArrayObject *)d);
+        }
+        if (exact_array(fn, "data", d, typenum, 1, "optimizer", &tensors[i]) < 0 ||
+            exact_array(fn, "grads", g, typenum, 1, "optimizer", &tensors[n + i]) < 0) {
             goto done;
         }
-        npy_intp nd = PyArray_SIZE((PyArrayObject *)d), ng = PyArray_SIZE((PyArrayObject *)g);
-        if (nd != ng) {
-            PyErr_Format(PyExc_ValueError, "%s: data[%zd] has %zd elements but grads[%zd] has %zd",
-                         fn, i, (Py_ssize_t)nd, i, (Py_ssize_t)ng);
-            goto done;
-        }
-        p->data[i] = PyArray_DATA((PyArrayObject *)d);
-        p->grad[i] = PyArray_DATA((PyArrayObject *)g);
-        p->counts[i] = (int64_t)nd;
     }
-    rc = 0;
-done:
-    Py_XDECREF(ds);
-    Py_XDECREF(gs);
-    return rc;
-}
-
-static PyObject *
-wrap_optimizer(scnn_optimizer *opt)
-{
-    if (opt == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the core returned a NULL optimizer");
-        return NULL;
+    int32_t status = scnn_optimizer_create(kind, tensors, tensors + n, (int64_t)n, reals, (int32_t)nreals, &opt,
+                                           msg, MSG_CAP);
+    if (status != SCNN_OK) {
+        raise_status(fn, status, msg);
+        goto done;
     }
-    PyObject *cap = PyCapsule_New(opt, OPTIMIZER_CAPSULE, optimizer_capsule_destructor);
-    if (cap == NULL) {
+    result = PyCapsule_New(opt, OPTIMIZER_CAPSULE, optimizer_capsule_destructor);
+    if (result == NULL) {
         scnn_optimizer_release(opt);
     }
-    return cap;
-}
-
-PyDoc_STRVAR(sgd_doc,
-"sgd($module, /, dtype, data, grads, lr, momentum, dampening, weight_decay, nesterov)\n--\n\n"
-"A new SGD optimizer handle over the given (data, grad) arrays, which the caller keeps alive.");
-
-static PyObject *
-core_sgd(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "data", "grads", "lr", "momentum", "dampening",
-                                        "weight_decay", "nesterov"};
-    static const argspec spec = {"sgd", names, 8, 8, 8};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    PyObject *result = NULL;
-    param_arrays p = {NULL, NULL, NULL, 0};
-    scnn_optimizer *opt = NULL;
-    char msg[MSG_CAP];
-    int32_t dtype;
-    double lr, momentum, dampening, weight_decay;
-    bool nesterov;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0 ||
-        double_arg(fn, "lr", v[3], &lr) < 0 || double_arg(fn, "momentum", v[4], &momentum) < 0 ||
-        double_arg(fn, "dampening", v[5], &dampening) < 0 ||
-        double_arg(fn, "weight_decay", v[6], &weight_decay) < 0 || bool_arg(v[7], &nesterov) < 0 ||
-        collect_params(fn, v[1], v[2], dtype == SCNN_FLOAT32 ? NPY_FLOAT : NPY_DOUBLE, &p) < 0) {
-        goto done;
-    }
-    int32_t status = scnn_sgd_create(dtype, p.data, p.grad, p.counts, (int64_t)p.n, lr, momentum, dampening,
-                                     weight_decay, nesterov, &opt, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    result = wrap_optimizer(opt);
 done:
-    param_arrays_free(&p);
-    return result;
-}
-
-PyDoc_STRVAR(adam_doc,
-"adam($module, /, dtype, data, grads, lr, beta1, beta2, eps, weight_decay)\n--\n\n"
-"A new Adam optimizer handle over the given (data, grad) arrays, which the caller keeps alive.");
-
-static PyObject *
-core_adam(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"dtype", "data", "grads", "lr", "beta1", "beta2", "eps", "weight_decay"};
-    static const argspec spec = {"adam", names, 8, 8, 8};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    PyObject *result = NULL;
-    param_arrays p = {NULL, NULL, NULL, 0};
-    scnn_optimizer *opt = NULL;
-    char msg[MSG_CAP];
-    int32_t dtype;
-    double lr, beta1, beta2, eps, weight_decay;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[0], &dtype) < 0 ||
-        double_arg(fn, "lr", v[3], &lr) < 0 || double_arg(fn, "beta1", v[4], &beta1) < 0 ||
-        double_arg(fn, "beta2", v[5], &beta2) < 0 || double_arg(fn, "eps", v[6], &eps) < 0 ||
-        double_arg(fn, "weight_decay", v[7], &weight_decay) < 0 ||
-        collect_params(fn, v[1], v[2], dtype == SCNN_FLOAT32 ? NPY_FLOAT : NPY_DOUBLE, &p) < 0) {
-        goto done;
-    }
-    int32_t status = scnn_adam_create(dtype, p.data, p.grad, p.counts, (int64_t)p.n, lr, beta1, beta2, eps,
-                                      weight_decay, &opt, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    result = wrap_optimizer(opt);
-done:
-    param_arrays_free(&p);
+    PyMem_Free(tensors);
+    Py_XDECREF(ds);
+    Py_XDECREF(gs);
     return result;
 }
 
 PyDoc_STRVAR(optimizer_step_doc,
-"optimizer_step($module, /, optimizer)\n--\n\n"
-"One update of every parameter (writes data in place; never changes grad).");
-
-/* optimizer_step and optimizer_zero_grad: one optimizer argument, one ABI call without the GIL. */
-static PyObject *
-call_on_optimizer(const argspec *spec, int32_t (*abi_call)(scnn_optimizer *, char *, int64_t),
-                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    scnn_optimizer *opt;
-    char msg[MSG_CAP];
-    int32_t status;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(fn, "optimizer", v[0])) == NULL) {
-        return NULL;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = abi_call(opt, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    Py_RETURN_NONE;
-}
+"optimizer_step($module, /, optimizer, zero_grad)\n--\n\n"
+"One update of every parameter's data (zero_grad False), or every grad set to zero (True).");
 
 static PyObject *
 core_optimizer_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"optimizer"};
-    static const argspec spec = {"optimizer_step", names, 1, 1, 1};
+    static const char *const names[] = {"optimizer", "zero_grad"};
+    static const argspec spec = {"optimizer_step", names, sizeof(char *), 2, 2, 2};
     (void)module;
-    return call_on_optimizer(&spec, scnn_optimizer_step, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(optimizer_zero_grad_doc,
-"optimizer_zero_grad($module, /, optimizer)\n--\n\n"
-"Fills every parameter's grad with zeros.");
-
-static PyObject *
-core_optimizer_zero_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"optimizer"};
-    static const argspec spec = {"optimizer_zero_grad", names, 1, 1, 1};
-    (void)module;
-    return call_on_optimizer(&spec, scnn_optimizer_zero_grad, args, nargs, kwnames);
-}
-
-PyDoc_STRVAR(optimizer_set_lr_doc,
-"optimizer_set_lr($module, /, optimizer, lr)\n--\n\n"
-"Sets the learning rate used from the next step on (lr >= 0).");
-
-static PyObject *
-core_optimizer_set_lr(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"optimizer", "lr"};
-    static const argspec spec = {"optimizer_set_lr", names, 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    scnn_optimizer *opt;
-    char msg[MSG_CAP];
-    double lr;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(fn, "optimizer", v[0])) == NULL ||
-        double_arg(fn, "lr", v[1], &lr) < 0) {
-        return NULL;
-    }
-    int32_t status = scnn_optimizer_set_lr(opt, lr, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    Py_RETURN_NONE;
+    return handle_call(&spec, 0, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(optimizer_get_lr_doc,
@@ -2560,15 +1726,36 @@ static PyObject *
 core_optimizer_get_lr(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"optimizer"};
-    static const argspec spec = {"optimizer_get_lr", names, 1, 1, 1};
+    static const argspec spec = {"optimizer_get_lr", names, sizeof(char *), 1, 1, 1};
+    (void)module;
+    return handle_call(&spec, 0, args, nargs, kwnames);
+}
+
+PyDoc_STRVAR(optimizer_set_lr_doc,
+"optimizer_set_lr($module, /, optimizer, lr)\n--\n\n"
+"Sets the learning rate used from the next step (lr >= 0).");
+
+static PyObject *
+core_optimizer_set_lr(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"optimizer", "lr"};
+    static const argspec spec = {"optimizer_set_lr", names, sizeof(char *), 2, 2, 2};
     PyObject *v[MAX_ARGS];
     scnn_optimizer *opt;
+    double lr;
+    char msg[MSG_CAP];
     (void)module;
 
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(spec.fname, "optimizer", v[0])) == NULL) {
+    msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(spec.fname, "optimizer", v[0])) == NULL ||
+        double_arg(spec.fname, "lr", v[1], &lr) < 0) {
         return NULL;
     }
-    return PyFloat_FromDouble(scnn_optimizer_get_lr(opt));
+    int32_t status = scnn_optimizer_set_lr(opt, lr, msg, MSG_CAP);
+    if (status != SCNN_OK) {
+        return raise_status(spec.fname, status, msg);
+    }
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(train_step_doc,
@@ -2581,12 +1768,12 @@ static PyObject *
 core_train_step_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"model", "optimizer", "x", "labels"};
-    static const argspec spec = {"train_step_cross_entropy", names, 4, 4, 4};
+    static const argspec spec = {"train_step_cross_entropy", names, sizeof(char *), 4, 4, 4};
     const char *fn = spec.fname;
     PyObject *v[MAX_ARGS];
     scnn_layer *model;
     scnn_optimizer *opt = NULL;
-    int64_t xshape[MAX_DIMS];
+    scnn_tensor x = {0}, labels = {0};
     char msg[MSG_CAP];
     int32_t status;
     double loss = 0.0;
@@ -2600,23 +1787,11 @@ core_train_step_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_
     if (v[1] != Py_None && (opt = optimizer_arg(fn, "optimizer", v[1])) == NULL) {
         return NULL;
     }
-    if (check_exact_array(fn, "x", v[2], layer_typenum(model), 0, "model") < 0 ||
-        check_exact_array(fn, "labels", v[3], NPY_INT64, 0, NULL) < 0) {
+    if (exact_array(fn, "x", v[2], layer_typenum(model), 0, "model", &x) < 0 ||
+        exact_array(fn, "labels", v[3], NPY_INT64, 0, "labels", &labels) < 0) {
         return NULL;
     }
-    PyArrayObject *x = (PyArrayObject *)v[2], *labels = (PyArrayObject *)v[3];
-    if (PyArray_NDIM(labels) != 1) {
-        PyErr_Format(PyExc_ValueError, "%s: labels must be 1-D (N,), got %d dimensions", fn, PyArray_NDIM(labels));
-        return NULL;
-    }
-    int64_t xndim = PyArray_NDIM(x);
-    shape_of(x, xshape);
-    const void *xd = PyArray_DATA(x);
-    const int64_t *ld = (const int64_t *)PyArray_DATA(labels);
-    int64_t nl = (int64_t)PyArray_SIZE(labels);
-    Py_BEGIN_ALLOW_THREADS
-    status = scnn_train_step_cross_entropy(model, opt, xd, xshape, xndim, ld, nl, &loss, &correct, msg, MSG_CAP);
-    Py_END_ALLOW_THREADS
+    CALL_WITHOUT_GIL(status = scnn_train_step_cross_entropy(model, opt, &x, &labels, &loss, &correct, msg, MSG_CAP));
     keep_last_input(v[0], v[2], status == SCNN_OK);
     if (status != SCNN_OK) {
         return raise_status(fn, status, msg);
@@ -2628,49 +1803,45 @@ core_train_step_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_
 /* Module                                                                                         */
 /* ============================================================================================ */
 
-#define FASTCALL(name, doc) {#name, (PyCFunction)(void (*)(void))core_##name, METH_FASTCALL | METH_KEYWORDS, doc}
+#define OP_METHOD(id) {#id, (PyCFunction)(void (*)(void))op_##id, METH_FASTCALL | METH_KEYWORDS, id##_doc}
+#define FASTCALL(name) {#name, (PyCFunction)(void (*)(void))core_##name, METH_FASTCALL | METH_KEYWORDS, name##_doc}
 
 static PyMethodDef core_methods[] = {
-    /* functional ops (public) */
-    FASTCALL(conv2d, conv2d_doc),
-    FASTCALL(conv2d_backward, conv2d_backward_doc),
-    FASTCALL(max_pool2d, max_pool2d_doc),
-    FASTCALL(max_pool2d_backward, max_pool2d_backward_doc),
-    FASTCALL(avg_pool2d, avg_pool2d_doc),
-    FASTCALL(avg_pool2d_backward, avg_pool2d_backward_doc),
-    FASTCALL(linear, linear_doc),
-    FASTCALL(linear_backward, linear_backward_doc),
-    FASTCALL(sigmoid, sigmoid_doc),
-    FASTCALL(sigmoid_backward, sigmoid_backward_doc),
-    FASTCALL(relu, relu_doc),
-    FASTCALL(relu_backward, relu_backward_doc),
-    FASTCALL(softmax, softmax_doc),
-    FASTCALL(softmax_cross_entropy, softmax_cross_entropy_doc),
-    {"binary_cross_entropy_with_logits", (PyCFunction)(void (*)(void))core_bce_with_logits,
-     METH_FASTCALL | METH_KEYWORDS, bce_doc},
-    FASTCALL(correlate2d, correlate2d_doc),
-    FASTCALL(convolve2d, convolve2d_doc),
-    FASTCALL(set_num_threads, set_num_threads_doc),
+    /* functional ops (public): the rows of the table above */
+    OP_METHOD(conv2d),
+    OP_METHOD(conv2d_backward),
+    OP_METHOD(max_pool2d),
+    OP_METHOD(max_pool2d_backward),
+    OP_METHOD(avg_pool2d),
+    OP_METHOD(avg_pool2d_backward),
+    OP_METHOD(linear),
+    OP_METHOD(linear_backward),
+    OP_METHOD(sigmoid),
+    OP_METHOD(sigmoid_backward),
+    OP_METHOD(relu),
+    OP_METHOD(relu_backward),
+    OP_METHOD(softmax),
+    OP_METHOD(softmax_cross_entropy),
+    OP_METHOD(binary_cross_entropy_with_logits),
+    OP_METHOD(correlate2d),
+    OP_METHOD(convolve2d),
+    FASTCALL(set_num_threads),
     {"get_num_threads", core_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"version", core_version, METH_NOARGS, version_doc},
     /* handles (private) */
-    FASTCALL(conv2d_layer, conv2d_layer_doc),
-    FASTCALL(linear_layer, linear_layer_doc),
-    FASTCALL(pool2d_layer, pool2d_layer_doc),
-    FASTCALL(simple_layer, simple_layer_doc),
-    FASTCALL(sequential_layer, sequential_layer_doc),
-    FASTCALL(layer_dtype, layer_dtype_doc),
-    FASTCALL(layer_forward, layer_forward_doc),
-    FASTCALL(layer_backward, layer_backward_doc),
-    FASTCALL(layer_parameters, layer_parameters_doc),
-    FASTCALL(layer_zero_grad, layer_zero_grad_doc),
-    FASTCALL(sgd, sgd_doc),
-    FASTCALL(adam, adam_doc),
-    FASTCALL(optimizer_step, optimizer_step_doc),
-    FASTCALL(optimizer_zero_grad, optimizer_zero_grad_doc),
-    FASTCALL(optimizer_set_lr, optimizer_set_lr_doc),
-    FASTCALL(optimizer_get_lr, optimizer_get_lr_doc),
-    FASTCALL(train_step_cross_entropy, train_step_doc),
+    FASTCALL(layer_create),
+    FASTCALL(layer_dtype),
+    FASTCALL(layer_output_shape),
+    FASTCALL(layer_forward),
+    FASTCALL(layer_backward),
+    FASTCALL(layer_parameters),
+    FASTCALL(layer_zero_grad),
+    FASTCALL(optimizer_create),
+    FASTCALL(optimizer_step),
+    FASTCALL(optimizer_set_lr),
+    FASTCALL(optimizer_get_lr),
+    {"train_step_cross_entropy", (PyCFunction)(void (*)(void))core_train_step_cross_entropy,
+     METH_FASTCALL | METH_KEYWORDS, train_step_doc},
     {NULL, NULL, 0, NULL}
 };
 

@@ -171,8 +171,9 @@ class Module:
         return {"type": type(self).__name__, **self._config()}
 
     def _output_shape(self, shape):
-        """The output shape for an input of ``shape``; ValueError if the layer cannot take it."""
-        return tuple(shape)
+        """The output shape for an input of ``shape``, as the Swift core computes it (the one
+        place shape rules live); ValueError if the layer cannot take it."""
+        return _core.layer_output_shape(self._handle_for(self.dtype or np.float64), tuple(shape))
 
     def _handle_for(self, dtype):
         """A Swift layer handle computing this module in ``dtype``, for use inside a Sequential."""
@@ -284,9 +285,10 @@ class Conv2d(_LayerWithParameters):
         has_bias = check_bool(bias, "bias", owner)
         dtype = check_dtype(dtype, owner)
         seed = next_seed() if seed is None else check_seed(seed, "seed", owner)
-        handle = _core.conv2d_layer(dtype.name, self._in_channels, self._out_channels,
-                                    self._kernel_size, self._stride, self._padding,
-                                    self._dilation, has_bias, seed)
+        handle = _core.layer_create(
+            "conv2d", dtype.name, (self._in_channels, self._out_channels, *self._kernel_size,
+                                   *self._stride, *self._padding, *self._dilation, int(has_bias)),
+            (), (), seed)
         self._adopt_handle(handle, dtype)
 
     in_channels = property(lambda self: self._in_channels, doc="Input channels.")
@@ -301,20 +303,6 @@ class Conv2d(_LayerWithParameters):
                 "kernel_size": list(self._kernel_size), "stride": list(self._stride),
                 "padding": list(self._padding), "dilation": list(self._dilation),
                 "bias": self._bias is not None, "dtype": self._dtype.name}
-
-    def _output_shape(self, shape):
-        if len(shape) != 4 or shape[1] != self._in_channels:
-            raise ValueError(f"input must have shape (N, {self._in_channels}, H, W), got "
-                             f"{_describe_shape(shape)}")
-        out = [shape[0], self._out_channels]
-        for axis, size in ((0, shape[2]), (1, shape[3])):
-            span = self._dilation[axis] * (self._kernel_size[axis] - 1) + 1
-            padded = size + 2 * self._padding[axis]
-            if size < 1 or padded < span:
-                raise ValueError(f"input of shape {_describe_shape(shape)} is too small: the "
-                                 f"(dilated) kernel spans {span} but the padded input has {padded}")
-            out.append((padded - span) // self._stride[axis] + 1)
-        return tuple(out)
 
     def __repr__(self):
         text = (f"Conv2d({self._in_channels}, {self._out_channels}, kernel_size={self._kernel_size}"
@@ -351,7 +339,8 @@ class Linear(_LayerWithParameters):
         has_bias = check_bool(bias, "bias", owner)
         dtype = check_dtype(dtype, owner)
         seed = next_seed() if seed is None else check_seed(seed, "seed", owner)
-        handle = _core.linear_layer(dtype.name, self._in_features, self._out_features, has_bias, seed)
+        handle = _core.layer_create("linear", dtype.name,
+                                    (self._in_features, self._out_features, int(has_bias)), (), (), seed)
         self._adopt_handle(handle, dtype)
 
     in_features = property(lambda self: self._in_features, doc="Input features.")
@@ -360,12 +349,6 @@ class Linear(_LayerWithParameters):
     def _config(self):
         return {"in_features": self._in_features, "out_features": self._out_features,
                 "bias": self._bias is not None, "dtype": self._dtype.name}
-
-    def _output_shape(self, shape):
-        if len(shape) != 2 or shape[1] != self._in_features:
-            raise ValueError(f"input must have shape (N, {self._in_features}), got "
-                             f"{_describe_shape(shape)}")
-        return (shape[0], self._out_features)
 
     def __repr__(self):
         text = (f"Linear(in_features={self._in_features}, out_features={self._out_features}, "
@@ -390,7 +373,7 @@ class _LayerWithoutParameters(Module):
 class _Pool2d(_LayerWithoutParameters):
     """Shared by MaxPool2d and AvgPool2d, which set the pooling kind and its functional ops."""
 
-    _kind = None            # "max" or "avg": the Swift pool2d_layer kind
+    _kind = None            # "max_pool2d" or "avg_pool2d": the Swift layer kind
     _forward_op = None      # the functional forward (standalone use)
     _backward_op = None     # the functional backward
 
@@ -398,59 +381,43 @@ class _Pool2d(_LayerWithoutParameters):
         super().__init__()
         owner = type(self).__name__
         self._kernel_size = check_pair(kernel_size, "kernel_size", owner)
-        self._stride = (self._kernel_size if stride is None
-                        else check_pair(stride, "stride", owner))
+        self._stride_given = None if stride is None else check_pair(stride, "stride", owner)
         self._padding = check_pair(padding, "padding", owner, minimum=0)
-        self._check_padding()
-
-    def _check_padding(self):
-        # As PyTorch (and the functional ops): a window may not lie entirely in the padding.
-        if any(p > k // 2 for p, k in zip(self._padding, self._kernel_size)):
-            raise ValueError(f"{type(self).__name__}: padding must be at most half of kernel_size "
-                             f"(padding <= kernel_size // 2), got padding={self._padding} with "
-                             f"kernel_size={self._kernel_size}")
+        self._handles = {}
+        self._handle_for(np.float64)  # the Swift layer checks the settings (padding <= kernel // 2)
 
     kernel_size = property(lambda self: self._kernel_size, doc="(kH, kW) window size.")
-    stride = property(lambda self: self._stride, doc="(sh, sw); defaults to kernel_size.")
+    stride = property(lambda self: self._stride_given or self._kernel_size,
+                      doc="(sh, sw); kernel_size when None was given (PyTorch's default).")
     padding = property(lambda self: self._padding, doc="(ph, pw) added on each side.")
 
     def forward(self, x):
         """Pool ``x`` (N, C, H, W); returns a new (N, C, H_out, W_out) array and keeps ``x``."""
         x = as_layer_input(x, None, f"{type(self).__name__}.forward")
-        y = self._forward_op(x, self._kernel_size, self._stride, self._padding)
+        y = self._forward_op(x, self._kernel_size, self._stride_given, self._padding)
         self._saved = x
         return y
 
     def backward(self, grad_out):
         """Return the gradient for the last forward's input."""
         self._check_forward_done()
-        return self._backward_op(grad_out, self._saved, self._kernel_size, self._stride,
+        return self._backward_op(grad_out, self._saved, self._kernel_size, self._stride_given,
                                  self._padding)
 
     def _handle_for(self, dtype):
-        return _core.pool2d_layer(np.dtype(dtype).name, self._kind, self._kernel_size,
-                                  self._stride, self._padding)
+        dtype = np.dtype(dtype)
+        if dtype not in self._handles:
+            stride = (0, 0, 0) if self._stride_given is None else (1, *self._stride_given)
+            self._handles[dtype] = _core.layer_create(
+                self._kind, dtype.name, (*self._kernel_size, *stride, *self._padding), (), (), 0)
+        return self._handles[dtype]
 
     def _config(self):
-        return {"kernel_size": list(self._kernel_size), "stride": list(self._stride),
+        return {"kernel_size": list(self._kernel_size), "stride": list(self.stride),
                 "padding": list(self._padding)}
 
-    def _output_shape(self, shape):
-        if len(shape) != 4:
-            raise ValueError(f"input must have shape (N, C, H, W), got {_describe_shape(shape)}")
-        out = list(shape[:2])
-        for axis, size in ((0, shape[2]), (1, shape[3])):
-            padded = size + 2 * self._padding[axis]
-            if size < 1 or padded < self._kernel_size[axis]:
-                raise ValueError(f"input of shape {_describe_shape(shape)} is smaller than the "
-                                 f"pooling window {self._kernel_size}")
-            out.append((padded - self._kernel_size[axis]) // self._stride[axis] + 1)
-        if shape[1] < 1:
-            raise ValueError(f"input of shape {_describe_shape(shape)} has no channels")
-        return tuple(out)
-
     def __repr__(self):
-        return (f"{type(self).__name__}(kernel_size={self._kernel_size}, stride={self._stride}, "
+        return (f"{type(self).__name__}(kernel_size={self._kernel_size}, stride={self.stride}, "
                 f"padding={self._padding})")
 
 
@@ -467,7 +434,7 @@ class MaxPool2d(_Pool2d):
         padding: non-negative int or (h, w) pair, at most kernel_size // 2.
     """
 
-    _kind = "max"
+    _kind = "max_pool2d"
     _forward_op = staticmethod(_core.max_pool2d)
     _backward_op = staticmethod(_core.max_pool2d_backward)
 
@@ -484,7 +451,7 @@ class AvgPool2d(_Pool2d):
             kernel_size // 2 (as PyTorch).
     """
 
-    _kind = "avg"
+    _kind = "avg_pool2d"
     _forward_op = staticmethod(_core.avg_pool2d)
     _backward_op = staticmethod(_core.avg_pool2d_backward)
 
@@ -505,7 +472,7 @@ class Sigmoid(_LayerWithoutParameters):
         return _core.sigmoid_backward(grad_out, self._saved)
 
     def _handle_for(self, dtype):
-        return _core.simple_layer(np.dtype(dtype).name, "sigmoid")
+        return _core.layer_create("sigmoid", np.dtype(dtype).name, (), (), (), 0)
 
     def __repr__(self):
         return "Sigmoid()"
@@ -527,7 +494,7 @@ class ReLU(_LayerWithoutParameters):
         return _core.relu_backward(grad_out, self._saved)
 
     def _handle_for(self, dtype):
-        return _core.simple_layer(np.dtype(dtype).name, "relu")
+        return _core.layer_create("relu", np.dtype(dtype).name, (), (), (), 0)
 
     def __repr__(self):
         return "ReLU()"
@@ -542,8 +509,7 @@ class Flatten(_LayerWithoutParameters):
         problem = self._shape_problem(x.shape)
         if problem:
             raise ValueError(f"Flatten.forward: x {problem}")
-        out_shape = self._output_shape(x.shape)
-        y = x.reshape(out_shape).copy()
+        y = x.reshape(x.shape[0], -1).copy()
         self._saved = (x.shape, x.dtype)
         return y
 
@@ -560,7 +526,7 @@ class Flatten(_LayerWithoutParameters):
         return grad_out.reshape(in_shape).copy()
 
     def _handle_for(self, dtype):
-        return _core.simple_layer(np.dtype(dtype).name, "flatten")
+        return _core.layer_create("flatten", np.dtype(dtype).name, (), (), (), 0)
 
     @staticmethod
     def _shape_problem(shape):
@@ -569,12 +535,6 @@ class Flatten(_LayerWithoutParameters):
         if int(np.prod(shape[1:])) == 0:
             return f"must have at least one feature per sample, got shape {_describe_shape(shape)}"
         return None
-
-    def _output_shape(self, shape):
-        problem = self._shape_problem(shape)
-        if problem:
-            raise ValueError(f"input {problem}")
-        return (shape[0], int(np.prod(shape[1:])))
 
     def __repr__(self):
         return "Flatten()"
@@ -711,22 +671,12 @@ class Sequential(TrainingMixin, Module):
         handle = self._handles.get(dtype)
         if handle is None:
             children = [layer._handle_for(dtype) for layer in self._layers]
-            handle = _core.sequential_layer(dtype.name, children)
+            handle = _core.layer_create("sequential", dtype.name, (), (), children, 0)
             self._handles[dtype] = handle
         return handle
 
     def _spec(self):
         return {"type": "Sequential", "layers": [layer._spec() for layer in self._layers]}
-
-    def _output_shape(self, shape):
-        shape = tuple(shape)
-        for index, layer in enumerate(self._layers):
-            try:
-                shape = layer._output_shape(shape)
-            except ValueError as error:
-                name = "Sequential" if isinstance(layer, Sequential) else repr(layer)
-                raise ValueError(f"layer {index} ({name}): {error}") from None
-        return shape
 
     def __repr__(self):
         if not self._layers:

@@ -64,7 +64,7 @@ class Optimizer:
         self._dtype = self._params[0].dtype
         data = [parameter.data for parameter in self._params]
         grads = [parameter.grad for parameter in self._params]
-        self._handle = handle_factory(self._dtype.name, data, grads)
+        self._handle = handle_factory(data, grads)
 
     @property
     def params(self):
@@ -89,11 +89,11 @@ class Optimizer:
 
     def step(self):
         """Update every parameter's ``.data`` in place from its ``.grad`` (which is left unchanged)."""
-        _core.optimizer_step(self._handle)
+        _core.optimizer_step(self._handle, False)
 
     def zero_grad(self):
         """Fill every parameter's ``.grad`` with zeros, in place."""
-        _core.optimizer_zero_grad(self._handle)
+        _core.optimizer_step(self._handle, True)
 
     def _settings(self):
         return {}
@@ -135,8 +135,8 @@ class SGD(Optimizer):
         self._dampening = dampening
         self._weight_decay = weight_decay
         self._nesterov = nesterov
-        super().__init__(params, lambda dtype, data, grads: _core.sgd(
-            dtype, data, grads, lr, momentum, dampening, weight_decay, nesterov))
+        super().__init__(params, lambda data, grads: _core.optimizer_create(
+            "sgd", data, grads, (lr, momentum, dampening, weight_decay, float(nesterov))))
 
     momentum = property(lambda self: self._momentum, doc="Momentum factor.")
     dampening = property(lambda self: self._dampening, doc="Dampening of the momentum.")
@@ -176,8 +176,8 @@ class Adam(Optimizer):
         self._betas = (beta1, beta2)
         self._eps = eps
         self._weight_decay = weight_decay
-        super().__init__(params, lambda dtype, data, grads: _core.adam(
-            dtype, data, grads, lr, beta1, beta2, eps, weight_decay))
+        super().__init__(params, lambda data, grads: _core.optimizer_create(
+            "adam", data, grads, (lr, beta1, beta2, eps, weight_decay)))
 
     betas = property(lambda self: self._betas, doc="(beta1, beta2).")
     eps = property(lambda self: self._eps, doc="Added to the denominator for stability.")

@@ -46,23 +46,39 @@ func slidingOutputSize(_ op: String, size: Int, kernel: Int, stride: Int, pad: I
     return (padded - extent) / stride + 1
 }
 
-/// `a * b` for sizes already known to be >= 0, or nil on overflow. The scalar initializers below
-/// use it to mirror `checkedElementCount` (same factors, same order) without building an array.
+/// True when the product of the non-negative sizes fits in an `Int`: `checkedElementCount`'s rule
+/// without the array (the geometry initializers run on every functional call and allocate nothing).
 @inlinable
-func productFits(_ a: Int, _ b: Int) -> Int? {
-    let (p, overflow) = a.multipliedReportingOverflow(by: b)
-    return overflow ? nil : p
+func productFits(_ a: Int, _ b: Int, _ c: Int = 1, _ d: Int = 1, _ e: Int = 1, _ f: Int = 1) -> Bool {
+    var p = a, o = false
+    (p, o) = p.multipliedReportingOverflow(by: b); if o { return false }
+    (p, o) = p.multipliedReportingOverflow(by: c); if o { return false }
+    (p, o) = p.multipliedReportingOverflow(by: d); if o { return false }
+    (p, o) = p.multipliedReportingOverflow(by: e); if o { return false }
+    (p, o) = p.multipliedReportingOverflow(by: f); if o { return false }
+    return true
 }
 
-/// `slidingOutputSize` without its messages: nil wherever that function would throw.
+/// The stride the kernels use along one axis: the caller's, except that a window that slides
+/// only once never moves, so its stride is irrelevant and stored as 1. That keeps the kernels'
+/// index arithmetic (`(j + 3) * stride`) in range for any stride a caller may pass (2^62 trapped).
 @inlinable
-func slidingOutputSizeIfValid(size: Int, kernel: Int, stride: Int, pad: Int, dilation: Int) -> Int? {
-    guard let twoPad = productFits(2, pad) else { return nil }
-    let (padded, o1) = size.addingReportingOverflow(twoPad)
-    guard !o1, let dilated = productFits(dilation, kernel - 1) else { return nil }
-    let (extent, o2) = dilated.addingReportingOverflow(1)
-    guard !o2, extent <= padded else { return nil }
-    return (padded - extent) / stride + 1
+func effectiveStride(_ stride: Int, outputSize: Int) -> Int { outputSize == 1 ? 1 : stride }
+
+/// Throws an overflow error unless every index the sliding-window kernels compute along one axis
+/// (`(o + 3) * stride + (kernel - 1) * dilation + padded size`, with margin) fits in an `Int`.
+@usableFromInline
+func checkIndexRange(_ op: String, axis: String, outputSize: Int, stride: Int, kernel: Int, dilation: Int,
+                     padded: Int) throws {
+    let (a, o1) = (outputSize + 4).multipliedReportingOverflow(by: stride)
+    let (b, o2) = (kernel).multipliedReportingOverflow(by: dilation)
+    let (c, o3) = a.addingReportingOverflow(b)
+    let (d, o4) = c.addingReportingOverflow(padded)
+    let (_, o5) = d.multipliedReportingOverflow(by: 2)
+    if o1 || o2 || o3 || o4 || o5 {
+        throw SwiftCNNError.overflow(
+            "\(op): the \(axis) geometry (stride \(stride), kernel \(kernel), dilation \(dilation), padded size \(padded)) is too large for 64-bit index arithmetic")
+    }
 }
 
 // MARK: - convolution
@@ -93,18 +109,28 @@ public struct Conv2DGeometry: Equatable, Sendable {
     /// Elements of one image's im2col matrix: C*kH*kW*Ho*Wo (checked to fit in `init`).
     @inlinable public var colCount: Int { colRows * colCols }
 
-    /// Validates everything `swiftcnn.h` lists and computes the output size.
+    /// Validates everything `swiftcnn.h` lists and computes the output size. This is the one
+    /// validation of a convolution: the C ABI, the Tensor-level ops and the layers all come here.
+    /// It allocates nothing; a message is built only when a rule fails.
     ///
     /// - Parameters:
     ///   - op: the name prefixed to error messages ("conv2d", "conv2d_backward", "Conv2d").
-    ///   - biasShape: `nil` for no bias.
+    ///   - x: (N, C, H, W); weight: (K, C, kH, kW); biasLength: `nil` for no bias.
     ///   - stride, padding, dilation: (h, w) pairs.
     /// - Throws: `.value` naming the argument with expected and actual shapes; `.overflow` if an
-    ///   element count (x, weight, y, the im2col buffer) does not fit in a 64-bit integer.
-    public init(op: String, xShape: [Int], weightShape: [Int], biasShape: [Int]?,
+    ///   element count (x, weight, y, the im2col buffer) or the kernels' index arithmetic does not
+    ///   fit in a 64-bit integer.
+    public init(op: String, x: (Int, Int, Int, Int), weight: (Int, Int, Int, Int), biasLength: Int?,
                 stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)) throws {
-        try requireRank(op, "x", xShape, 4, layout: "(N, C, H, W)")
-        try requireRank(op, "weight", weightShape, 4, layout: "(out_channels, in_channels, kH, kW)")
+        let (n, c, h, w) = x, (k, wc, kh, kw) = weight
+        var xs: String { describeShape([n, c, h, w]) }
+        var ws: String { describeShape([k, wc, kh, kw]) }
+        guard n >= 0, c >= 0, h >= 0, w >= 0 else {
+            throw SwiftCNNError.value("\(op): x must have non-negative sizes, got shape \(xs)")
+        }
+        guard k >= 0, wc >= 0, kh >= 0, kw >= 0 else {
+            throw SwiftCNNError.value("\(op): weight must have non-negative sizes, got shape \(ws)")
+        }
         guard stride.0 >= 1, stride.1 >= 1 else {
             throw SwiftCNNError.value("\(op): stride must be >= 1, got (\(stride.0), \(stride.1))")
         }
@@ -114,82 +140,78 @@ public struct Conv2DGeometry: Equatable, Sendable {
         guard dilation.0 >= 1, dilation.1 >= 1 else {
             throw SwiftCNNError.value("\(op): dilation must be >= 1, got (\(dilation.0), \(dilation.1))")
         }
-        let (n, c, h, w) = (xShape[0], xShape[1], xShape[2], xShape[3])
-        let (k, wc, kh, kw) = (weightShape[0], weightShape[1], weightShape[2], weightShape[3])
         guard c >= 1 else {
-            throw SwiftCNNError.value("\(op): x must have at least 1 channel, got shape \(describeShape(xShape))")
+            throw SwiftCNNError.value("\(op): x must have at least 1 channel, got shape \(xs)")
         }
         guard h >= 1, w >= 1 else {
-            throw SwiftCNNError.value("\(op): x must have a spatial size of at least 1x1, got shape \(describeShape(xShape))")
+            throw SwiftCNNError.value("\(op): x must have a spatial size of at least 1x1, got shape \(xs)")
         }
         guard k >= 1 else {
-            throw SwiftCNNError.value("\(op): weight must have at least 1 output channel, got shape \(describeShape(weightShape))")
+            throw SwiftCNNError.value("\(op): weight must have at least 1 output channel, got shape \(ws)")
         }
         guard wc == c else {
-            throw SwiftCNNError.value(
-                "\(op): weight must have \(c) input channels to match x \(describeShape(xShape)), got shape \(describeShape(weightShape))")
+            throw SwiftCNNError.value("\(op): weight must have \(c) input channels to match x \(xs), got shape \(ws)")
         }
         guard kh >= 1, kw >= 1 else {
-            throw SwiftCNNError.value("\(op): weight must have a kernel size of at least 1x1, got shape \(describeShape(weightShape))")
+            throw SwiftCNNError.value("\(op): weight must have a kernel size of at least 1x1, got shape \(ws)")
         }
-        if let biasShape {
-            guard biasShape == [k] else {
-                throw SwiftCNNError.value(
-                    "\(op): bias must have shape (\(k),) to match weight \(describeShape(weightShape)), got shape \(describeShape(biasShape))")
-            }
+        if let biasLength, biasLength != k {
+            throw SwiftCNNError.value(
+                "\(op): bias must have shape (\(k),) to match weight \(ws), got shape (\(biasLength),)")
         }
-        _ = try checkedElementCount(xShape, what: "\(op): x")
-        _ = try checkedElementCount(weightShape, what: "\(op): weight")
+        guard productFits(n, c, h, w) else { throw SwiftCNNError.overflow("\(op): x \(xs) has more elements than fit in 64 bits") }
+        guard productFits(k, c, kh, kw) else { throw SwiftCNNError.overflow("\(op): weight \(ws) has more elements than fit in 64 bits") }
         let oh = try slidingOutputSize(op, size: h, kernel: kh, stride: stride.0, pad: padding.0, dilation: dilation.0, axis: "height")
         let ow = try slidingOutputSize(op, size: w, kernel: kw, stride: stride.1, pad: padding.1, dilation: dilation.1, axis: "width")
-        _ = try checkedElementCount([n, k, oh, ow], what: "\(op): output")
+        guard productFits(n, k, oh, ow) else {
+            throw SwiftCNNError.overflow("\(op): the output (\(n), \(k), \(oh), \(ow)) has more elements than fit in 64 bits")
+        }
         // The im2col buffer (C*kH*kW rows, Ho*Wo columns), for one image and for the whole batch
         // (the kernels may unfold several images at once).
-        _ = try checkedElementCount([c, kh, kw, oh, ow], what: "\(op): im2col buffer")
-        _ = try checkedElementCount([n, c, kh, kw, oh, ow], what: "\(op): im2col buffer")
+        guard productFits(n, c, kh, kw, oh, ow) else {
+            throw SwiftCNNError.overflow("\(op): the im2col buffer (\(n) x \(c * kh * kw) x \(oh * ow)) has more elements than fit in 64 bits")
+        }
+        try checkIndexRange(op, axis: "height", outputSize: oh, stride: effectiveStride(stride.0, outputSize: oh),
+                            kernel: kh, dilation: dilation.0, padded: h + 2 * padding.0)
+        try checkIndexRange(op, axis: "width", outputSize: ow, stride: effectiveStride(stride.1, outputSize: ow),
+                            kernel: kw, dilation: dilation.1, padded: w + 2 * padding.1)
 
         self.batch = n; self.inChannels = c; self.height = h; self.width = w
         self.outChannels = k; self.kernelH = kh; self.kernelW = kw
-        self.strideH = stride.0; self.strideW = stride.1
+        self.strideH = effectiveStride(stride.0, outputSize: oh); self.strideW = effectiveStride(stride.1, outputSize: ow)
         self.padH = padding.0; self.padW = padding.1
         self.dilationH = dilation.0; self.dilationW = dilation.1
         self.outH = oh; self.outW = ow
     }
 
-    /// The same validation from scalar sizes, without the shape arrays the initializer above builds
-    /// (for its checks and messages): a functional call on a small input validates once per call, and
-    /// those arrays (malloc + free each) were most of the cost of validating. `biasLength` is nil for
-    /// no bias. Only the passing case is decided here; when any rule fails, the array initializer
-    /// runs to throw its exact message (so messages and the order of the checks cannot drift).
-    public init(op: String, x: (Int, Int, Int, Int), weight: (Int, Int, Int, Int), biasLength: Int?,
+    /// The same from shape arrays (the Tensor-level ops and layers): checks the ranks, then runs
+    /// the initializer above.
+    public init(op: String, xShape: [Int], weightShape: [Int], biasShape: [Int]?,
                 stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)) throws {
-        let (n, c, h, w) = x, (k, wc, kh, kw) = weight
-        if n >= 0, c >= 1, h >= 1, w >= 1, k >= 1, wc == c, kh >= 1, kw >= 1,
-           stride.0 >= 1, stride.1 >= 1, padding.0 >= 0, padding.1 >= 0, dilation.0 >= 1, dilation.1 >= 1,
-           biasLength == nil || biasLength == k,
-           let xc = productFits(n, c), let xc2 = productFits(xc, h), productFits(xc2, w) != nil,
-           let wc1 = productFits(k, c), let wc2 = productFits(wc1, kh), productFits(wc2, kw) != nil,
-           let oh = slidingOutputSizeIfValid(size: h, kernel: kh, stride: stride.0, pad: padding.0, dilation: dilation.0),
-           let ow = slidingOutputSizeIfValid(size: w, kernel: kw, stride: stride.1, pad: padding.1, dilation: dilation.1),
-           let y1 = productFits(n, k), let y2 = productFits(y1, oh), productFits(y2, ow) != nil,
-           let c1 = productFits(c, kh), let c2 = productFits(c1, kw), let c3 = productFits(c2, oh),
-           productFits(c3, ow) != nil,  // one image's im2col buffer
-           let b1 = productFits(n, c), let b2 = productFits(b1, kh), let b3 = productFits(b2, kw),
-           let b4 = productFits(b3, oh), productFits(b4, ow) != nil {  // the whole batch's
-            self.batch = n; self.inChannels = c; self.height = h; self.width = w
-            self.outChannels = k; self.kernelH = kh; self.kernelW = kw
-            self.strideH = stride.0; self.strideW = stride.1
-            self.padH = padding.0; self.padW = padding.1
-            self.dilationH = dilation.0; self.dilationW = dilation.1
-            self.outH = oh; self.outW = ow
-            return
+        try requireRank(op, "x", xShape, 4, layout: "(N, C, H, W)")
+        try requireRank(op, "weight", weightShape, 4, layout: "(out_channels, in_channels, kH, kW)")
+        var biasLength: Int? = nil
+        if let biasShape {
+            guard biasShape.count == 1 else {
+                throw SwiftCNNError.value(
+                    "\(op): bias must have shape (\(weightShape[0]),) to match weight \(describeShape(weightShape)), got shape \(describeShape(biasShape))")
+            }
+            biasLength = biasShape[0]
         }
-        self = try Conv2DGeometry(op: op, xShape: [n, c, h, w], weightShape: [k, wc, kh, kw],
-                                  biasShape: biasLength.map { [$0] }, stride: stride, padding: padding,
-                                  dilation: dilation)
+        try self.init(op: op, x: (xShape[0], xShape[1], xShape[2], xShape[3]),
+                      weight: (weightShape[0], weightShape[1], weightShape[2], weightShape[3]), biasLength: biasLength,
+                      stride: stride, padding: padding, dilation: dilation)
     }
 
-    /// Throws a value error unless `gradOutShape` is this geometry's output shape.
+    /// Throws a value error unless `gradOut` is this geometry's output shape.
+    public func checkGradOut(op: String, _ gradOut: (Int, Int, Int, Int)) throws {
+        guard gradOut == (batch, outChannels, outH, outW) else {
+            throw SwiftCNNError.value(
+                "\(op): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
+        }
+    }
+
+    /// The same from a shape array.
     public func checkGradOut(op: String, _ gradOutShape: [Int]) throws {
         guard gradOutShape == outputShape else {
             throw SwiftCNNError.value(
@@ -214,17 +236,23 @@ public struct Pool2DGeometry: Equatable, Sendable {
     /// (N, C, Ho, Wo)
     public var outputShape: [Int] { [batch, channels, outH, outW] }
 
-    /// Validates everything `swiftcnn.h` lists and computes the output size.
+    /// Validates everything `swiftcnn.h` lists and computes the output size: the one validation of
+    /// a pooling call (C ABI, Tensor level, layers). Allocates nothing unless it throws.
     ///
     /// - Parameters:
     ///   - op: the name prefixed to error messages ("max_pool2d", "avg_pool2d_backward", ...).
-    ///   - kernelSize, stride, padding: (h, w) pairs (a `nil` stride is resolved by the caller to
-    ///     the kernel size).
+    ///   - kernelSize, padding: (h, w) pairs; stride: a pair, or `nil` for the default, which is
+    ///     the kernel size (PyTorch's rule, decided here and nowhere else).
     /// - Throws: `.value` naming the argument; `.overflow` for element counts beyond `Int`, and for
     ///   max pooling, for input planes of more than 2^31 - 1 elements (argmax indices are Int32).
-    public init(op: String, kind: PoolKind, xShape: [Int], kernelSize: (Int, Int), stride: (Int, Int),
+    public init(op: String, kind: PoolKind, x: (Int, Int, Int, Int), kernelSize: (Int, Int), stride: (Int, Int)?,
                 padding: (Int, Int)) throws {
-        try requireRank(op, "x", xShape, 4, layout: "(N, C, H, W)")
+        let (n, c, h, w) = x
+        let stride = stride ?? kernelSize
+        var xs: String { describeShape([n, c, h, w]) }
+        guard n >= 0, c >= 0, h >= 0, w >= 0 else {
+            throw SwiftCNNError.value("\(op): x must have non-negative sizes, got shape \(xs)")
+        }
         guard kernelSize.0 >= 1, kernelSize.1 >= 1 else {
             throw SwiftCNNError.value("\(op): kernel_size must be >= 1, got (\(kernelSize.0), \(kernelSize.1))")
         }
@@ -238,59 +266,56 @@ public struct Pool2DGeometry: Equatable, Sendable {
             throw SwiftCNNError.value(
                 "\(op): padding must be at most half of kernel_size (\(kernelSize.0), \(kernelSize.1)), got (\(padding.0), \(padding.1))")
         }
-        let (n, c, h, w) = (xShape[0], xShape[1], xShape[2], xShape[3])
         guard c >= 1 else {
-            throw SwiftCNNError.value("\(op): x must have at least 1 channel, got shape \(describeShape(xShape))")
+            throw SwiftCNNError.value("\(op): x must have at least 1 channel, got shape \(xs)")
         }
         guard h >= 1, w >= 1 else {
-            throw SwiftCNNError.value("\(op): x must have a spatial size of at least 1x1, got shape \(describeShape(xShape))")
+            throw SwiftCNNError.value("\(op): x must have a spatial size of at least 1x1, got shape \(xs)")
         }
-        _ = try checkedElementCount(xShape, what: "\(op): x")
+        guard productFits(n, c, h, w) else { throw SwiftCNNError.overflow("\(op): x \(xs) has more elements than fit in 64 bits") }
         // Padding up to kernel/2 lets a kernel exceed the input; its area is the average's divisor.
-        _ = try checkedMultiply(kernelSize.0, kernelSize.1, what: "\(op): kernel_size area")
+        guard productFits(kernelSize.0, kernelSize.1) else {
+            throw SwiftCNNError.overflow("\(op): kernel_size area (\(kernelSize.0) x \(kernelSize.1)) does not fit in 64 bits")
+        }
         let oh = try slidingOutputSize(op, size: h, kernel: kernelSize.0, stride: stride.0, pad: padding.0, dilation: 1, axis: "height")
         let ow = try slidingOutputSize(op, size: w, kernel: kernelSize.1, stride: stride.1, pad: padding.1, dilation: 1, axis: "width")
-        _ = try checkedElementCount([n, c, oh, ow], what: "\(op): output")
+        guard productFits(n, c, oh, ow) else {
+            throw SwiftCNNError.overflow("\(op): the output (\(n), \(c), \(oh), \(ow)) has more elements than fit in 64 bits")
+        }
         if kind == .max {
-            let plane = try checkedMultiply(h, w, what: "\(op): x plane")
-            guard plane <= Int(Int32.max) else {
+            guard productFits(h, w), h * w <= Int(Int32.max) else {
                 throw SwiftCNNError.overflow("\(op): x planes of \(h)x\(w) elements exceed the 2^31 - 1 argmax indices")
             }
         }
+        try checkIndexRange(op, axis: "height", outputSize: oh, stride: effectiveStride(stride.0, outputSize: oh),
+                            kernel: kernelSize.0, dilation: 1, padded: h + 2 * padding.0)
+        try checkIndexRange(op, axis: "width", outputSize: ow, stride: effectiveStride(stride.1, outputSize: ow),
+                            kernel: kernelSize.1, dilation: 1, padded: w + 2 * padding.1)
         self.batch = n; self.channels = c; self.height = h; self.width = w
         self.kernelH = kernelSize.0; self.kernelW = kernelSize.1
-        self.strideH = stride.0; self.strideW = stride.1
+        self.strideH = effectiveStride(stride.0, outputSize: oh); self.strideW = effectiveStride(stride.1, outputSize: ow)
         self.padH = padding.0; self.padW = padding.1
         self.outH = oh; self.outW = ow
     }
 
-
-    /// The same validation from scalar sizes, without shape arrays (see `Conv2DGeometry`'s scalar
-    /// initializer: only the passing case is decided here, a failing one runs the array initializer
-    /// for its exact message).
-    public init(op: String, kind: PoolKind, x: (Int, Int, Int, Int), kernelSize: (Int, Int), stride: (Int, Int),
+    /// The same from a shape array (Tensor level, layers): checks the rank, then runs the
+    /// initializer above.
+    public init(op: String, kind: PoolKind, xShape: [Int], kernelSize: (Int, Int), stride: (Int, Int)?,
                 padding: (Int, Int)) throws {
-        let (n, c, h, w) = x
-        if n >= 0, c >= 1, h >= 1, w >= 1, kernelSize.0 >= 1, kernelSize.1 >= 1, stride.0 >= 1, stride.1 >= 1,
-           padding.0 >= 0, padding.1 >= 0, padding.0 <= kernelSize.0 / 2, padding.1 <= kernelSize.1 / 2,
-           let x1 = productFits(n, c), let x2 = productFits(x1, h), productFits(x2, w) != nil,
-           productFits(kernelSize.0, kernelSize.1) != nil,
-           let oh = slidingOutputSizeIfValid(size: h, kernel: kernelSize.0, stride: stride.0, pad: padding.0, dilation: 1),
-           let ow = slidingOutputSizeIfValid(size: w, kernel: kernelSize.1, stride: stride.1, pad: padding.1, dilation: 1),
-           let y1 = productFits(n, c), let y2 = productFits(y1, oh), productFits(y2, ow) != nil,
-           kind != .max || (productFits(h, w).map { $0 <= Int(Int32.max) } ?? false) {
-            self.batch = n; self.channels = c; self.height = h; self.width = w
-            self.kernelH = kernelSize.0; self.kernelW = kernelSize.1
-            self.strideH = stride.0; self.strideW = stride.1
-            self.padH = padding.0; self.padW = padding.1
-            self.outH = oh; self.outW = ow
-            return
-        }
-        self = try Pool2DGeometry(op: op, kind: kind, xShape: [n, c, h, w], kernelSize: kernelSize, stride: stride,
-                                  padding: padding)
+        try requireRank(op, "x", xShape, 4, layout: "(N, C, H, W)")
+        try self.init(op: op, kind: kind, x: (xShape[0], xShape[1], xShape[2], xShape[3]), kernelSize: kernelSize,
+                      stride: stride, padding: padding)
     }
 
-    /// Throws a value error unless `gradOutShape` is this geometry's output shape.
+    /// Throws a value error unless `gradOut` is this geometry's output shape.
+    public func checkGradOut(op: String, _ gradOut: (Int, Int, Int, Int)) throws {
+        guard gradOut == (batch, channels, outH, outW) else {
+            throw SwiftCNNError.value(
+                "\(op): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
+        }
+    }
+
+    /// The same from a shape array.
     public func checkGradOut(op: String, _ gradOutShape: [Int]) throws {
         guard gradOutShape == outputShape else {
             throw SwiftCNNError.value(

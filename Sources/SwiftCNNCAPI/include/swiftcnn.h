@@ -7,30 +7,23 @@
  * Conventions
  * - Every function that can fail returns an int32_t status (SCNN_OK or an SCNN_*_ERROR) and takes,
  *   last, a caller-owned message buffer `msg` of `msg_cap` bytes. On failure a NUL-terminated UTF-8
- *   message (truncated to fit) is written there; it names the argument as the Python API names it
- *   ("x", "weight", "grad_out", "target", ...), the expected and the actual shape. msg may be NULL
- *   when msg_cap is 0. No global error state: calls from several threads at once are safe.
+ *   message (truncated to fit) is written there; it names the op and the argument as the Python API
+ *   names them ("conv2d: x must be 4-D (N, C, H, W), got shape (2, 3)"). msg may be NULL when
+ *   msg_cap is 0. No global error state: calls from several threads at once are safe.
  * - A rejected call writes nothing else: outputs, parameters, gradients and optimizer state are
- *   unchanged.
- * - dtype is SCNN_FLOAT32 or SCNN_FLOAT64; every data pointer of one call points at that type.
- * - Tensors are passed as (data, shape, ndim): contiguous, row-major (NCHW for images, OIHW for
- *   conv weights, (out, in) for linear weights), shape an int64_t array of ndim entries.
- *   Data pointers must be aligned for the dtype and valid for the shape's element count; they may
- *   be NULL only when that count is 0.
- * - Outputs are written in full (never accumulated into), into caller-allocated buffers of the
- *   documented shape. Functions with a `*_shape_out` parameter compute the output shape: call them
- *   once with the output data pointer NULL to validate the arguments and learn the shape, allocate,
- *   then call again with the buffer.
- * - Class labels are int64_t.
+ *   unchanged. Nothing traps on bad arguments: every argument is validated before any work.
+ * - Every tensor operand is one scnn_tensor: a data pointer, the shape inline, ndim and dtype.
+ *   Data is contiguous and row-major (NCHW images, OIHW conv weights, (out, in) linear weights),
+ *   aligned for its dtype, and may be NULL only when the element count is 0.
  * - Handles (scnn_layer, scnn_optimizer) are reference counted. A create function returns a handle
  *   holding one reference; release it with the matching release function. A handle used by two
  *   threads at once makes the second call fail with SCNN_RUNTIME_ERROR (never corrupts state).
- * - Nothing traps on bad arguments: every argument is validated before any work.
  */
 #ifndef SWIFTCNN_H
 #define SWIFTCNN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -47,213 +40,149 @@ enum {
     SCNN_RUNTIME_ERROR = 5   /* RuntimeError: backward before forward, handle busy in another thread */
 };
 
-/* ---- dtypes ---------------------------------------------------------------------------------- */
-enum { SCNN_FLOAT32 = 0, SCNN_FLOAT64 = 1 };
+/* ---- tensors --------------------------------------------------------------------------------- */
+enum { SCNN_FLOAT32 = 0, SCNN_FLOAT64 = 1, SCNN_INT64 = 2 };
+#define SCNN_MAX_NDIM 8
+#define SCNN_ABSENT (-1) /* ndim of an optional operand that was not given (a bias of None) */
+
+/* One operand. For inputs the caller fills every field. For outputs the callee writes ndim, shape
+ * and dtype when asked for shapes (see scnn_op_fn) and the caller then sets data. */
+typedef struct scnn_tensor {
+    void *data;
+    int64_t shape[SCNN_MAX_NDIM];
+    int32_t ndim;  /* 0..SCNN_MAX_NDIM, or SCNN_ABSENT */
+    int32_t dtype; /* SCNN_FLOAT32, SCNN_FLOAT64 or SCNN_INT64 */
+} scnn_tensor;
+
+/* The Swift side reads this struct by these offsets (Sources/SwiftCNNCAPI/TensorDescriptor.swift). */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(scnn_tensor) == 80, "scnn_tensor is 80 bytes");
+_Static_assert(offsetof(scnn_tensor, shape) == 8, "scnn_tensor.shape at 8");
+_Static_assert(offsetof(scnn_tensor, ndim) == 72, "scnn_tensor.ndim at 72");
+_Static_assert(offsetof(scnn_tensor, dtype) == 76, "scnn_tensor.dtype at 76");
+#endif
 
 /* ---- library ----------------------------------------------------------------------------------- */
-/* The library's version string, e.g. "0.1.0" (static storage). */
+/* The library's version string, e.g. "0.2.0" (static storage): the one version of the project. */
 const char *scnn_version(void);
 /* Worker threads used by compute calls (default: the number of cores). n < 1 is a value error. */
 int32_t scnn_set_num_threads(int64_t n, char *msg, int64_t msg_cap);
 int64_t scnn_get_num_threads(void);
 
-/* ---- functional ops ------------------------------------------------------------------------ */
+/* ---- functional ops ---------------------------------------------------------------------------- */
 /*
- * Geometry arrays:
- *   conv:  conv_geometry[6] = {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w}
- *   pool:  pool_geometry[6] = {kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w}
- * Checks: strides, dilations and kernel sizes >= 1; padding >= 0; max pool padding <= kernel/2;
- * output sizes >= 1; spatial sizes >= 1; channel counts >= 1; batch N >= 0 (N = 0 gives empty
- * results); element counts that fit in int64.
+ * Every functional op has this one signature:
+ *   inputs[n_inputs]    the tensor operands, in the Python signature's order (absent optional
+ *                       ones with ndim SCNN_ABSENT)
+ *   ints[n_ints]        integer settings, reals[n_reals] floating-point settings (listed per op)
+ *   outputs[n_outputs]  the results
+ *   compute             false: validate everything and write each output's ndim, shape and dtype
+ *                       (data untouched); true: validate again, check that every output has exactly
+ *                       that shape and dtype and non-overlapping memory, and compute.
+ * Both modes run the same validation, which allocates nothing. A caller allocates between the two.
+ * Outputs must not overlap inputs (elementwise ops: an output may BE its first input, exactly).
+ * A loss is a 0-d SCNN_FLOAT64 output.
  */
+typedef int32_t scnn_op_fn(const scnn_tensor *inputs, int32_t n_inputs,
+                           const int64_t *ints, int32_t n_ints,
+                           const double *reals, int32_t n_reals,
+                           scnn_tensor *outputs, int32_t n_outputs,
+                           bool compute, char *msg, int64_t msg_cap);
 
-/* y = conv2d(x, weight, bias): x (N,C,H,W), weight (K,C,kH,kW), bias (K) or NULL with bias_len -1.
- * y_shape_out[4] receives (N,K,Ho,Wo); y may be NULL to only validate and get the shape. */
-int32_t scnn_conv2d_forward(int32_t dtype,
-                            const void *x, const int64_t *x_shape, int64_t x_ndim,
-                            const void *weight, const int64_t *weight_shape, int64_t weight_ndim,
-                            const void *bias, int64_t bias_len,
-                            const int64_t conv_geometry[6],
-                            void *y, int64_t y_shape_out[4],
-                            char *msg, int64_t msg_cap);
-
-/* grad_x (shape of x), grad_weight (shape of weight), grad_bias (K) from grad_out (N,K,Ho,Wo).
- * Any of the three outputs may be NULL to skip it. */
-int32_t scnn_conv2d_backward(int32_t dtype,
-                             const void *grad_out, const int64_t *grad_out_shape, int64_t grad_out_ndim,
-                             const void *x, const int64_t *x_shape, int64_t x_ndim,
-                             const void *weight, const int64_t *weight_shape, int64_t weight_ndim,
-                             const int64_t conv_geometry[6],
-                             void *grad_x, void *grad_weight, void *grad_bias,
-                             char *msg, int64_t msg_cap);
-
-/* pool_kind: SCNN_POOL_MAX (padding counts as -inf; gradient to the first maximum in row-major
- * order of each window) or SCNN_POOL_AVG (padded zeros count in the divisor). */
-enum { SCNN_POOL_MAX = 0, SCNN_POOL_AVG = 1 };
-
-int32_t scnn_pool2d_forward(int32_t dtype, int32_t pool_kind,
-                            const void *x, const int64_t *x_shape, int64_t x_ndim,
-                            const int64_t pool_geometry[6],
-                            void *y, int64_t y_shape_out[4],
-                            char *msg, int64_t msg_cap);
-
-/* grad_x has x's shape; overlapping windows accumulate. */
-int32_t scnn_pool2d_backward(int32_t dtype, int32_t pool_kind,
-                             const void *grad_out, const int64_t *grad_out_shape, int64_t grad_out_ndim,
-                             const void *x, const int64_t *x_shape, int64_t x_ndim,
-                             const int64_t pool_geometry[6],
-                             void *grad_x,
-                             char *msg, int64_t msg_cap);
-
-/* y = x @ weight.T + bias: x (N,in), weight (out,in), bias (out) or NULL with bias_len -1. */
-int32_t scnn_linear_forward(int32_t dtype,
-                            const void *x, const int64_t *x_shape, int64_t x_ndim,
-                            const void *weight, const int64_t *weight_shape, int64_t weight_ndim,
-                            const void *bias, int64_t bias_len,
-                            void *y, int64_t y_shape_out[2],
-                            char *msg, int64_t msg_cap);
-
-/* grad_x (N,in), grad_weight (out,in), grad_bias (out); any may be NULL to skip. */
-int32_t scnn_linear_backward(int32_t dtype,
-                             const void *grad_out, const int64_t *grad_out_shape, int64_t grad_out_ndim,
-                             const void *x, const int64_t *x_shape, int64_t x_ndim,
-                             const void *weight, const int64_t *weight_shape, int64_t weight_ndim,
-                             void *grad_x, void *grad_weight, void *grad_bias,
-                             char *msg, int64_t msg_cap);
-
-/* Elementwise activations over `count` elements. y may equal x (in place). */
-enum { SCNN_ACT_SIGMOID = 0, SCNN_ACT_RELU = 1 };
-int32_t scnn_activation_forward(int32_t dtype, int32_t act_kind,
-                                const void *x, int64_t count, void *y,
-                                char *msg, int64_t msg_cap);
-/* sigmoid: grad_x = grad_out * y * (1 - y), `saved` is the forward OUTPUT y.
- * relu:    grad_x = grad_out * (x > 0),     `saved` is the forward INPUT x.
- * grad_x may equal grad_out. */
-int32_t scnn_activation_backward(int32_t dtype, int32_t act_kind,
-                                 const void *grad_out, const void *saved, int64_t count, void *grad_x,
-                                 char *msg, int64_t msg_cap);
-
-/* probs = softmax(logits) over axis 1, logits (N,K), K >= 1. */
-int32_t scnn_softmax(int32_t dtype,
-                     const void *logits, const int64_t *logits_shape, int64_t logits_ndim,
-                     void *probs,
-                     char *msg, int64_t msg_cap);
-
-/* Softmax cross-entropy, batch mean. Exactly one of `labels` (int64, length labels_len == N, values
- * in [0,K)) and `target_probs` (dtype, shape (N,K), target_ndim 2) is non-NULL.
- * loss_out = mean_n -sum_k t[n,k] * log_softmax(z)[n,k]  (NaN when N = 0);
- * grad_logits (N,K) = (softmax(z) * sum_k t[n,k] - t) / N  (= (softmax - onehot)/N for labels). */
-int32_t scnn_softmax_cross_entropy(int32_t dtype,
-                                   const void *logits, const int64_t *logits_shape, int64_t logits_ndim,
-                                   const int64_t *labels, int64_t labels_len,
-                                   const void *target_probs, const int64_t *target_shape, int64_t target_ndim,
-                                   double *loss_out, void *grad_logits,
-                                   char *msg, int64_t msg_cap);
-
-/* BCE with logits over `count` elements: loss_out = mean(max(z,0) - z*t + log1p(exp(-|z|)))
- * (NaN when count = 0); grad_logits = (sigmoid(z) - t) / count. */
-int32_t scnn_bce_with_logits(int32_t dtype,
-                             const void *logits, const void *target, int64_t count,
-                             double *loss_out, void *grad_logits,
-                             char *msg, int64_t msg_cap);
-
-/* Single-channel 2-D correlation (flip_kernel = 0) or true convolution (flip_kernel = 1), as
- * scipy.signal.correlate2d / convolve2d with zero fill. image (H,W), kernel (kH,kW).
- * mode: SCNN_MODE_VALID (kernel larger than image in either dim is a value error), SCNN_MODE_SAME
- * (output (H,W)), SCNN_MODE_FULL (output (H+kH-1, W+kW-1)). */
+/* The ops. "pair" settings are two ints (h, w); "optional pair" three: (given, h, w), where
+ * given = 0 means the op's default (a pooling stride defaults to the kernel size). */
+/* in (x, weight, bias?)        ints stride pair, padding pair, dilation pair        out (y)                  */
+scnn_op_fn scnn_conv2d;
+/* in (grad_out, x, weight)     ints as conv2d                                       out (grad_x, grad_weight, grad_bias) */
+scnn_op_fn scnn_conv2d_backward;
+/* in (x)                       ints kernel_size pair, stride optional pair, padding pair   out (y)           */
+scnn_op_fn scnn_max_pool2d;
+scnn_op_fn scnn_avg_pool2d;
+/* in (grad_out, x)             ints as the forward                                  out (grad_x)             */
+scnn_op_fn scnn_max_pool2d_backward;
+scnn_op_fn scnn_avg_pool2d_backward;
+/* in (x, weight, bias?)                                                             out (y)                  */
+scnn_op_fn scnn_linear;
+/* in (grad_out, x, weight)                                                          out (grad_x, grad_weight, grad_bias) */
+scnn_op_fn scnn_linear_backward;
+/* in (x)                                                                            out (y); y may be x      */
+scnn_op_fn scnn_sigmoid;
+scnn_op_fn scnn_relu;
+/* in (grad_out, y) / (grad_out, x)                                                  out (grad_x)             */
+scnn_op_fn scnn_sigmoid_backward;
+scnn_op_fn scnn_relu_backward;
+/* in (logits)                                                                       out (probs)              */
+scnn_op_fn scnn_softmax;
+/* in (logits, target): target int64 class indices (N,) or probabilities (N, K)      out (loss, grad_logits)  */
+scnn_op_fn scnn_softmax_cross_entropy;
+/* in (logits, target)                                                               out (loss, grad_logits)  */
+scnn_op_fn scnn_binary_cross_entropy_with_logits;
+/* in (image, kernel)           ints mode (SCNN_MODE_*)                              out (out)                */
 enum { SCNN_MODE_VALID = 0, SCNN_MODE_SAME = 1, SCNN_MODE_FULL = 2 };
-int32_t scnn_correlate2d(int32_t dtype, int32_t mode, int32_t flip_kernel,
-                         const void *image, const int64_t *image_shape, int64_t image_ndim,
-                         const void *kernel, const int64_t *kernel_shape, int64_t kernel_ndim,
-                         void *out, int64_t out_shape_out[2],
-                         char *msg, int64_t msg_cap);
+scnn_op_fn scnn_correlate2d;
+scnn_op_fn scnn_convolve2d;
 
-/* ---- layers and models -------------------------------------------------------------------------- */
+/* ---- layers and models ------------------------------------------------------------------------- */
 /*
- * A layer handle is a Swift layer object: Conv2d, Linear (with parameters), MaxPool2d, AvgPool2d,
- * Sigmoid, ReLU, Flatten, or a Sequential of other handles (which it retains; the same objects,
- * so parameters are shared with the handles given).
- *
- * forward(x) keeps a view of x (NOT a copy: the caller keeps x alive and unchanged until the next
- * forward or until backward) and of its own intermediate results; it writes the output into y.
- * backward(grad_out) needs a preceding forward, writes the gradient for that forward's input into
- * grad_x, and ADDS the parameter gradients into each parameter's grad buffer.
+ * A layer handle is a Swift layer object. forward(x) keeps a view of x (NOT a copy: the caller keeps
+ * x alive and unchanged until the next forward or until backward) and of its own intermediate
+ * results. backward(grad_out) needs a preceding forward, writes the gradient for that forward's
+ * input, and ADDS the parameter gradients into each parameter's grad buffer.
  */
 typedef struct scnn_layer scnn_layer;
 
-/* conv_layer_geometry[8] = {kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w}.
- * Weight and bias are drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in*kH*kW, with a
- * generator seeded by `seed` (same seed, same weights); grads start at zero. */
-int32_t scnn_conv2d_layer_create(int32_t dtype, int64_t in_channels, int64_t out_channels,
-                                 const int64_t conv_layer_geometry[8], bool has_bias, uint64_t seed,
-                                 scnn_layer **layer_out, char *msg, int64_t msg_cap);
-/* fan_in = in_features. */
-int32_t scnn_linear_layer_create(int32_t dtype, int64_t in_features, int64_t out_features,
-                                 bool has_bias, uint64_t seed,
-                                 scnn_layer **layer_out, char *msg, int64_t msg_cap);
-int32_t scnn_pool2d_layer_create(int32_t dtype, int32_t pool_kind, const int64_t pool_geometry[6],
-                                 scnn_layer **layer_out, char *msg, int64_t msg_cap);
-/* layer_kind: SCNN_LAYER_SIGMOID, SCNN_LAYER_RELU, SCNN_LAYER_FLATTEN ((N, ...) -> (N, prod ...)). */
-enum { SCNN_LAYER_SIGMOID = 0, SCNN_LAYER_RELU = 1, SCNN_LAYER_FLATTEN = 2 };
-int32_t scnn_simple_layer_create(int32_t dtype, int32_t layer_kind,
-                                 scnn_layer **layer_out, char *msg, int64_t msg_cap);
-/* All layers must have `dtype` (else a type error naming the position and both dtypes). count may be 0. */
-int32_t scnn_sequential_create(int32_t dtype, scnn_layer *const *layers, int64_t count,
-                               scnn_layer **layer_out, char *msg, int64_t msg_cap);
-
+/*
+ * One constructor for every kind (dtype SCNN_FLOAT32/SCNN_FLOAT64; seed draws the initial weights,
+ * PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))):
+ *   "conv2d"      ints (in_channels, out_channels, kernel pair, stride pair, padding pair,
+ *                 dilation pair, bias 0/1)
+ *   "linear"      ints (in_features, out_features, bias 0/1)
+ *   "max_pool2d", "avg_pool2d"   ints (kernel pair, stride optional pair, padding pair)
+ *   "sigmoid", "relu", "flatten" no settings
+ *   "sequential"  children: the layers, in order (retained; the same objects, so parameters are
+ *                 shared with the children's handles); every child must have `dtype`
+ */
+int32_t scnn_layer_create(const char *kind, int32_t dtype,
+                          const int64_t *ints, int32_t n_ints, const double *reals, int32_t n_reals,
+                          scnn_layer *const *children, int64_t n_children, uint64_t seed,
+                          scnn_layer **layer_out, char *msg, int64_t msg_cap);
 void scnn_layer_retain(scnn_layer *layer);
 void scnn_layer_release(scnn_layer *layer);
 int32_t scnn_layer_dtype(const scnn_layer *layer);
 
-/* The output shape forward would give for an input of in_shape; out_shape_out has room for 8. */
-int32_t scnn_layer_output_shape(scnn_layer *layer, const int64_t *in_shape, int64_t in_ndim,
-                                int64_t *out_shape_out, int64_t *out_ndim_out,
-                                char *msg, int64_t msg_cap);
-int32_t scnn_layer_forward(scnn_layer *layer, const void *x, const int64_t *x_shape, int64_t x_ndim,
-                           void *y, char *msg, int64_t msg_cap);
-/* The shape of the last forward's input (what backward's grad_x will have); room for 8.
- * Runtime error before any forward. */
-int32_t scnn_layer_input_shape(scnn_layer *layer, int64_t *shape_out, int64_t *ndim_out,
-                               char *msg, int64_t msg_cap);
-/* grad_out must have the last forward's output shape. grad_x is a buffer of grad_x_shape, which
- * must be the last forward's input shape (as scnn_layer_input_shape reported it): it is checked
- * while the layer is held, so a forward by another thread between the two calls gives
+/* y = layer(x). compute = false: validate x and write y's ndim/shape/dtype (the shape query);
+ * compute = true: y must have exactly that shape. */
+int32_t scnn_layer_forward(scnn_layer *layer, const scnn_tensor *x, scnn_tensor *y, bool compute,
+                           char *msg, int64_t msg_cap);
+/* grad_x for the last forward's input. compute = false: write grad_x's ndim/shape/dtype (the last
+ * input's; runtime error before any forward); compute = true: grad_x must have exactly that shape,
+ * checked while the layer is held, so a forward by another thread in between gives
  * SCNN_RUNTIME_ERROR instead of a write past the buffer. */
-int32_t scnn_layer_backward(scnn_layer *layer,
-                            const void *grad_out, const int64_t *grad_out_shape, int64_t grad_out_ndim,
-                            void *grad_x, const int64_t *grad_x_shape, int64_t grad_x_ndim,
-                            char *msg, int64_t msg_cap);
+int32_t scnn_layer_backward(scnn_layer *layer, const scnn_tensor *grad_out, scnn_tensor *grad_x,
+                            bool compute, char *msg, int64_t msg_cap);
 
-/* Parameters, in PyTorch's order: weight then bias for a layer; for a Sequential, its layers' in
- * order with names "0.weight", "0.bias", "3.weight", ... ("2.0.weight" when nested).
- * data/grad point into memory the layer owns and keeps for its whole life. shape_out has room for 4. */
+/* Parameters in PyTorch's order: weight then bias for a layer; for a Sequential its layers' in order,
+ * named "0.weight", "0.bias", "3.weight", ... ("2.0.weight" when nested). data and grad describe
+ * memory the layer owns and keeps for its whole life (grad->data is NULL for a buffer). */
 int64_t scnn_layer_parameter_count(scnn_layer *layer);
-int32_t scnn_layer_parameter(scnn_layer *layer, int64_t index,
-                             void **data_out, void **grad_out,
-                             int64_t *shape_out, int64_t *ndim_out,
-                             char *name_out, int64_t name_cap,
-                             char *msg, int64_t msg_cap);
+int32_t scnn_layer_parameter(scnn_layer *layer, int64_t index, scnn_tensor *data, scnn_tensor *grad,
+                             char *name_out, int64_t name_cap, char *msg, int64_t msg_cap);
 int32_t scnn_layer_zero_grad(scnn_layer *layer, char *msg, int64_t msg_cap);
 
 /* ---- optimizers ------------------------------------------------------------------------------ */
 /*
- * An optimizer updates parameters given as raw (data, grad, count) triples, with PyTorch's update
- * rules step for step. It does not keep the memory alive: the caller does (the Python Optimizer
- * holds the Parameter objects). step() writes data in place and never changes grad.
+ * An optimizer updates parameters given as (data, grad) pairs of equal shape and dtype, with
+ * PyTorch's update rules step for step. It does not keep the memory alive: the caller does.
+ * step() writes data in place and never changes grad. One constructor for every kind:
+ *   "sgd"   reals (lr, momentum, dampening, weight_decay, nesterov 0/1)
+ *   "adam"  reals (lr, beta1, beta2, eps, weight_decay)
+ * PyTorch's checks: lr, momentum, weight_decay, eps >= 0; nesterov needs momentum > 0 and
+ * dampening == 0; 0 <= beta < 1.
  */
 typedef struct scnn_optimizer scnn_optimizer;
-
-/* PyTorch's checks: lr, momentum, dampening(any), weight_decay >= 0; nesterov needs momentum > 0
- * and dampening == 0. */
-int32_t scnn_sgd_create(int32_t dtype, void *const *data, void *const *grad, const int64_t *counts,
-                        int64_t param_count, double lr, double momentum, double dampening,
-                        double weight_decay, bool nesterov,
-                        scnn_optimizer **optimizer_out, char *msg, int64_t msg_cap);
-/* lr, eps, weight_decay >= 0; 0 <= beta1, beta2 < 1. */
-int32_t scnn_adam_create(int32_t dtype, void *const *data, void *const *grad, const int64_t *counts,
-                         int64_t param_count, double lr, double beta1, double beta2, double eps,
-                         double weight_decay,
-                         scnn_optimizer **optimizer_out, char *msg, int64_t msg_cap);
+int32_t scnn_optimizer_create(const char *kind, const scnn_tensor *data, const scnn_tensor *grads,
+                              int64_t n_params, const double *reals, int32_t n_reals,
+                              scnn_optimizer **optimizer_out, char *msg, int64_t msg_cap);
 int32_t scnn_optimizer_step(scnn_optimizer *optimizer, char *msg, int64_t msg_cap);
 int32_t scnn_optimizer_set_lr(scnn_optimizer *optimizer, double lr, char *msg, int64_t msg_cap);
 double scnn_optimizer_get_lr(const scnn_optimizer *optimizer);
@@ -265,14 +194,13 @@ void scnn_optimizer_release(scnn_optimizer *optimizer);
 /*
  * One canonical step in one call: optimizer zero_grad; logits = model.forward(x);
  * (loss, g) = softmax_cross_entropy(logits, labels); model.backward(g); optimizer step.
- * x has the model's dtype; labels int64 (N). Writes the batch-mean loss and the number of rows
+ * x has the model's dtype; labels SCNN_INT64 (N,). Writes the batch-mean loss and the number of rows
  * whose argmax logit equals the label. If the loss is not finite, nothing is updated (the
  * gradients are computed, the step is not taken) and the status is SCNN_OK with the loss written:
  * the caller decides. optimizer may be NULL (no zero_grad, no step).
  */
 int32_t scnn_train_step_cross_entropy(scnn_layer *model, scnn_optimizer *optimizer,
-                                      const void *x, const int64_t *x_shape, int64_t x_ndim,
-                                      const int64_t *labels, int64_t labels_len,
+                                      const scnn_tensor *x, const scnn_tensor *labels,
                                       double *loss_out, int64_t *correct_out,
                                       char *msg, int64_t msg_cap);
 

@@ -1,0 +1,107 @@
+// The one shape of every functional op of swiftcnn.h (`scnn_op_fn`): tensor operands, integer and
+// real settings, results, and a flag that says whether to compute or only answer the shapes.
+//
+// An op is written once, as a body that validates (allocating nothing), declares its results and,
+// when `call.compute` is true, runs the core:
+//
+//     @_cdecl("scnn_relu") public func scnn_relu(...) -> Int32 {
+//         runOp("relu", expect: OpArity(inputs: 1, outputs: 1), ...) { call in
+//             let x = call.input(0, "x")
+//             let dtype = try call.floatType(x)
+//             try call.output(0, "out").declare(like: x, dtype: OperandType(dtype))
+//             guard call.compute else { return }
+//             ...
+//         }
+//     }
+//
+// The shape query and the computation are the same code path; there is no second validator.
+
+import SwiftCNN
+
+/// How many operands and settings an op takes.
+struct OpArity {
+    var inputs = 0, ints = 0, reals = 0, outputs = 0
+}
+
+/// One call of a functional op, over the caller's arrays (valid for the call only).
+struct OpCall {
+    let op: String
+    let inputs: UnsafeRawPointer?
+    let ints: UnsafePointer<Int64>?
+    let reals: UnsafePointer<Double>?
+    let outputs: UnsafeMutableRawPointer?
+    let compute: Bool
+
+    /// Input `i` (i < the op's input count, checked by runOp).
+    @inline(__always) func input(_ i: Int, _ name: String) -> Operand {
+        Operand(base: inputs! + 80 * i, name: name, op: op)
+    }
+
+    /// Result `i`.
+    @inline(__always) func output(_ i: Int, _ name: String) -> ResultOperand {
+        ResultOperand(base: outputs! + 80 * i, name: name, op: op, compute: compute)
+    }
+
+    /// Integer setting `i`.
+    @inline(__always) func int(_ i: Int) -> Int { Int(truncatingIfNeeded: ints![i]) }
+
+    /// The (h, w) pair at settings i, i+1.
+    @inline(__always) func pair(_ i: Int) -> (Int, Int) { (int(i), int(i + 1)) }
+
+    /// The optional pair at settings i (given: 0 or 1), i+1, i+2: nil when not given.
+    @inline(__always) func optionalPair(_ i: Int) -> (Int, Int)? { int(i) == 0 ? nil : (int(i + 1), int(i + 2)) }
+
+    /// Real setting `i`.
+    @inline(__always) func real(_ i: Int) -> Double { reals![i] }
+
+    /// The float dtype of `first`, the op's dtype: every other float operand must share it.
+    func floatType(_ first: Operand) throws -> DType {
+        let t = try first.dtype()
+        guard let f = t.float else {
+            throw SwiftCNNError.type("\(op): \(first.name) has dtype \(t.name); expected float32 or float64")
+        }
+        return f
+    }
+
+    /// Value error if a result overlaps an input or another result. With `inPlace`, a result may
+    /// coincide exactly with an input (the elementwise ops: each element is read before written).
+    func checkResultsDisjoint(_ results: [Operand], _ inputs: [Operand], elementSize: Int, inPlace: Bool = false) throws {
+        let outs = results.map { $0.region(elementSize: elementSize) }
+        let ins = inputs.filter { !$0.isAbsent }.map { $0.region(elementSize: elementSize) }
+        for (i, out) in outs.enumerated() {
+            for other in ins where out.overlaps(other) {
+                if inPlace && out.identical(other) { continue }
+                if inPlace {
+                    throw SwiftCNNError.value(
+                        "\(op): \(out.name) must be \(other.name) itself or not share memory with it; it partially overlaps")
+                }
+                throw SwiftCNNError.value("\(op): \(out.name) must not share memory with \(other.name)")
+            }
+            for other in outs[(i + 1)...] where out.overlaps(other) {
+                throw SwiftCNNError.value("\(op): \(out.name) must not share memory with \(other.name)")
+            }
+        }
+    }
+}
+
+/// Runs one functional op: checks the operand and setting counts, then `body`, and turns a thrown
+/// `SwiftCNNError` into the status and message.
+@inline(__always)
+func runOp(_ op: String, expect: OpArity,
+           _ inputs: UnsafeRawPointer?, _ nInputs: Int32, _ ints: UnsafePointer<Int64>?, _ nInts: Int32,
+           _ reals: UnsafePointer<Double>?, _ nReals: Int32, _ outputs: UnsafeMutableRawPointer?, _ nOutputs: Int32,
+           _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64,
+           _ body: (OpCall) throws -> Void) -> Int32 {
+    withStatus(msg, msgCap) {
+        guard nInputs == Int32(expect.inputs), nInts == Int32(expect.ints), nReals == Int32(expect.reals),
+              nOutputs == Int32(expect.outputs) else {
+            throw SwiftCNNError.value(
+                "\(op): takes \(expect.inputs) inputs, \(expect.ints) ints, \(expect.reals) reals and \(expect.outputs) outputs; got \(nInputs), \(nInts), \(nReals) and \(nOutputs)")
+        }
+        guard expect.inputs == 0 || inputs != nil, expect.ints == 0 || ints != nil,
+              expect.reals == 0 || reals != nil, expect.outputs == 0 || outputs != nil else {
+            throw SwiftCNNError.value("\(op): an operand or settings array is NULL")
+        }
+        try body(OpCall(op: op, inputs: inputs, ints: ints, reals: reals, outputs: outputs, compute: compute))
+    }
+}
