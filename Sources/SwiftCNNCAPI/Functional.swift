@@ -25,7 +25,7 @@ public func scnn_conv2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<
             try b.requireRank(1, layout: "(out_channels,)")
             biasLength = b.dim(0)
         }
-        let g = try Conv2DGeometry(op: call.op, x: try x.shape4(layout: "(N, C, H, W)"),
+        let g = try Conv2DGeometry(op: call.op.description, x: try x.shape4(layout: "(N, C, H, W)"),
                                    weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
                                    biasLength: biasLength, stride: call.pair(0), padding: call.pair(2),
                                    dilation: call.pair(4))
@@ -45,7 +45,7 @@ func conv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometry, _ x: 
     let wp = try w.pointer(T.self, count: g.outChannels * g.colRows)
     let bp = b.isAbsent ? nil : try b.pointer(T.self, count: g.outChannels)
     let yp = try y.operand.pointer(T.self, count: g.batch * g.outChannels * g.colCols)
-    try call.checkResultsDisjoint([y.operand], [x, w, b], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(y.operand, from: x, w, b)
     // N = 0: nothing to compute. Otherwise every pointer is non-NULL (the geometry has C, H, W, K,
     // kH, kW, Ho, Wo >= 1).
     guard g.batch > 0, let xp, let wp, let yp else { return }
@@ -63,10 +63,10 @@ public func scnn_conv2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: Unsaf
         try x.requireDType(dtype, like: "grad_out")
         try w.requireDType(dtype, like: "grad_out")
         let gs = try gy.shape4(layout: "(N, K, Ho, Wo)")
-        let g = try Conv2DGeometry(op: call.op, x: try x.shape4(layout: "(N, C, H, W)"),
+        let g = try Conv2DGeometry(op: call.op.description, x: try x.shape4(layout: "(N, C, H, W)"),
                                    weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
                                    biasLength: nil, stride: call.pair(0), padding: call.pair(2), dilation: call.pair(4))
-        try g.checkGradOut(op: call.op, gs)
+        try g.checkGradOut(op: call.op.description, gs)
         let t = OperandType(dtype)
         let gx = call.output(0, "grad_x"), gw = call.output(1, "grad_weight"), gb = call.output(2, "grad_bias")
         try gx.declare(rank: 4, g.batch, g.inChannels, g.height, g.width, dtype: t)
@@ -86,7 +86,7 @@ func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometr
     let xp = try x.pointer(T.self, count: g.batch * g.inChannels * g.height * g.width)
     let wp = try w.pointer(T.self, count: g.outChannels * g.colRows)
     let gxp = try gx.pointer(T.self), gwp = try gw.pointer(T.self), gbp = try gb.pointer(T.self)
-    try call.checkResultsDisjoint([gx.operand, gw.operand, gb.operand], [gy, x, w], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(results: gx.operand, gw.operand, gb.operand, from: gy, x, w)
     guard g.batch > 0, let gyp, let xp, let wp else {
         // Empty batch: the sums are empty (zeros); grad_x is empty.
         gwp?.update(repeating: 0, count: g.outChannels * g.colRows)
@@ -101,13 +101,13 @@ func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometr
 
 /// in (x), ints (kernel pair, stride optional pair, padding pair), out (y).
 @inline(__always)
-func pool2dOp(_ op: String, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+func pool2dOp(_ op: StaticString, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
               _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
               _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
     runOp(op, expect: OpArity(inputs: 1, ints: 7, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
         let x = call.input(0, "x")
         let dtype = try call.floatType(x)
-        let g = try Pool2DGeometry(op: call.op, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
+        let g = try Pool2DGeometry(op: call.op.description, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
                                    kernelSize: call.pair(0), stride: call.optionalPair(2), padding: call.pair(5))
         let y = call.output(0, "out")
         try y.declare(rank: 4, g.batch, g.channels, g.outH, g.outW, dtype: OperandType(dtype))
@@ -123,7 +123,7 @@ func pool2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Pool2DGeometry, _ kin
                            _ y: ResultOperand) throws {
     let xp = try x.pointer(T.self, count: g.batch * g.channels * g.height * g.width)
     let yp = try y.pointer(T.self)
-    try call.checkResultsDisjoint([y.operand], [x], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(y.operand, from: x)
     guard g.batch > 0, let xp, let yp else { return }
     pool2dForward(g, kind: kind, x: xp, y: yp, argmax: nil)
 }
@@ -144,7 +144,7 @@ public func scnn_avg_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePoin
 
 /// in (grad_out, x), ints as the forward, out (grad_x).
 @inline(__always)
-func pool2dBackwardOp(_ op: String, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
+func pool2dBackwardOp(_ op: StaticString, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
                       _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                       _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
     runOp(op, expect: OpArity(inputs: 2, ints: 7, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
@@ -152,9 +152,9 @@ func pool2dBackwardOp(_ op: String, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ 
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")
         let gs = try gy.shape4(layout: "(N, C, Ho, Wo)")
-        let g = try Pool2DGeometry(op: call.op, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
+        let g = try Pool2DGeometry(op: call.op.description, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
                                    kernelSize: call.pair(0), stride: call.optionalPair(2), padding: call.pair(5))
-        try g.checkGradOut(op: call.op, gs)
+        try g.checkGradOut(op: call.op.description, gs)
         let gx = call.output(0, "grad_x")
         try gx.declare(like: x, dtype: OperandType(dtype))
         guard call.compute else { return }
@@ -170,7 +170,7 @@ func pool2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Pool2DGeometr
     let gyp = try gy.pointer(T.self, count: g.batch * g.channels * g.outH * g.outW)
     let xp = try x.pointer(T.self, count: g.batch * g.channels * g.height * g.width)
     let gxp = try gx.pointer(T.self)
-    try call.checkResultsDisjoint([gx.operand], [gy, x], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(gx.operand, from: gy, x)
     guard g.batch > 0, let gyp, let xp, let gxp else { return }
     pool2dBackward(g, kind: kind, gradOut: gyp, x: xp, gradX: gxp)
 }
@@ -202,7 +202,7 @@ public func scnn_linear(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<
         try w.requireDType(dtype, like: "x")
         if !b.isAbsent { try b.requireDType(dtype, like: "x") }
         try x.checkSizes(); try w.checkSizes(); if !b.isAbsent { try b.checkSizes() }
-        let g = try LinearGeometry(op: call.op, xShape: x.shape, weightShape: w.shape, biasShape: b.isAbsent ? nil : b.shape)
+        let g = try LinearGeometry(op: call.op.description, xShape: x.shape, weightShape: w.shape, biasShape: b.isAbsent ? nil : b.shape)
         let y = call.output(0, "out")
         try y.declare(rank: 2, g.batch, g.outFeatures, dtype: OperandType(dtype))
         guard call.compute else { return }
@@ -219,7 +219,7 @@ func linearC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometry, _ x: 
     let wp = try w.pointer(T.self, count: g.outFeatures * g.inFeatures)
     let bp = b.isAbsent ? nil : try b.pointer(T.self, count: g.outFeatures)
     let yp = try y.pointer(T.self)
-    try call.checkResultsDisjoint([y.operand], [x, w, b], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(y.operand, from: x, w, b)
     guard g.batch > 0, let xp, let wp, let yp else { return }
     linearForward(batch: g.batch, inFeatures: g.inFeatures, outFeatures: g.outFeatures,
                   x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp)
@@ -237,8 +237,8 @@ public func scnn_linear_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: Unsaf
         try w.requireDType(dtype, like: "grad_out")
         try gy.requireRank(2, layout: "(N, out_features)")
         try x.checkSizes(); try w.checkSizes()
-        let g = try LinearGeometry(op: call.op, xShape: x.shape, weightShape: w.shape, biasShape: nil)
-        try g.checkGradOut(op: call.op, gy.shape)
+        let g = try LinearGeometry(op: call.op.description, xShape: x.shape, weightShape: w.shape, biasShape: nil)
+        try g.checkGradOut(op: call.op.description, gy.shape)
         let t = OperandType(dtype)
         let gx = call.output(0, "grad_x"), gw = call.output(1, "grad_weight"), gb = call.output(2, "grad_bias")
         try gx.declare(rank: 2, g.batch, g.inFeatures, dtype: t)
@@ -258,7 +258,7 @@ func linearBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometr
     let xp = try x.pointer(T.self, count: g.batch * g.inFeatures)
     let wp = try w.pointer(T.self, count: g.outFeatures * g.inFeatures)
     let gxp = try gx.pointer(T.self), gwp = try gw.pointer(T.self), gbp = try gb.pointer(T.self)
-    try call.checkResultsDisjoint([gx.operand, gw.operand, gb.operand], [gy, x, w], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(results: gx.operand, gw.operand, gb.operand, from: gy, x, w)
     // The core handles N = 0 (zero sums); pointers are non-NULL whenever their count is non-zero.
     let empty = UnsafeMutablePointer<T>(bitPattern: MemoryLayout<T>.alignment)!
     linearBackward(batch: g.batch, inFeatures: g.inFeatures, outFeatures: g.outFeatures,
@@ -272,7 +272,7 @@ func linearBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometr
 enum Elementwise { case sigmoid, relu }
 
 @inline(__always)
-func elementwiseOp(_ op: String, _ kind: Elementwise, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
+func elementwiseOp(_ op: StaticString, _ kind: Elementwise, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
                    _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                    _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
     runOp(op, expect: OpArity(inputs: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
@@ -292,7 +292,7 @@ func elementwiseOp(_ op: String, _ kind: Elementwise, _ i: UnsafeRawPointer?, _ 
 func elementwiseC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Elementwise, _ x: Operand, _ y: ResultOperand) throws {
     let count = try x.count()
     let xp = try x.pointer(T.self, count: count), yp = try y.pointer(T.self)
-    try call.checkResultsDisjoint([y.operand], [x], elementSize: MemoryLayout<T>.stride, inPlace: true)
+    try call.checkDisjoint(y.operand, from: x, inPlace: true)
     guard count > 0, let xp, let yp else { return }
     switch kind {
     case .sigmoid: sigmoidForward(count: count, x: xp, y: yp)
@@ -317,7 +317,7 @@ public func scnn_relu(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<In
 /// in (grad_out, saved), out (grad_x of saved's shape; may BE grad_out). `saved` is the forward's
 /// output y for sigmoid (f' = y(1 - y)) and its input x for relu.
 @inline(__always)
-func elementwiseBackwardOp(_ op: String, _ kind: Elementwise, _ savedName: String, _ i: UnsafeRawPointer?, _ ni: Int32,
+func elementwiseBackwardOp(_ op: StaticString, _ kind: Elementwise, _ savedName: StaticString, _ i: UnsafeRawPointer?, _ ni: Int32,
                            _ n: UnsafePointer<Int64>?, _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32,
                            _ o: UnsafeMutableRawPointer?, _ no: Int32,
                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
@@ -342,7 +342,7 @@ func elementwiseBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Eleme
     let count = try gy.count()
     let gyp = try gy.pointer(T.self, count: count), sp = try saved.pointer(T.self, count: count)
     let gxp = try gx.pointer(T.self)
-    try call.checkResultsDisjoint([gx.operand], [gy, saved], elementSize: MemoryLayout<T>.stride, inPlace: true)
+    try call.checkDisjoint(gx.operand, from: gy, saved, inPlace: true)
     guard count > 0, let gyp, let sp, let gxp else { return }
     switch kind {
     case .sigmoid: sigmoidBackward(count: count, gradOut: gyp, y: sp, gradX: gxp)
@@ -397,7 +397,7 @@ public func scnn_softmax(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer
 func softmaxC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ rows: Int, _ classes: Int, _ logits: Operand,
                             _ probs: ResultOperand) throws {
     let lp = try logits.pointer(T.self, count: rows * classes), pp = try probs.pointer(T.self)
-    try call.checkResultsDisjoint([probs.operand], [logits], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(probs.operand, from: logits)
     guard rows > 0, let lp, let pp else { return }
     softmaxForward(batch: rows, classes: classes, logits: lp, probs: pp)
 }
@@ -451,15 +451,15 @@ public func scnn_softmax_cross_entropy(_ i: UnsafeRawPointer?, _ ni: Int32, _ n:
 func softmaxCrossEntropyC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ rows: Int, _ classes: Int, _ logits: Operand,
                                         _ target: Operand, _ useLabels: Bool, _ grad: ResultOperand) throws -> Double {
     let lp = try logits.pointer(T.self, count: rows * classes), gp = try grad.pointer(T.self)
-    try call.checkResultsDisjoint([grad.operand], [logits], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(grad.operand, from: logits)
     if useLabels {
         let labels = try checkLabels(target, rows: rows, classes: classes)
-        try call.checkResultsDisjoint([grad.operand], [target], elementSize: 1)
+        try call.checkDisjoint(grad.operand, from: target)
         guard rows > 0, let lp, let labels else { return .nan }
         return try softmaxCrossEntropy(batch: rows, classes: classes, logits: lp, labels: labels, gradLogits: gp)
     }
     let tp = try target.pointer(T.self, count: rows * classes)
-    try call.checkResultsDisjoint([grad.operand], [target], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(grad.operand, from: target)
     guard rows > 0, let lp, let tp else { return .nan }
     return softmaxCrossEntropy(batch: rows, classes: classes, logits: lp, targetProbabilities: tp, gradLogits: gp)
 }
@@ -494,7 +494,7 @@ func bceC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ logits: Operand, _ target: 
     let count = try logits.count()
     let lp = try logits.pointer(T.self, count: count), tp = try target.pointer(T.self, count: count)
     let gp = try grad.pointer(T.self)
-    try call.checkResultsDisjoint([grad.operand], [logits, target], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(grad.operand, from: logits, target)
     guard count > 0, let lp, let tp else { return .nan }
     return binaryCrossEntropyWithLogits(count: count, logits: lp, target: tp, gradLogits: gp)
 }
@@ -503,7 +503,7 @@ func bceC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ logits: Operand, _ target: 
 
 /// in (image, kernel), ints (mode), out (out): scipy's correlate2d (or convolve2d with `flip`).
 @inline(__always)
-func signal2dOp(_ op: String, flip: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
+func signal2dOp(_ op: StaticString, flip: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                 _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                 _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
     runOp(op, expect: OpArity(inputs: 2, ints: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
@@ -518,7 +518,7 @@ func signal2dOp(_ op: String, flip: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _
         default: throw SwiftCNNError.value("\(op): mode must be 'valid', 'same' or 'full' (0, 1, 2), got \(call.int(0))")
         }
         try image.checkSizes(); try kernel.checkSizes()
-        let g = try Correlation2DGeometry(op: op, imageShape: image.shape, kernelShape: kernel.shape, mode: mode, flipKernel: flip)
+        let g = try Correlation2DGeometry(op: op.description, imageShape: image.shape, kernelShape: kernel.shape, mode: mode, flipKernel: flip)
         _ = try checkedElementCount(g.outputShape + [8], what: "\(op): the result's byte count")
         let out = call.output(0, "out")
         try out.declare(rank: 2, g.outputShape[0], g.outputShape[1], dtype: OperandType(dtype))
@@ -533,7 +533,7 @@ func signal2dOp(_ op: String, flip: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _
 func signal2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Correlation2DGeometry, _ image: Operand, _ kernel: Operand,
                              _ out: ResultOperand) throws {
     let it = try image.tensor(T.self), kt = try kernel.tensor(T.self), ot = try out.tensor(T.self)
-    try call.checkResultsDisjoint([out.operand], [image, kernel], elementSize: MemoryLayout<T>.stride)
+    try call.checkDisjoint(out.operand, from: image, kernel)
     if g.flipKernel {
         _ = try convolve2d(it, kt, mode: g.mode, into: ot)
     } else {

@@ -205,33 +205,32 @@ public func scnn_layer_forward(_ layer: OpaquePointer?, _ x: UnsafeRawPointer?, 
     withStatus(msg, msgCap) {
         let h = try layerHandle(layer, op: "layer_forward")
         guard let x, let y else { throw SwiftCNNError.value("\(h.name): x or y is NULL") }
-        let xo = Operand(base: x, name: "x", op: h.name)
-        let yo = ResultOperand(base: y, name: "out", op: h.name, compute: compute)
+        let xo = Operand(base: x, name: "x", op: "layer_forward")
+        let yo = ResultOperand(base: y, name: "out", op: "layer_forward", compute: compute)
         try xo.requireDType(h.dtype, like: "the layer")
         try xo.checkSizes()
         try h.exclusive {
             switch h.model {
-            case .float32(let l): try layerForwardC(l, xo, yo)
-            case .float64(let l): try layerForwardC(l, xo, yo)
+            case .float32(let l): try layerForwardC(l, h.name, xo, yo)
+            case .float64(let l): try layerForwardC(l, h.name, xo, yo)
             }
         }
     }
 }
 
-func layerForwardC<T: CNNScalar>(_ layer: any Layer<T>, _ x: Operand, _ y: ResultOperand) throws {
+func layerForwardC<T: CNNScalar>(_ layer: any Layer<T>, _ op: String, _ x: Operand, _ y: ResultOperand) throws {
     let ys = try layer.outputShape(forInput: x.shape)
     try y.declare(shape: ys, dtype: OperandType(T.dtype))
     guard y.compute else { return }
     let xt = try x.tensor(T.self), yt = try y.tensor(T.self)
     // The layer keeps a view of x for backward: writing y over it would corrupt the gradients.
-    let size = MemoryLayout<T>.stride
-    if y.operand.region(elementSize: size).overlaps(x.region(elementSize: size)) {
-        throw SwiftCNNError.value("\(x.op): out must not share memory with x")
+    if y.operand.region().overlaps(x.region()) {
+        throw SwiftCNNError.value("\(op): out must not share memory with x")
     }
     let result = try layer.forward(xt)
     guard result.shape == ys else {
         throw SwiftCNNError.runtime(
-            "\(x.op): forward returned shape \(describeShape(result.shape)), expected \(describeShape(ys)); was the layer used by another thread?")
+            "\(op): forward returned shape \(describeShape(result.shape)), expected \(describeShape(ys)); was the layer used by another thread?")
     }
     copyElements(from: result, to: yt)
 }
@@ -270,8 +269,8 @@ public func scnn_layer_backward(_ layer: OpaquePointer?, _ gradOut: UnsafeRawPoi
     withStatus(msg, msgCap) {
         let h = try layerHandle(layer, op: "layer_backward")
         guard let gradOut, let gradX else { throw SwiftCNNError.value("\(h.name): grad_out or grad_x is NULL") }
-        let go = Operand(base: gradOut, name: "grad_out", op: h.name)
-        let gx = ResultOperand(base: gradX, name: "grad_x", op: h.name, compute: compute)
+        let go = Operand(base: gradOut, name: "grad_out", op: "layer_backward")
+        let gx = ResultOperand(base: gradX, name: "grad_x", op: "layer_backward", compute: compute)
         try go.requireDType(h.dtype, like: "the layer")
         try go.checkSizes()
         try h.exclusive {
@@ -287,25 +286,24 @@ public func scnn_layer_backward(_ layer: OpaquePointer?, _ gradOut: UnsafeRawPoi
             try gx.declare(shape: inShape, dtype: OperandType(h.dtype))
             guard compute else { return }
             switch h.model {
-            case .float32(let l): try layerBackwardC(l, go, gx)
-            case .float64(let l): try layerBackwardC(l, go, gx)
+            case .float32(let l): try layerBackwardC(l, h.name, go, gx)
+            case .float64(let l): try layerBackwardC(l, h.name, go, gx)
             }
         }
     }
 }
 
-func layerBackwardC<T: CNNScalar>(_ layer: any Layer<T>, _ gradOut: Operand, _ gradX: ResultOperand) throws {
+func layerBackwardC<T: CNNScalar>(_ layer: any Layer<T>, _ op: String, _ gradOut: Operand, _ gradX: ResultOperand) throws {
     let got = try gradOut.tensor(T.self), gxt = try gradX.tensor(T.self)
-    let size = MemoryLayout<T>.stride
-    if gradX.operand.region(elementSize: size).overlaps(gradOut.region(elementSize: size)) {
-        throw SwiftCNNError.value("\(gradOut.op): grad_x must not share memory with grad_out")
+    if gradX.operand.region().overlaps(gradOut.region()) {
+        throw SwiftCNNError.value("\(op): grad_x must not share memory with grad_out")
     }
     let result = try layer.backward(got)
     // Another thread may have run forward on this layer (through a parent Sequential) since the
     // shape check above: copy only a gradient that fits the caller's buffer exactly.
     guard result.shape == gxt.shape else {
         throw SwiftCNNError.runtime(
-            "\(gradOut.op): backward returned shape \(describeShape(result.shape)), expected \(describeShape(gxt.shape)); was the layer used by another thread?")
+            "\(op): backward returned shape \(describeShape(result.shape)), expected \(describeShape(gxt.shape)); was the layer used by another thread?")
     }
     copyElements(from: result, to: gxt)
 }

@@ -25,7 +25,7 @@ struct OpArity {
 
 /// One call of a functional op, over the caller's arrays (valid for the call only).
 struct OpCall {
-    let op: String
+    let op: StaticString
     let inputs: UnsafeRawPointer?
     let ints: UnsafePointer<Int64>?
     let reals: UnsafePointer<Double>?
@@ -33,12 +33,12 @@ struct OpCall {
     let compute: Bool
 
     /// Input `i` (i < the op's input count, checked by runOp).
-    @inline(__always) func input(_ i: Int, _ name: String) -> Operand {
+    @inline(__always) func input(_ i: Int, _ name: StaticString) -> Operand {
         Operand(base: inputs! + 80 * i, name: name, op: op)
     }
 
     /// Result `i`.
-    @inline(__always) func output(_ i: Int, _ name: String) -> ResultOperand {
+    @inline(__always) func output(_ i: Int, _ name: StaticString) -> ResultOperand {
         ResultOperand(base: outputs! + 80 * i, name: name, op: op, compute: compute)
     }
 
@@ -63,31 +63,42 @@ struct OpCall {
         return f
     }
 
-    /// Value error if a result overlaps an input or another result. With `inPlace`, a result may
-    /// coincide exactly with an input (the elementwise ops: each element is read before written).
-    func checkResultsDisjoint(_ results: [Operand], _ inputs: [Operand], elementSize: Int, inPlace: Bool = false) throws {
-        let outs = results.map { $0.region(elementSize: elementSize) }
-        let ins = inputs.filter { !$0.isAbsent }.map { $0.region(elementSize: elementSize) }
-        for (i, out) in outs.enumerated() {
-            for other in ins where out.overlaps(other) {
-                if inPlace && out.identical(other) { continue }
-                if inPlace {
-                    throw SwiftCNNError.value(
-                        "\(op): \(out.name) must be \(other.name) itself or not share memory with it; it partially overlaps")
-                }
-                throw SwiftCNNError.value("\(op): \(out.name) must not share memory with \(other.name)")
+    /// Value error if result `out` overlaps input `a`, `b` or `c` (absent ones skipped). With
+    /// `inPlace`, it may coincide exactly with an input (the elementwise ops: each element is read
+    /// before it is written). Fixed arity rather than arrays: this runs on every call and must not
+    /// allocate.
+    @inline(__always)
+    func checkDisjoint(_ out: Operand, from a: Operand, _ b: Operand? = nil, _ c: Operand? = nil,
+                       inPlace: Bool = false) throws {
+        let r = out.region()
+        for input in [a, b, c] {   // a literal of optionals the optimizer keeps on the stack
+            guard let input, !input.isAbsent else { continue }
+            let other = input.region()
+            guard r.overlaps(other) else { continue }
+            if inPlace && r.identical(other) { continue }
+            if inPlace {
+                throw SwiftCNNError.value(
+                    "\(op): \(out.name) must be \(input.name) itself or not share memory with it; it partially overlaps")
             }
-            for other in outs[(i + 1)...] where out.overlaps(other) {
-                throw SwiftCNNError.value("\(op): \(out.name) must not share memory with \(other.name)")
-            }
+            throw SwiftCNNError.value("\(op): \(out.name) must not share memory with \(input.name)")
         }
+    }
+
+    /// The same for the three results of a backward op: none may overlap an input or another.
+    func checkDisjoint(results r0: Operand, _ r1: Operand, _ r2: Operand, from a: Operand, _ b: Operand, _ c: Operand)
+        throws {
+        try checkDisjoint(r0, from: a, b, c)
+        try checkDisjoint(r1, from: a, b, c)
+        try checkDisjoint(r2, from: a, b, c)
+        try checkDisjoint(r0, from: r1, r2)
+        try checkDisjoint(r1, from: r2)
     }
 }
 
 /// Runs one functional op: checks the operand and setting counts, then `body`, and turns a thrown
 /// `SwiftCNNError` into the status and message.
 @inline(__always)
-func runOp(_ op: String, expect: OpArity,
+func runOp(_ op: StaticString, expect: OpArity,
            _ inputs: UnsafeRawPointer?, _ nInputs: Int32, _ ints: UnsafePointer<Int64>?, _ nInts: Int32,
            _ reals: UnsafePointer<Double>?, _ nReals: Int32, _ outputs: UnsafeMutableRawPointer?, _ nOutputs: Int32,
            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64,

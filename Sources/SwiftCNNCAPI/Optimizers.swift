@@ -38,14 +38,13 @@ func borrowedParameters<T: CNNScalar>(_: T.Type, _ data: UnsafeRawPointer?, _ gr
     guard let data, let grads else { throw SwiftCNNError.value("\(op): data or grads is NULL but n_params is \(count)") }
     var result: [Parameter<T>] = []
     for i in 0..<Int(count) {
-        let d = Operand(base: data + 80 * i, name: "params[\(i)].data", op: op)
-        let g = Operand(base: grads + 80 * i, name: "params[\(i)].grad", op: op)
+        let d = Operand(base: data + 80 * i, name: "data", op: "optimizer_create")
+        let g = Operand(base: grads + 80 * i, name: "grads", op: "optimizer_create")
         try d.requireDType(T.dtype, like: "the optimizer")
         try g.requireDType(T.dtype, like: "the optimizer")
         try d.checkSizes()
         try g.requireShape(of: d)
-        let size = MemoryLayout<T>.stride
-        if d.region(elementSize: size).overlaps(g.region(elementSize: size)) {
+        if d.region().overlaps(g.region()) {
             throw SwiftCNNError.value("\(op): \(d.name) must not share memory with \(g.name)")
         }
         result.append(try Parameter(name: "params[\(i)]", data: try d.tensor(T.self), grad: try g.tensor(T.self)))
@@ -88,7 +87,7 @@ public func scnn_optimizer_create(_ kind: UnsafePointer<CChar>?, _ data: UnsafeR
         // The dtype is the parameters' (float32 when there are none).
         var dt = DType.float32
         if count > 0, let data {
-            dt = try Operand(base: data, name: "params[0].data", op: op).dtype().float ?? .float32
+            dt = try Operand(base: data, name: "data", op: "optimizer_create").dtype().float ?? .float32
         }
         let made: (any Optimizer, String)
         switch dt {

@@ -85,10 +85,10 @@ func int(_ v: Int64) -> Int { Int(truncatingIfNeeded: v) }
 
 /// One caller buffer, for the overlap checks: [start, start + bytes).
 struct Region {
-    let name: String
+    let name: StaticString
     let start: UInt
     let bytes: UInt
-    init(_ name: String, _ raw: UnsafeRawPointer?, count: Int, elementSize: Int) {
+    init(_ name: StaticString, _ raw: UnsafeRawPointer?, count: Int, elementSize: Int) {
         self.name = name
         self.start = UInt(bitPattern: raw)
         self.bytes = raw == nil ? 0 : UInt(count) &* UInt(elementSize)

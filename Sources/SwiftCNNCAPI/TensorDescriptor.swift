@@ -30,10 +30,13 @@ let maxNdim = 8
 let absentNdim: Int32 = -1
 
 /// A read-only view of one caller `scnn_tensor`, with the name the Python API gives it.
+///
+/// Names are `StaticString`s: an operand is copied many times on every call, and a `String`
+/// would be retained and released at each copy (a measurable share of a small call).
 struct Operand {
     let base: UnsafeRawPointer
-    let name: String
-    let op: String
+    let name: StaticString
+    let op: StaticString
 
     var data: UnsafeMutableRawPointer? { base.load(as: UnsafeMutableRawPointer?.self) }
     var rawNdim: Int32 { base.load(fromByteOffset: 72, as: Int32.self) }
@@ -47,6 +50,7 @@ struct Operand {
     var shape: [Int] { (0..<max(0, min(Int(rawNdim), maxNdim))).map(dim) }
 
     /// ndim, checked to be in 0...8 and not absent.
+    @inline(__always)
     func ndim() throws -> Int {
         let n = rawNdim
         guard n != absentNdim else { throw SwiftCNNError.type("\(op): \(name) must be an array, not None") }
@@ -57,6 +61,7 @@ struct Operand {
     }
 
     /// The dtype, checked to be one of the three.
+    @inline(__always)
     func dtype() throws -> OperandType {
         guard let t = OperandType(rawValue: rawDType) else {
             throw SwiftCNNError.type("\(op): \(name) has an unknown dtype code \(rawDType)")
@@ -65,7 +70,8 @@ struct Operand {
     }
 
     /// The float dtype `expected` (the op's), or a type error naming both dtypes.
-    func requireDType(_ expected: DType, like first: String) throws {
+    @inline(__always)
+    func requireDType(_ expected: DType, like first: StaticString) throws {
         let t = try dtype()
         guard t.float == expected else {
             throw SwiftCNNError.type("\(op): \(first) has dtype \(expected) but \(name) has dtype \(t.name)")
@@ -75,6 +81,7 @@ struct Operand {
     /// Rank `rank`, non-negative sizes whose element count (and byte count at 8 bytes an element)
     /// fit in 64 bits; `layout` describes the expected shape in the message. Allocates nothing
     /// unless it throws.
+    @inline(__always)
     func requireRank(_ rank: Int, layout: String) throws {
         let n = try ndim()
         guard n == rank else {
@@ -84,29 +91,31 @@ struct Operand {
     }
 
     /// Non-negative sizes with an element count that fits (the count's bytes too).
-    func checkSizes() throws {
+    @discardableResult
+    @inline(__always)
+    func checkSizes() throws -> Int {
         let n = try ndim()
-        var count = 8, overflow = false
+        var bytes = 8, elements = 1, overflow = false
         for i in 0..<n {
             let d = dim(i)
             guard d >= 0 else {
                 throw SwiftCNNError.value("\(op): \(name) must have non-negative sizes, got shape \(describeShape(shape))")
             }
-            if !overflow { (count, overflow) = count.multipliedReportingOverflow(by: d) }
+            if !overflow {
+                (bytes, overflow) = bytes.multipliedReportingOverflow(by: d)
+                elements = elements &* d
+            }
         }
         if overflow {
             throw SwiftCNNError.overflow("\(op): \(name) of shape \(describeShape(shape)) has more bytes than fit in 64 bits")
         }
+        return elements
     }
 
-    /// The element count (after `checkSizes`).
-    func count() throws -> Int {
-        try checkSizes()
-        var c = 1
-        for i in 0..<(try ndim()) { c *= dim(i) }
-        return c
-    }
+    /// The element count, checked.
+    func count() throws -> Int { try checkSizes() }
 
+    @inline(__always)
     func shape4(layout: String) throws -> (Int, Int, Int, Int) {
         try requireRank(4, layout: layout)
         return (dim(0), dim(1), dim(2), dim(3))
@@ -133,6 +142,7 @@ struct Operand {
     }
 
     /// The data as `T` for `count` elements: NULL only when empty, aligned.
+    @inline(__always)
     func pointer<T>(_: T.Type, count: Int) throws -> UnsafeMutablePointer<T>? {
         guard let raw = data else {
             guard count == 0 else {
@@ -154,10 +164,13 @@ struct Operand {
         return try Tensor<T>(borrowing: p, shape: s)
     }
 
-    /// The memory this operand spans, for the overlap checks.
-    func region(elementSize: Int) -> Region {
-        let n = (try? count()) ?? 0
-        return Region(name, data.map(UnsafeRawPointer.init), count: n, elementSize: elementSize)
+    /// The memory this operand spans (by its own dtype's element size), for the overlap checks.
+    /// Called after the operand's sizes were validated, so the count is a plain product.
+    @inline(__always)
+    func region() -> Region {
+        var n = 1
+        for i in 0..<max(0, min(Int(rawNdim), maxNdim)) { n = n &* dim(i) }
+        return Region(name, data.map(UnsafeRawPointer.init), count: n, elementSize: rawDType == 0 ? 4 : 8)
     }
 }
 
@@ -166,13 +179,14 @@ struct Operand {
 /// something else is refused instead of overrun.
 struct ResultOperand {
     let base: UnsafeMutableRawPointer
-    let name: String
-    let op: String
+    let name: StaticString
+    let op: StaticString
     let compute: Bool
 
     var operand: Operand { Operand(base: UnsafeRawPointer(base), name: name, op: op) }
 
     /// Declares the result: rank `rank` with sizes d0, d1, ... (unused ones ignored) and `dtype`.
+    @inline(__always)
     func declare(rank: Int, _ d0: Int = 0, _ d1: Int = 0, _ d2: Int = 0, _ d3: Int = 0, dtype: OperandType) throws {
         let dims = (d0, d1, d2, d3)
         try withUnsafeBytes(of: dims) { raw in
@@ -200,6 +214,7 @@ struct ResultOperand {
         try shape.withUnsafeBufferPointer { try declare(rank: shape.count, dims: $0, dtype: dtype) }
     }
 
+    @inline(__always)
     private func declare(rank: Int, dims: UnsafeBufferPointer<Int>, dtype: OperandType) throws {
         if !compute {
             base.storeBytes(of: Int32(rank), toByteOffset: 72, as: Int32.self)
@@ -218,6 +233,7 @@ struct ResultOperand {
     }
 
     /// The result's memory as `T` (compute mode, after `declare`).
+    @inline(__always)
     func pointer<T>(_: T.Type) throws -> UnsafeMutablePointer<T>? {
         try operand.pointer(T.self, count: operand.count())
     }

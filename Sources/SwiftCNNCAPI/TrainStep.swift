@@ -24,7 +24,8 @@ public func scnn_train_step_cross_entropy(_ model: OpaquePointer?, _ optimizer: 
             throw SwiftCNNError.type("\(op): the optimizer's dtype \(opt.dtype) does not match the model's dtype \(h.dtype)")
         }
         guard let x, let labels else { throw SwiftCNNError.value("\(op): x or labels is NULL") }
-        let xo = Operand(base: x, name: "x", op: op), lo = Operand(base: labels, name: "labels", op: op)
+        let xo = Operand(base: x, name: "x", op: "train_step_cross_entropy")
+        let lo = Operand(base: labels, name: "labels", op: "train_step_cross_entropy")
         try xo.requireDType(h.dtype, like: "the model")
         try xo.checkSizes()
         guard try lo.dtype() == .int64 else {

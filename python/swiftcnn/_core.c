@@ -376,7 +376,7 @@ typedef struct {
     PyObject *obj;           /* borrowed; NULL for an absent optional operand */
     PyArrayObject *arr;      /* owned; NULL until converted */
     int is_labels;           /* class labels: converted to int64, outside the float dtype rules */
-    scnn_tensor t;
+    scnn_tensor *t;          /* its descriptor, in the array the ABI is given */
 } operand;
 
 static inline int
@@ -458,8 +458,8 @@ static int
 convert_operand(const char *fn, operand *o, int typenum)
 {
     if (o->obj == NULL) {
-        o->t.ndim = SCNN_ABSENT;
-        o->t.data = NULL;
+        o->t->ndim = SCNN_ABSENT;
+        o->t->data = NULL;
         return 0;
     }
     if (o->is_labels) {
@@ -508,7 +508,7 @@ convert_operand(const char *fn, operand *o, int typenum)
             }
         }
     }
-    describe_array(o->arr, &o->t);
+    describe_array(o->arr, o->t);
     return 0;
 }
 
@@ -780,7 +780,7 @@ target_operand(const char *fn, operand *o)
         if (o->arr == NULL) {
             return -1;
         }
-        describe_array(o->arr, &o->t);
+        describe_array(o->arr, o->t);
         return 0;
     }
     Py_DECREF(a);
@@ -865,8 +865,6 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     int32_t status;
 
     msg[0] = '\0';
-    memset(ops, 0, sizeof ops);
-    memset(res, 0, sizeof res);
     if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
         return NULL;
     }
@@ -879,13 +877,15 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
                 PyErr_Format(PyExc_TypeError, "%s: %s must be an array, not None", fn, a->name);
                 goto done;
             }
-            ops[nops++] = (operand){.name = a->name, .obj = o};
+            ops[nops] = (operand){.name = a->name, .obj = o, .t = &in[nops]};
+            nops++;
             break;
         case ARG_ARRAY_OPT:
-            ops[nops++] = (operand){.name = a->name, .obj = optional(o)};
+            ops[nops] = (operand){.name = a->name, .obj = optional(o), .t = &in[nops]};
+            nops++;
             break;
         case ARG_TARGET:
-            ops[nops] = (operand){.name = a->name, .obj = o};
+            ops[nops] = (operand){.name = a->name, .obj = o, .t = &in[nops]};
             if (target_operand(fn, &ops[nops++]) < 0) {
                 goto done;
             }
@@ -921,9 +921,6 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     }
     if (prepare_operands(fn, ops, nops, &typenum) < 0) {
         goto done;
-    }
-    for (int i = 0; i < nops; i++) {
-        in[i] = ops[i].t;
     }
     /* The shape query: Swift validates everything and declares the results. */
     status = s->fn(in, nops, ints, nints, NULL, 0, res, s->nresults, false, msg, MSG_CAP);

@@ -32,8 +32,9 @@ func requireRank(_ op: String, _ name: String, _ shape: [Int], _ rank: Int, layo
 /// with overflow checks; throws a value error (naming `what`) if the dilated kernel does not fit in
 /// the padded input.
 @usableFromInline
-func slidingOutputSize(_ op: String, size: Int, kernel: Int, stride: Int, pad: Int, dilation: Int,
-                       axis: String) throws -> Int {
+func slidingOutputSize(_ opName: @autoclosure () -> String, size: Int, kernel: Int, stride: Int, pad: Int,
+                       dilation: Int, axis: String) throws -> Int {
+    var op: String { opName() }
     let padded = try checkedAdd(size, try checkedMultiply(2, pad, what: "\(op): padding"), what: "\(op): padded input \(axis)")
     // Dilated extent of the kernel: dilation*(kernel-1) + 1.
     let extent = try checkedAdd(try checkedMultiply(dilation, kernel - 1, what: "\(op): dilated kernel \(axis)"), 1,
@@ -68,8 +69,8 @@ func effectiveStride(_ stride: Int, outputSize: Int) -> Int { outputSize == 1 ? 
 /// Throws an overflow error unless every index the sliding-window kernels compute along one axis
 /// (`(o + 3) * stride + (kernel - 1) * dilation + padded size`, with margin) fits in an `Int`.
 @usableFromInline
-func checkIndexRange(_ op: String, axis: String, outputSize: Int, stride: Int, kernel: Int, dilation: Int,
-                     padded: Int) throws {
+func checkIndexRange(_ op: @autoclosure () -> String, axis: String, outputSize: Int, stride: Int, kernel: Int,
+                     dilation: Int, padded: Int) throws {
     let (a, o1) = (outputSize + 4).multipliedReportingOverflow(by: stride)
     let (b, o2) = (kernel).multipliedReportingOverflow(by: dilation)
     let (c, o3) = a.addingReportingOverflow(b)
@@ -77,7 +78,7 @@ func checkIndexRange(_ op: String, axis: String, outputSize: Int, stride: Int, k
     let (_, o5) = d.multipliedReportingOverflow(by: 2)
     if o1 || o2 || o3 || o4 || o5 {
         throw SwiftCNNError.overflow(
-            "\(op): the \(axis) geometry (stride \(stride), kernel \(kernel), dilation \(dilation), padded size \(padded)) is too large for 64-bit index arithmetic")
+            "\(op()): the \(axis) geometry (stride \(stride), kernel \(kernel), dilation \(dilation), padded size \(padded)) is too large for 64-bit index arithmetic")
     }
 }
 
@@ -120,8 +121,11 @@ public struct Conv2DGeometry: Equatable, Sendable {
     /// - Throws: `.value` naming the argument with expected and actual shapes; `.overflow` if an
     ///   element count (x, weight, y, the im2col buffer) or the kernels' index arithmetic does not
     ///   fit in a 64-bit integer.
-    public init(op: String, x: (Int, Int, Int, Int), weight: (Int, Int, Int, Int), biasLength: Int?,
-                stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)) throws {
+    public init(op opName: @autoclosure () -> String, x: (Int, Int, Int, Int), weight: (Int, Int, Int, Int),
+                biasLength: Int?, stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int)) throws {
+        // The name is built only for a message: this runs on every call (a String per call was a
+        // measurable share of a small convolution).
+        var op: String { opName() }
         let (n, c, h, w) = x, (k, wc, kh, kw) = weight
         var xs: String { describeShape([n, c, h, w]) }
         var ws: String { describeShape([k, wc, kh, kw]) }
@@ -204,10 +208,10 @@ public struct Conv2DGeometry: Equatable, Sendable {
     }
 
     /// Throws a value error unless `gradOut` is this geometry's output shape.
-    public func checkGradOut(op: String, _ gradOut: (Int, Int, Int, Int)) throws {
+    public func checkGradOut(op: @autoclosure () -> String, _ gradOut: (Int, Int, Int, Int)) throws {
         guard gradOut == (batch, outChannels, outH, outW) else {
             throw SwiftCNNError.value(
-                "\(op): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
+                "\(op()): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
         }
     }
 
@@ -245,8 +249,9 @@ public struct Pool2DGeometry: Equatable, Sendable {
     ///     the kernel size (PyTorch's rule, decided here and nowhere else).
     /// - Throws: `.value` naming the argument; `.overflow` for element counts beyond `Int`, and for
     ///   max pooling, for input planes of more than 2^31 - 1 elements (argmax indices are Int32).
-    public init(op: String, kind: PoolKind, x: (Int, Int, Int, Int), kernelSize: (Int, Int), stride: (Int, Int)?,
-                padding: (Int, Int)) throws {
+    public init(op opName: @autoclosure () -> String, kind: PoolKind, x: (Int, Int, Int, Int), kernelSize: (Int, Int),
+                stride: (Int, Int)?, padding: (Int, Int)) throws {
+        var op: String { opName() }  // built only for a message
         let (n, c, h, w) = x
         let stride = stride ?? kernelSize
         var xs: String { describeShape([n, c, h, w]) }
@@ -308,10 +313,10 @@ public struct Pool2DGeometry: Equatable, Sendable {
     }
 
     /// Throws a value error unless `gradOut` is this geometry's output shape.
-    public func checkGradOut(op: String, _ gradOut: (Int, Int, Int, Int)) throws {
+    public func checkGradOut(op: @autoclosure () -> String, _ gradOut: (Int, Int, Int, Int)) throws {
         guard gradOut == (batch, channels, outH, outW) else {
             throw SwiftCNNError.value(
-                "\(op): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
+                "\(op()): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
         }
     }
 
