@@ -110,4 +110,19 @@ final class AdaptiveAvgPoolTests: XCTestCase {
             try layer.backward(Tensor<Double>(zeros: [3, 2, 3, 2]))
         }
     }
+
+    func testThreadCountDoesNotChangeResults() throws {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        let x = randomTensor([16, 16, 20, 20], seed: 8, as: Float.self)
+        let g = randomTensor([16, 16, 3, 3], seed: 9, as: Float.self)
+        var results: [[[Float]]] = []
+        for threads in [1, 2, 3] {
+            Threading.numThreads = threads
+            results.append([try adaptiveAvgPool2d(x, outputSize: (3, 3)).scalars,
+                            try adaptiveAvgPool2dBackward(gradOut: g, x: x, outputSize: (3, 3)).scalars])
+        }
+        XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
+    }
 }

@@ -372,4 +372,32 @@ final class BatchNormTests: XCTestCase {
         }
         assertRelativeError(bf.weight!.grad.scalars, bd.weight!.grad.scalars, 1e-4)
     }
+
+    /// Channels are split over the threads in fixed chunks, each computed alone: the results are
+    /// bit-identical for any thread count.
+    func testThreadCountDoesNotChangeResults() throws {
+        let saved = Threading.numThreads
+        defer { Threading.numThreads = saved }
+        let x = randomTensor([8, 16, 24, 24], seed: 110, low: -1, high: 2, as: Float.self)
+        let g = randomTensor([8, 16, 24, 24], seed: 111, as: Float.self)
+        var results: [[[Float]]] = []
+        for threads in [1, 2, 3] {
+            Threading.numThreads = threads
+            let rm = try Tensor<Float>(zeros: [16]), rv = try Tensor<Float>(zeros: [16])
+            let y = try batchNorm(x, runningMean: rm, runningVar: rv, training: true)
+            let (gx, gw, gb) = try batchNormBackward(gradOut: g, x: x)
+            results.append([y.scalars, rm.scalars, rv.scalars, gx.scalars, gw.scalars, gb.scalars])
+        }
+        XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
+    }
+
+    /// A layer fed its own previous output does not overwrite the input it is reading.
+    func testLayerFedItsOwnOutput() throws {
+        let bn = try BatchNorm<Double>(.batchNorm1d, numFeatures: 3, trackRunningStats: false)
+        let x = randomTensor([5, 3], seed: 120, as: Double.self)
+        let y1 = try bn.forward(x)
+        let expected = try batchNorm(y1.copy(), runningMean: nil, runningVar: nil, training: true).scalars
+        assertRelativeError(try bn.forward(y1).scalars, expected, 1e-15)
+    }
 }
