@@ -55,6 +55,19 @@ public protocol Layer<Scalar>: AnyObject {
 
     /// Fills every parameter gradient with zeros in place. Throws only `.runtime` (layer busy).
     func zeroGrad() throws
+
+    /// Training (true, the mode at creation) or evaluation mode. Only BatchNorm and Dropout act
+    /// differently in the two; layers without modes answer true (default in Modes.swift).
+    var isTraining: Bool { get }
+
+    /// Sets the mode (PyTorch's `train(mode)`); containers pass it to every child. Layers without
+    /// modes ignore it. Takes effect at the next forward.
+    func setTraining(_ on: Bool)
+
+    /// The non-trainable state tensors (BatchNorm's running statistics), named as parameters are
+    /// ("running_mean", "3.running_var" in a Sequential). The same memory for the layer's whole life;
+    /// never in `parameters`. Default: none.
+    var buffers: [Buffer<Scalar>] { get }
 }
 
 /// A trainable tensor and its gradient: two tensors of one shape, owned by a layer.

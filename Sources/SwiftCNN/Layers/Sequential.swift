@@ -29,7 +29,7 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
                     "Sequential: layer \(path) is the same object as an earlier layer; a layer keeps the state of one "
                         + "forward, so it can appear only once in a model")
             }
-            if let nested = layer as? Sequential<T> {
+            if let nested = (layer as? Sequential<T>) ?? (layer as? Residual<T>)?.body {
                 for (i, child) in nested.layers.enumerated() { try visit(child, path + ".\(i)") }
             }
         }
@@ -44,6 +44,21 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public var parameters: [Parameter<T>] {
         layers.enumerated().flatMap { i, layer in layer.parameters.map { $0.prefixed("\(i)") } }
+    }
+
+    /// The children's buffers, named by position like the parameters ("3.running_mean").
+    public var buffers: [Buffer<T>] {
+        layers.enumerated().flatMap { i, layer in layer.buffers.map { $0.prefixed("\(i)") } }
+    }
+
+    @usableFromInline let training = TrainingFlag()
+
+    public var isTraining: Bool { training.isOn }
+
+    /// Sets this container's mode and every child's (nested containers pass it on).
+    public func setTraining(_ on: Bool) {
+        training.set(on)
+        for layer in layers { layer.setTraining(on) }
     }
 
     public var lastInputShape: [Int]? { access.read { activationShapes?.first } }
