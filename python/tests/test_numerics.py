@@ -219,8 +219,9 @@ def test_huge_logits_match_torch(torch, dtype, scale, rng):
 
 
 @pytest.mark.parametrize("env, required", [({"CI": "true"}, True), ({"SWIFTCNN_REQUIRE_TORCH": "1"}, True),
-                                           ({"CI": "false"}, False)],
-                         ids=["CI=true", "SWIFTCNN_REQUIRE_TORCH=1", "CI=false"])
+                                           ({"CI": "false"}, False),
+                                           ({"CI": "true", "SWIFTCNN_REQUIRE_TORCH": "0"}, False)],
+                         ids=["CI=true", "SWIFTCNN_REQUIRE_TORCH=1", "CI=false", "CI=true,SWIFTCNN_REQUIRE_TORCH=0"])
 def test_a_missing_torch_fails_the_run_where_torch_is_required(tmp_path, env, required):
     # conftest.py: under CI or SWIFTCNN_REQUIRE_TORCH=1 the torch test above must not skip. A child
     # pytest runs it with an unimportable `torch` package first on the path.
