@@ -10,14 +10,20 @@ File format (version 1), an ordinary NumPy ``.npz`` archive with no pickled obje
   "dtype": "float32"}, {"type": "Sigmoid"}, ...]}``;
 - then one array per parameter under its state-dict name (``"0.weight"``, ``"0.bias"``, ...).
 
-``load`` never unpickles or executes anything: the archive is read with ``allow_pickle=False``, the
+``load`` never unpickles or executes anything: each member's .npy header is checked (no object
+dtype, a declared size equal to the member's size, so a huge declared shape allocates nothing) and
+its data are read with ``allow_pickle=False`` to the end, where the zip's CRC-32 is verified; the
 architecture is plain JSON checked field by field against the known layer types, and every array's
-name, dtype and shape is checked before any layer is built.
+name, dtype and shape is checked before any layer is built. Whatever is wrong with a file (zip
+structure, CRC, .npy headers, JSON, names, shapes), ``load`` raises ``ValueError`` naming the file;
+python/tests/test_model_file_mutations.py and scripts/fuzz_model_files.py hold it to that.
 """
 import json
+import math
 import numbers
 import os
 import secrets
+import zipfile
 
 import numpy as np
 
@@ -29,6 +35,8 @@ FORMAT_NAME = "swiftcnn"
 FORMAT_VERSION = 1
 _META_KEYS = ("__format__", "__format_version__", "__architecture__")
 _MAX_NESTING = 64
+_NPY_MAGIC = b"\x93NUMPY"
+_MAX_DEFLATE_RATIO = 1032  # the most a deflate stream can expand (258-byte matches from 2 bits)
 
 # Layer type -> its settings in the architecture JSON (all required, no others allowed). Settings are
 # checked here for type and by the layer constructors for value.
@@ -123,40 +131,111 @@ def load(path):
     if os.path.isdir(path):
         raise IsADirectoryError(f"load: {path!r} is a directory, not a model file")
     problem = f"load: {path!r} is not a valid swiftcnn model file"
+    if not os.path.isfile(path):
+        raise ValueError(f"{problem}: it is not a regular file")
     try:
         arrays = _read_archive(path)
-    except (FileNotFoundError, PermissionError):
-        raise
-    except Exception as error:  # BadZipFile, EOFError, zlib.error, pickled data, bad headers...
-        reason = str(error) or type(error).__name__
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise  # the file vanished, is unreadable, or the machine is out of memory: not damage
+    except Exception as error:  # zipfile.BadZipFile (CRC, headers), EOFError, zlib.error, bad .npy
+        # headers (ValueError, SyntaxError), UnicodeDecodeError of member names, RuntimeError
+        # (an encrypted member), NotImplementedError...: every way a damaged file fails.
+        if type(error) is ValueError:  # raised by _read_archive or numpy's .npy header checks
+            reason = str(error)
+        else:
+            reason = f"it is damaged ({type(error).__name__}: {error})"
         raise ValueError(f"{problem}: {reason}") from None
     try:
         spec = _read_header(arrays)
         expected = _expected_parameters(spec, "", 0)
         _check_arrays(arrays, expected)
         module = _build(spec)
+        module.load_state_dict({name: arrays[name] for name in expected})
     except RecursionError:
         raise ValueError(f"{problem}: the architecture is nested too deeply") from None
     except (ValueError, TypeError, OverflowError) as error:
         raise ValueError(f"{problem}: {error}") from None
-    state = {name: arrays[name] for name in expected}
-    module.load_state_dict(state)
     return module
 
 
 def _read_archive(path):
-    """``{name: ndarray}`` of every entry of the .npz at ``path``, read with allow_pickle=False."""
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError("it holds a single array, not an .npz archive")
-    with loaded as archive:
-        arrays = {}
-        for name in archive.files:
-            value = archive[name]
-            if not isinstance(value, np.ndarray):
-                raise ValueError(f"its entry {name!r} is not a NumPy array")
-            arrays[name] = value
+    """``{name: ndarray}`` of every member of the .npz at ``path``, never unpickling anything.
+
+    The zip is read with ``zipfile`` and each member's .npy header is checked before its data are:
+    no object (pickled) dtype, a shape of non-negative integers, and a declared data size (shape x
+    item size, in exact integers) equal to the member's size in the archive. So a header declaring a
+    huge or overflowing shape is refused without allocating, and a member with missing or extra
+    bytes is refused instead of being read short. The data are then read with
+    ``np.lib.format.read_array(..., allow_pickle=False)`` to the member's end, where zipfile checks
+    its CRC-32: a flipped bit anywhere in a member's header or data is detected.
+    """
+    file_size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        if handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+            raise ValueError("it holds a single .npy array, not an .npz archive")
+        handle.seek(0)
+        try:
+            archive = zipfile.ZipFile(handle)
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"it is not an .npz (zip) archive ({error})") from None
+        except OSError as error:  # e.g. EINVAL: a seek to a negative offset read from the file
+            raise ValueError(f"its zip directory is damaged ({error})") from None
+        with archive:
+            infos = archive.infolist()
+            arrays = {}
+            for info in infos:
+                name = info.filename
+                if info.is_dir() or not name.endswith(".npy"):
+                    raise ValueError(f"its entry {name!r} is not a .npy array")
+                key = name[:-len(".npy")]
+                if key in arrays:
+                    raise ValueError(f"its entry {name!r} appears more than once")
+                arrays[key] = _read_member(archive, info, key, file_size)
     return arrays
+
+
+def _read_member(archive, info, key, file_size):
+    """One member's array, after checking its compression, sizes and .npy header (see above)."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.compress_size != info.file_size:
+            raise ValueError(f"its entry {key!r} is stored with two different sizes "
+                             f"({info.compress_size} and {info.file_size} bytes)")
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        # Deflate expands at most ~1032:1; anything more declared is a damaged (or hostile) entry.
+        if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024:
+            raise ValueError(f"its entry {key!r} declares {info.file_size} bytes from "
+                             f"{info.compress_size} compressed bytes")
+    else:
+        raise ValueError(f"its entry {key!r} uses an unsupported compression method "
+                         f"({info.compress_type})")
+    if info.compress_size > file_size:
+        raise ValueError(f"its entry {key!r} declares {info.compress_size} bytes, more than the "
+                         f"whole file ({file_size} bytes)")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"its entry {key!r} has .npy format version {version}, not 1.0 or 2.0")
+        if dtype.hasobject:
+            raise ValueError(f"its entry {key!r} holds Python objects (a pickled object array), "
+                             f"which load never unpickles")
+        if any(not isinstance(size, int) or size < 0 for size in shape):
+            raise ValueError(f"its entry {key!r} declares the invalid shape {shape}")
+        declared = math.prod(shape) * dtype.itemsize  # exact: Python integers do not overflow
+        held = info.file_size - member.tell()
+        if declared != held:
+            raise ValueError(f"its entry {key!r} declares shape {shape} of {dtype} ({declared} "
+                             f"bytes) but holds {held} bytes of data")
+        member.seek(0)
+        array = np.lib.format.read_array(member, allow_pickle=False)
+        if member.read(1):  # also reaches the end, where zipfile checks the CRC-32
+            raise ValueError(f"its entry {key!r} has data after its array")
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"its entry {key!r} is not a NumPy array")
+    return array
 
 
 def _read_header(arrays):

@@ -2,7 +2,11 @@
 
 - `rng`: a seeded NumPy Generator (a fresh one per test, so tests do not depend on order).
 - `dtype`: parametrizes a test over float32 and float64.
-- `torch`: the torch module, or skip the test when torch cannot be imported.
+- `torch`: the torch module, or skip the test when torch cannot be imported. Under CI (`CI` set to
+  true/1/yes) or with `SWIFTCNN_REQUIRE_TORCH=1` (scripts/test.sh sets it) a missing or broken torch
+  FAILS the run instead: the session stops at its start with exit status 1, so the PyTorch parity
+  tests can never pass by being skipped. An explicit `SWIFTCNN_REQUIRE_TORCH=0` (for runs that hide
+  torch on purpose, such as scripts/sanitize.sh) turns the requirement off even under CI.
 - `run_python`: run a Python snippet in a fresh interpreter (crash- or import-isolation).
 """
 from __future__ import annotations
@@ -55,10 +59,39 @@ def _import_torch():
     return _TORCH
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def torch_required():
+    """True under CI or with SWIFTCNN_REQUIRE_TORCH=1: then the parity tests must run, not skip.
+
+    An explicit SWIFTCNN_REQUIRE_TORCH=0 wins over CI: for runs that hide torch on purpose
+    (scripts/sanitize.sh, where torch's libraries cannot run under an LD_PRELOADed ASan)."""
+    explicit = os.environ.get("SWIFTCNN_REQUIRE_TORCH", "").strip().lower()
+    if explicit in _FALSE:
+        return False
+    return explicit in _TRUE or os.environ.get("CI", "").strip().lower() in _TRUE
+
+
+def _torch_requirement_message():
+    return (f"torch is required here (CI={os.environ.get('CI')!r}, "
+            f"SWIFTCNN_REQUIRE_TORCH={os.environ.get('SWIFTCNN_REQUIRE_TORCH')!r}) but is not usable: "
+            f"{_TORCH_ERROR}. Install it (pip install '.[test]') or unset both variables to skip the "
+            f"PyTorch parity tests.")
+
+
+def pytest_sessionstart(session):
+    if torch_required() and _import_torch() is None:
+        pytest.exit(_torch_requirement_message(), returncode=pytest.ExitCode.TESTS_FAILED)
+
+
 @pytest.fixture
 def torch():
     t = _import_torch()
     if t is None:
+        if torch_required():  # unreachable after pytest_sessionstart, kept so it can never skip
+            pytest.fail(_torch_requirement_message())
         pytest.skip(f"torch is not importable ({_TORCH_ERROR})")
     return t
 

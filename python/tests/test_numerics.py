@@ -3,14 +3,19 @@
 - softmax, softmax_cross_entropy (class labels and probability targets) and
   binary_cross_entropy_with_logits are finite and match a stable float64 log-sum-exp reference
   (computed here, from the very float32/float64 values passed in) for |logits| up to 1e4, in both
-  dtypes; and match torch when it is importable.
+  dtypes; and match torch (which must be importable under CI or SWIFTCNN_REQUIRE_TORCH=1: a child
+  pytest checks that conftest.py then fails the run instead of skipping).
 - All of them, and sigmoid at +-1e4, raise no NumPy warning (warnings are errors and np.errstate is
   "raise" around the calls); sigmoid(+-1e4) is exactly 1 / 0.
-- NaN inputs propagate to the outputs they touch (as PyTorch) and crash nothing.
+- NaN inputs propagate to the outputs they touch (as PyTorch) and crash nothing; inputs filled with
+  NaN or +-inf give IEEE's (PyTorch's) results in every op, checked in a child interpreter.
 (Training that reaches a NaN loss raising FloatingPointError is test_training.py's.)
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from contextlib import contextmanager
 
@@ -213,6 +218,28 @@ def test_huge_logits_match_torch(torch, dtype, scale, rng):
     close_array(p, torch.softmax(torch.tensor(z, dtype=tt), dim=1).numpy(), dtype, "softmax", atol_scale=4)
 
 
+@pytest.mark.parametrize("env, required", [({"CI": "true"}, True), ({"SWIFTCNN_REQUIRE_TORCH": "1"}, True),
+                                           ({"CI": "false"}, False),
+                                           ({"CI": "true", "SWIFTCNN_REQUIRE_TORCH": "0"}, False)],
+                         ids=["CI=true", "SWIFTCNN_REQUIRE_TORCH=1", "CI=false", "CI=true,SWIFTCNN_REQUIRE_TORCH=0"])
+def test_a_missing_torch_fails_the_run_where_torch_is_required(tmp_path, env, required):
+    # conftest.py: under CI or SWIFTCNN_REQUIRE_TORCH=1 the torch test above must not skip. A child
+    # pytest runs it with an unimportable `torch` package first on the path.
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch hidden by the test')\n")
+    child_env = {k: v for k, v in os.environ.items() if k not in ("CI", "SWIFTCNN_REQUIRE_TORCH")}
+    child_env.update(env, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             f"{os.path.abspath(__file__)}::test_huge_logits_match_torch"],
+                            capture_output=True, text=True, env=child_env, cwd=tmp_path, timeout=300)
+    output = result.stdout + result.stderr
+    if required:
+        assert result.returncode == 1, output
+        assert "torch is required" in output and "torch hidden by the test" in output, output
+    else:
+        assert result.returncode == 0 and "4 skipped" in output, output
+
+
 # ---------------------------------------------------------------------------------------------
 # NaN propagates (as in PyTorch) and crashes nothing
 # ---------------------------------------------------------------------------------------------
@@ -268,24 +295,84 @@ def test_nan_propagates_through_conv_pool_linear_and_signal(dtype):
     assert np.isnan(c[:2, :2]).all() and np.isfinite(c[2:, 2:]).all()
 
 
-def test_all_nan_and_infinite_inputs_crash_nothing(dtype):
+def check_all_nan_and_infinite_inputs(dtype):
+    """Every op on inputs filled with NaN, +inf or -inf: right shapes and dtypes, and the values IEEE
+    arithmetic gives (PyTorch's), wherever they do not depend on how a kernel treats 0 * inf in the
+    padding. Run in a child interpreter by the test below (a crash must not take pytest down)."""
+    dtype = np.dtype(dtype)
     for fill in (np.nan, np.inf, -np.inf):
+        # product of two fills: NaN, or +inf (inf*inf and -inf*-inf); a sum of fills: the fill
+        product = np.nan if np.isnan(fill) else np.inf
+
+        def check(a, shape, what, equal=None, among=None):
+            a = np.asarray(a)
+            assert a.shape == shape and a.dtype == dtype, f"{what} ({fill}): {a.shape} {a.dtype}"
+            if equal is not None:
+                np.testing.assert_array_equal(a, np.full(shape, equal, dtype), err_msg=f"{what} ({fill})")
+            if among is not None:  # every value is one of these (NaN matches NaN)
+                ok = np.zeros(shape, bool)
+                for value in among:
+                    ok |= np.isnan(a) if np.isnan(value) else (a == value)
+                assert ok.all(), f"{what} ({fill}): values {np.unique(a)} not among {among}"
+
         x = np.full((2, 2, 5, 5), fill, dtype)
         w = np.full((3, 2, 3, 3), fill, dtype)
         y = F.conv2d(x, w, np.zeros(3, dtype), 1, 1)
-        F.conv2d_backward(np.full_like(y, fill), x, w, 1, 1)
-        for pool, back in ((F.max_pool2d, F.max_pool2d_backward), (F.avg_pool2d, F.avg_pool2d_backward)):
-            p = pool(x, 3, 2, 1)
-            back(np.full_like(p, fill), x, 3, 2, 1)
+        # each output sums fill*fill over the interior (+ 0*fill where a kernel multiplies padding)
+        check(y, (2, 3, 5, 5), "conv2d", equal=None if product == np.inf else np.nan,
+              among=(np.inf, np.nan))
+        gx, gw, gb = F.conv2d_backward(np.full_like(y, fill), x, w, 1, 1)
+        check(gx, x.shape, "conv2d_backward grad_x", among=(product, np.nan))
+        check(gw, w.shape, "conv2d_backward grad_weight", among=(product, np.nan))
+        check(gb, (3,), "conv2d_backward grad_bias", equal=fill)  # a sum of 50 fills
+        # max pooling ignores padding (PyTorch pads with -inf), average pooling counts it as zeros
+        p = F.max_pool2d(x, 3, 2, 1)
+        check(p, (2, 2, 3, 3), "max_pool2d", equal=fill)
+        gp = F.max_pool2d_backward(np.full_like(p, fill), x, 3, 2, 1)
+        check(gp, x.shape, "max_pool2d_backward", among=(0.0, fill))
+        assert (gp != 0).sum() >= 1, f"max_pool2d_backward ({fill}): no gradient routed anywhere"
+        a = F.avg_pool2d(x, 3, 2, 1)
+        check(a, (2, 2, 3, 3), "avg_pool2d", equal=fill)
+        check(F.avg_pool2d_backward(np.full_like(a, fill), x, 3, 2, 1), x.shape, "avg_pool2d_backward",
+              equal=fill)
         z = np.full((4, 6), fill, dtype)
-        F.linear(z, np.full((2, 6), fill, dtype))
-        F.linear_backward(np.full((4, 2), fill, dtype), z, np.full((2, 6), fill, dtype))
-        F.softmax(z)
-        F.softmax_cross_entropy(z, np.array([0, 1, 2, 5]))
-        F.softmax_cross_entropy(z, np.full_like(z, fill))
-        F.binary_cross_entropy_with_logits(z, np.full_like(z, fill))
-        F.sigmoid_backward(z, F.sigmoid(z))
-        F.relu_backward(z, F.relu(z))
-        for mode in ("valid", "same", "full"):
-            F.correlate2d(z, np.full((2, 3), fill, dtype), mode)
-            F.convolve2d(z, np.full((2, 3), fill, dtype), mode)
+        wl = np.full((2, 6), fill, dtype)
+        check(F.linear(z, wl), (4, 2), "linear", equal=product)
+        lx, lw, lb = F.linear_backward(np.full((4, 2), fill, dtype), z, wl)
+        check(lx, z.shape, "linear_backward grad_x", equal=product)
+        check(lw, wl.shape, "linear_backward grad_weight", equal=product)
+        check(lb, (2,), "linear_backward grad_bias", equal=fill)
+        check(F.softmax(z), z.shape, "softmax", equal=np.nan)  # inf - inf, as torch.softmax
+        for target in (np.array([0, 1, 2, 5]), np.full_like(z, fill)):
+            loss, g = F.softmax_cross_entropy(z, target)
+            assert np.isnan(loss), f"softmax_cross_entropy ({fill}): loss {loss}"
+            check(g, z.shape, "softmax_cross_entropy grad", equal=np.nan)
+        loss, g = F.binary_cross_entropy_with_logits(z, np.full_like(z, fill))
+        assert not np.isfinite(loss), f"binary_cross_entropy_with_logits ({fill}): loss {loss}"
+        assert np.isnan(loss) or loss == -np.inf, f"binary_cross_entropy_with_logits ({fill}): loss {loss}"
+        check(g, z.shape, "binary_cross_entropy_with_logits grad",
+              equal={np.inf: -np.inf, -np.inf: np.inf}.get(fill, np.nan))  # (sigmoid(z) - t) / n
+        s = F.sigmoid(z)
+        check(s, z.shape, "sigmoid", equal={np.inf: 1.0, -np.inf: 0.0}.get(fill, np.nan))
+        check(F.sigmoid_backward(z, s), z.shape, "sigmoid_backward", equal=np.nan)  # fill * s * (1 - s)
+        r = F.relu(z)
+        check(r, z.shape, "relu", equal=max(fill, 0.0) if not np.isnan(fill) else np.nan)
+        # grad_out * (x > 0) where x = relu(z): pinned only where it involves no NaN or 0 * inf
+        check(F.relu_backward(z, r), z.shape, "relu_backward", equal=np.inf if fill == np.inf else None)
+        kernel = np.full((2, 3), fill, dtype)
+        for mode, shape in (("valid", (3, 4)), ("same", (4, 6)), ("full", (5, 8))):
+            exact = product if mode == "valid" or product != np.inf else None
+            check(F.correlate2d(z, kernel, mode), shape, f"correlate2d {mode}", equal=exact,
+                  among=(product, np.nan))
+            check(F.convolve2d(z, kernel, mode), shape, f"convolve2d {mode}", equal=exact,
+                  among=(product, np.nan))
+
+
+def test_all_nan_and_infinite_inputs_give_ieee_results_and_crash_nothing(dtype, run_python):
+    result = run_python(f"""
+        import test_numerics
+        test_numerics.check_all_nan_and_infinite_inputs({dtype.name!r})
+        print("checked")
+    """)
+    assert result.returncode == 0 and result.stdout.strip() == "checked", \
+        f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"

@@ -111,6 +111,23 @@ def test_default_optimizer_is_made_anew_per_call():
     b.fit(x, y, epochs=2, batch_size=8, shuffle=False, progress=False)
     for k, v in a.state_dict().items():
         np.testing.assert_array_equal(v, b.state_dict()[k])
+    # A stateless SGD reused across calls would pass the above too: what "anew per call" rules out
+    # observably is an optimizer kept from an earlier call, i.e. over another model's parameters.
+    # A second model's fit must train that model (as a by-hand SGD(lr=0.1) does) and leave a alone.
+    c, manual = make_model(seed=6), make_model(seed=6)
+    a_before = a.state_dict()
+    c.fit(x, y, epochs=1, batch_size=8, shuffle=False, progress=False)
+    opt = S.optim.SGD(manual.parameters(), lr=0.1)
+    for start in range(0, 32, 8):
+        opt.zero_grad()
+        _, g = S.softmax_cross_entropy(manual(x[start:start + 8]), y[start:start + 8])
+        manual.backward(g)
+        opt.step()
+    for k, v in c.state_dict().items():
+        np.testing.assert_allclose(v, manual.state_dict()[k], rtol=1e-5, atol=1e-7, err_msg=k)
+        assert not np.array_equal(v, make_model(seed=6).state_dict()[k]), f"{k}: c was not trained"
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, a_before[k])
 
 
 def test_evaluate_and_predict_match_the_model(dtype):
