@@ -125,6 +125,7 @@ env \
     ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:allocator_may_return_null=1:log_path=$REPORTS/report:log_exe_name=1:symbolize=1" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$REPORTS/report:log_exe_name=1" \
     SWIFTCNN_SANITIZED=1 \
+    SWIFTCNN_REQUIRE_TORCH=0 \
     "$PYTHON" -m pytest -p no:cacheprovider "${TESTS[@]}" -q "$@"
 status=$?
 set -e

@@ -13,4 +13,4 @@ swift build --product swiftcnn-example   # the README's Swift example keeps comp
 swift test
 swift test -c release -Xswiftc -enable-testing -Xswiftc -target-cpu -Xswiftc native -Xswiftc -DSWIFTCNN_FMA
 # Run from the repo root: python/tests imports the installed `swiftcnn`, not the source tree.
-python3 -m pytest python/tests -q -p no:cacheprovider "$@"
+SWIFTCNN_REQUIRE_TORCH=1 python3 -m pytest python/tests -q -p no:cacheprovider "$@"

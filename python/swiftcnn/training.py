@@ -178,7 +178,8 @@ class TrainingMixin:
 
         Raises:
             FloatingPointError: a batch's loss is not finite; the message names the epoch and the
-                batch, and that step is not applied.
+                batch, and that step is not applied (every `.grad` holds that batch's gradients,
+                as after a PyTorch loop that checks the loss after backward).
 
         Ctrl-C stops between batches: the model keeps the weights of the last completed step and
         the History of the completed epochs is returned, with ``interrupted`` set.
@@ -299,8 +300,10 @@ class TrainingMixin:
         optimizer.zero_grad()
         logits = self.forward(x_batch)
         loss, grad = _core.softmax_cross_entropy(logits, y_batch)
+        # As PyTorch's loop and the fused step: backward runs before the check, so after a
+        # non-finite loss every .grad holds that batch's gradients; only the step is skipped.
+        self.backward(grad)
         if math.isfinite(loss):
-            self.backward(grad)
             optimizer.step()
         return loss, int(np.count_nonzero(np.argmax(logits, axis=1) == y_batch))
 

@@ -49,10 +49,7 @@ def make_optimizer(kind, model):
 @pytest.mark.parametrize("kind", [
     "fused-default-SGD",
     "fused-Adam",
-    pytest.param("python-path", marks=pytest.mark.xfail(strict=True, reason=(
-        "TrainingMixin._python_step skips model.backward when the loss is not finite, so .grad holds "
-        "the zeros of zero_grad instead of the batch's gradients; the fused step runs backward and "
-        "then skips only optimizer.step()"))),
+    "python-path",
 ])
 def test_nonfinite_loss_grad_state(kind, monkeypatch):
     rng = np.random.default_rng(5)
