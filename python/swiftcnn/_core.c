@@ -1063,6 +1063,51 @@ PyDoc_STRVAR(convolve2d_doc,
 "2-D single-channel true convolution (the kernel flipped), as scipy.signal.convolve2d.");
 OP_ROW(convolve2d, scnn_convolve2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
 
+/* Every row, for op_table(): the reliability sweep and the fuzzer read the same table the
+ * methods are built from, so a new row is swept and fuzzed with no case written by hand. */
+static const op_spec *const OPS[] = {
+    &conv2d_spec, &conv2d_backward_spec, &max_pool2d_spec, &max_pool2d_backward_spec, &avg_pool2d_spec,
+    &avg_pool2d_backward_spec, &linear_spec, &linear_backward_spec, &sigmoid_spec, &sigmoid_backward_spec,
+    &relu_spec, &relu_backward_spec, &softmax_spec, &softmax_cross_entropy_spec,
+    &binary_cross_entropy_with_logits_spec, &correlate2d_spec, &convolve2d_spec,
+};
+
+static const char *const ARG_KINDS[] = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out"};
+
+PyDoc_STRVAR(op_table_doc,
+"op_table($module, /)\n--\n\n"
+"The functional ops' table: [(name, [(argument, kind, default), ...], positional, required,\n"
+"results)], kind one of 'array', 'array_or_none', 'target', 'pair', 'pair_or_none', 'mode', 'out'.");
+
+static PyObject *
+core_op_table(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    Py_ssize_t n = (Py_ssize_t)(sizeof OPS / sizeof OPS[0]);
+    PyObject *rows = PyList_New(n);
+    for (Py_ssize_t r = 0; rows != NULL && r < n; r++) {
+        const op_spec *s = OPS[r];
+        PyObject *args = PyList_New(s->nargs);
+        for (int i = 0; args != NULL && i < s->nargs; i++) {
+            const arg_spec *a = &s->args[i];
+            PyObject *item = Py_BuildValue("(ssL)", a->name, ARG_KINDS[a->kind], (long long)a->dflt);
+            if (item == NULL) {
+                Py_CLEAR(args);
+                break;
+            }
+            PyList_SET_ITEM(args, i, item);
+        }
+        PyObject *row = args ? Py_BuildValue("(sNiii)", s->name, args, s->npos, s->nreq, s->nresults) : NULL;
+        if (row == NULL) {
+            Py_CLEAR(rows);
+            break;
+        }
+        PyList_SET_ITEM(rows, r, row);
+    }
+    return rows;
+}
+
 /* ============================================================================================ */
 /* Library                                                                                        */
 /* ============================================================================================ */
@@ -1825,6 +1870,7 @@ static PyMethodDef core_methods[] = {
     FASTCALL(set_num_threads),
     {"get_num_threads", core_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"version", core_version, METH_NOARGS, version_doc},
+    {"op_table", core_op_table, METH_NOARGS, op_table_doc},
     /* handles (private) */
     FASTCALL(layer_create),
     FASTCALL(layer_dtype),
