@@ -20,10 +20,8 @@ import importlib
 from . import _core
 from . import functional, optim
 from ._random import manual_seed
-from .functional import (avg_pool2d, avg_pool2d_backward, binary_cross_entropy_with_logits, conv2d,
-                         conv2d_backward, convolve2d, correlate2d, linear, linear_backward,
-                         max_pool2d, max_pool2d_backward, relu, relu_backward, sigmoid,
-                         sigmoid_backward, softmax, softmax_cross_entropy)
+from .functional import *  # noqa: F401,F403  every functional op, re-exported at top level
+from .functional import __all__ as _FUNCTIONAL_OPS
 from .gradcheck import GradcheckReport, gradcheck
 from .layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential,
                      Sigmoid)
@@ -49,11 +47,8 @@ __all__ = [
     "SGD", "Adam",
     # submodules
     "functional", "optim", "datasets", "viz",
-    # functional ops
-    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
-    "avg_pool2d_backward", "linear", "linear_backward", "sigmoid", "sigmoid_backward", "relu",
-    "relu_backward", "softmax", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
-    "correlate2d", "convolve2d",
+    # functional ops: functional.__all__ (adding an op there exports it here too)
+    *_FUNCTIONAL_OPS,
 ]
 
 

@@ -376,6 +376,7 @@ typedef struct {
     PyObject *obj;           /* borrowed; NULL for an absent optional operand */
     PyArrayObject *arr;      /* owned; NULL until converted */
     int is_labels;           /* class labels: converted to int64, outside the float dtype rules */
+    int is_state;            /* updated in place: used as it is or refused, never converted */
     scnn_tensor *t;          /* its descriptor, in the array the ABI is given */
 } operand;
 
@@ -464,6 +465,18 @@ convert_operand(const char *fn, operand *o, int typenum)
     }
     if (o->is_labels) {
         return 0; /* converted by labels_operand */
+    }
+    if (o->is_state) { /* written in place: a copy would lose the update */
+        if (!PyArray_Check(o->obj) || PyArray_TYPE((PyArrayObject *)o->obj) != typenum ||
+            !PyArray_ISCARRAY((PyArrayObject *)o->obj) || !PyArray_ISNOTSWAPPED((PyArrayObject *)o->obj)) {
+            PyErr_Format(PyExc_TypeError, "%s: %s is updated in place and must be a writable, C-contiguous "
+                         "%s ndarray (or None), got %s", fn, o->name, dtype_name(typenum), Py_TYPE(o->obj)->tp_name);
+            return -1;
+        }
+        Py_INCREF(o->obj);
+        o->arr = (PyArrayObject *)o->obj;
+        describe_array(o->arr, o->t);
+        return 0;
     }
     if (PyArray_Check(o->obj)) {
         PyArrayObject *a = (PyArrayObject *)o->obj;
@@ -798,13 +811,17 @@ typedef enum {
     ARG_PAIR,      /* an int or (h, w): two ints */
     ARG_PAIR_OPT,  /* None or an int or (h, w): three ints (given, h, w) */
     ARG_MODE,      /* "valid", "same" or "full": one int (SCNN_MODE_*) */
-    ARG_OUT        /* keyword-only out= for the first result */
+    ARG_OUT,       /* keyword-only out= for the first result */
+    ARG_REAL,      /* a float: one real */
+    ARG_BOOL,      /* True or False: one int */
+    ARG_STATE      /* an array updated in place, or None: never converted (the caller's memory) */
 } arg_kind;
 
 typedef struct {
     const char *name; /* first: parse_args reads the names through the rows */
     arg_kind kind;
-    int64_t dflt;     /* the default of an optional pair or mode */
+    int64_t dflt;     /* the default of an optional pair, mode or bool */
+    double rdflt;     /* the default of a real */
 } arg_spec;
 
 enum { OP_INPLACE = 1, OP_LOSS = 2 };
@@ -825,6 +842,9 @@ typedef struct {
 #define PAIR_OPT(n) {n, ARG_PAIR_OPT, 0}
 #define MODE(n) {n, ARG_MODE, SCNN_MODE_VALID}
 #define OUT {"out", ARG_OUT, 0}
+#define REAL(n, d) {n, ARG_REAL, 0, d}
+#define BOOL(n, d) {n, ARG_BOOL, d}
+#define STATE(n) {n, ARG_STATE, 0}
 
 static const char *const MODES[] = {"valid", "same", "full", NULL};
 
@@ -860,7 +880,8 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     scnn_tensor in[MAX_OPERANDS], res[MAX_RESULTS];
     PyArrayObject *res_arr[MAX_RESULTS] = {NULL};
     int64_t ints[MAX_INTS];
-    int nops = 0, nints = 0, typenum;
+    double reals[MAX_INTS];
+    int nops = 0, nints = 0, nreals = 0, typenum;
     char msg[MSG_CAP];
     int32_t status;
 
@@ -917,13 +938,31 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         case ARG_OUT:
             out = optional(o);
             break;
+        case ARG_REAL:
+            reals[nreals] = a->rdflt;
+            if (o != NULL && double_arg(fn, a->name, o, &reals[nreals]) < 0) {
+                goto done;
+            }
+            nreals += 1;
+            break;
+        case ARG_BOOL:
+            ints[nints] = a->dflt;
+            if (o != NULL && (ints[nints] = PyObject_IsTrue(o)) < 0) {
+                goto done;
+            }
+            nints += 1;
+            break;
+        case ARG_STATE:
+            ops[nops] = (operand){.name = a->name, .obj = optional(o), .t = &in[nops], .is_state = 1};
+            nops++;
+            break;
         }
     }
     if (prepare_operands(fn, ops, nops, &typenum) < 0) {
         goto done;
     }
     /* The shape query: Swift validates everything and declares the results. */
-    status = s->fn(in, nops, ints, nints, NULL, 0, res, s->nresults, false, msg, MSG_CAP);
+    status = s->fn(in, nops, ints, nints, reals, nreals, res, s->nresults, false, msg, MSG_CAP);
     if (status != SCNN_OK) {
         raise_status(fn, status, msg);
         goto done;
@@ -936,7 +975,7 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
         }
         res[i].data = PyArray_DATA(res_arr[i]);
     }
-    CALL_WITHOUT_GIL(status = s->fn(in, nops, ints, nints, NULL, 0, res, s->nresults, true, msg, MSG_CAP));
+    CALL_WITHOUT_GIL(status = s->fn(in, nops, ints, nints, reals, nreals, res, s->nresults, true, msg, MSG_CAP));
     if (status != SCNN_OK) {
         raise_status(fn, status, msg);
         goto done;
@@ -1063,16 +1102,68 @@ PyDoc_STRVAR(convolve2d_doc,
 "2-D single-channel true convolution (the kernel flipped), as scipy.signal.convolve2d.");
 OP_ROW(convolve2d, scnn_convolve2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
 
+PyDoc_STRVAR(tanh_doc,
+"tanh($module, /, x, *, out=None)\n--\n\n"
+"tanh(x), elementwise; out may be x itself.");
+OP_ROW(tanh, scnn_tanh, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
+
+PyDoc_STRVAR(tanh_backward_doc,
+"tanh_backward($module, /, grad_out, y)\n--\n\n"
+"grad_out * (1 - y**2), where y is the forward's OUTPUT.");
+OP_ROW(tanh_backward, scnn_tanh_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("y"))
+
+PyDoc_STRVAR(leaky_relu_doc,
+"leaky_relu($module, /, x, negative_slope=0.01, *, out=None)\n--\n\n"
+"where(x > 0, x, negative_slope * x), elementwise; out may be x itself.");
+OP_ROW(leaky_relu, scnn_leaky_relu, 2, 1, 3, 1, OP_INPLACE, ARRAY("x"), REAL("negative_slope", 0.01), OUT)
+
+PyDoc_STRVAR(leaky_relu_backward_doc,
+"leaky_relu_backward($module, /, grad_out, x, negative_slope=0.01)\n--\n\n"
+"grad_out * where(x > 0, 1, negative_slope), where x is the forward's INPUT.");
+OP_ROW(leaky_relu_backward, scnn_leaky_relu_backward, 3, 2, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
+       REAL("negative_slope", 0.01))
+
+PyDoc_STRVAR(batch_norm_doc,
+"batch_norm($module, /, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-05)\n--\n\n"
+"Batch normalization over every axis but 1, as torch.nn.functional.batch_norm: in training mode\n"
+"the batch mean and biased variance normalize, and running_mean/running_var (when given) move\n"
+"in place toward the batch mean and the UNBIASED variance by momentum; otherwise the running\n"
+"statistics normalize.");
+OP_ROW(batch_norm, scnn_batch_norm, 8, 3, 8, 1, 0, ARRAY("x"), STATE("running_mean"), STATE("running_var"),
+       ARRAY_OPT("weight"), ARRAY_OPT("bias"), BOOL("training", 0), REAL("momentum", 0.1), REAL("eps", 1e-5))
+
+PyDoc_STRVAR(batch_norm_backward_doc,
+"batch_norm_backward($module, /, grad_out, x, weight=None, eps=1e-05)\n--\n\n"
+"(grad_x, grad_weight, grad_bias) of training-mode batch norm, through the batch mean and\n"
+"variance; weight None counts as ones.");
+OP_ROW(batch_norm_backward, scnn_batch_norm_backward, 4, 2, 4, 3, 0, ARRAY("grad_out"), ARRAY("x"),
+       ARRAY_OPT("weight"), REAL("eps", 1e-5))
+
+PyDoc_STRVAR(adaptive_avg_pool2d_doc,
+"adaptive_avg_pool2d($module, /, x, output_size, *, out=None)\n--\n\n"
+"Adaptive average pooling to output_size (int or (h, w)): cell (i, j) averages rows\n"
+"floor(i*H/Ho) .. ceil((i+1)*H/Ho) - 1 and the columns likewise (PyTorch's bins).");
+OP_ROW(adaptive_avg_pool2d, scnn_adaptive_avg_pool2d, 2, 2, 3, 1, 0, ARRAY("x"), PAIR("output_size", 0), OUT)
+
+PyDoc_STRVAR(adaptive_avg_pool2d_backward_doc,
+"adaptive_avg_pool2d_backward($module, /, grad_out, x, output_size)\n--\n\n"
+"grad_x of adaptive_avg_pool2d.");
+OP_ROW(adaptive_avg_pool2d_backward, scnn_adaptive_avg_pool2d_backward, 3, 3, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
+       PAIR("output_size", 0))
+
 /* Every row, for op_table(): the reliability sweep and the fuzzer read the same table the
  * methods are built from, so a new row is swept and fuzzed with no case written by hand. */
 static const op_spec *const OPS[] = {
     &conv2d_spec, &conv2d_backward_spec, &max_pool2d_spec, &max_pool2d_backward_spec, &avg_pool2d_spec,
     &avg_pool2d_backward_spec, &linear_spec, &linear_backward_spec, &sigmoid_spec, &sigmoid_backward_spec,
     &relu_spec, &relu_backward_spec, &softmax_spec, &softmax_cross_entropy_spec,
-    &binary_cross_entropy_with_logits_spec, &correlate2d_spec, &convolve2d_spec,
+    &binary_cross_entropy_with_logits_spec, &correlate2d_spec, &convolve2d_spec, &tanh_spec, &tanh_backward_spec,
+    &leaky_relu_spec, &leaky_relu_backward_spec, &batch_norm_spec, &batch_norm_backward_spec,
+    &adaptive_avg_pool2d_spec, &adaptive_avg_pool2d_backward_spec,
 };
 
-static const char *const ARG_KINDS[] = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out"};
+static const char *const ARG_KINDS[] = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out",
+                                        "real", "bool", "state"};
 
 PyDoc_STRVAR(op_table_doc,
 "op_table($module, /)\n--\n\n"
@@ -1091,7 +1182,8 @@ core_op_table(PyObject *module, PyObject *unused)
         PyObject *args = PyList_New(s->nargs);
         for (int i = 0; args != NULL && i < s->nargs; i++) {
             const arg_spec *a = &s->args[i];
-            PyObject *item = Py_BuildValue("(ssL)", a->name, ARG_KINDS[a->kind], (long long)a->dflt);
+            PyObject *item = a->kind == ARG_REAL ? Py_BuildValue("(ssd)", a->name, ARG_KINDS[a->kind], a->rdflt)
+                                                 : Py_BuildValue("(ssL)", a->name, ARG_KINDS[a->kind], (long long)a->dflt);
             if (item == NULL) {
                 Py_CLEAR(args);
                 break;
@@ -1867,6 +1959,14 @@ static PyMethodDef core_methods[] = {
     OP_METHOD(binary_cross_entropy_with_logits),
     OP_METHOD(correlate2d),
     OP_METHOD(convolve2d),
+    OP_METHOD(tanh),
+    OP_METHOD(tanh_backward),
+    OP_METHOD(leaky_relu),
+    OP_METHOD(leaky_relu_backward),
+    OP_METHOD(batch_norm),
+    OP_METHOD(batch_norm_backward),
+    OP_METHOD(adaptive_avg_pool2d),
+    OP_METHOD(adaptive_avg_pool2d_backward),
     FASTCALL(set_num_threads),
     {"get_num_threads", core_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"version", core_version, METH_NOARGS, version_doc},

@@ -121,6 +121,21 @@ scnn_op_fn scnn_binary_cross_entropy_with_logits;
 enum { SCNN_MODE_VALID = 0, SCNN_MODE_SAME = 1, SCNN_MODE_FULL = 2 };
 scnn_op_fn scnn_correlate2d;
 scnn_op_fn scnn_convolve2d;
+/* Version 2 (Sources/SwiftCNNCAPI/FunctionalV2.swift):
+ * in (x) [reals negative_slope for leaky_relu]                                      out (y); y may be x      */
+scnn_op_fn scnn_tanh;
+scnn_op_fn scnn_leaky_relu;
+/* in (grad_out, y) / (grad_out, x) [reals negative_slope]                           out (grad_x)             */
+scnn_op_fn scnn_tanh_backward;
+scnn_op_fn scnn_leaky_relu_backward;
+/* in (x, running_mean?, running_var?, weight?, bias?)  ints (training)  reals (momentum, eps)   out (y);
+ * in training mode the running statistics (inputs!) are updated in place. */
+scnn_op_fn scnn_batch_norm;
+/* in (grad_out, x, weight?)    reals (eps)                                          out (grad_x, grad_weight, grad_bias) */
+scnn_op_fn scnn_batch_norm_backward;
+/* in (x) / (grad_out, x)       ints output_size pair                                out (y) / (grad_x)       */
+scnn_op_fn scnn_adaptive_avg_pool2d;
+scnn_op_fn scnn_adaptive_avg_pool2d_backward;
 
 /* ---- layers and models ------------------------------------------------------------------------- */
 /*
