@@ -127,6 +127,28 @@ func makeLayer<T: CNNScalar>(_: T.Type, _ s: LayerSettings) throws -> any Layer<
     case "sequential":
         try s.expect(children: true, op: "Sequential")
         return try Sequential<T>(try childLayers(T.self, s.children, op: "Sequential"))
+    case "tanh":
+        try s.expect(op: "Tanh")
+        return Tanh<T>()
+    case "leaky_relu":
+        try s.expect(reals: 1, op: "LeakyReLU")
+        return LeakyReLU<T>(negativeSlope: s.real(0))
+    case "dropout":
+        try s.expect(reals: 1, op: "Dropout")
+        return try Dropout<T>(p: s.real(0), seed: s.seed)
+    case "batch_norm1d", "batch_norm2d":
+        // ints (num_features, affine, track_running_stats), reals (eps, momentum; NaN = None:
+        // the cumulative average)
+        try s.expect(ints: 3, reals: 2, op: s.kind == "batch_norm1d" ? "BatchNorm1d" : "BatchNorm2d")
+        return try BatchNorm<T>(s.kind == "batch_norm1d" ? .batchNorm1d : .batchNorm2d, numFeatures: s.int(0),
+                                eps: s.real(0), momentum: s.real(1).isNaN ? nil : s.real(1), affine: s.bool(1),
+                                trackRunningStats: s.bool(2))
+    case "adaptive_avg_pool2d":
+        try s.expect(ints: 2, op: "AdaptiveAvgPool2d")
+        return try AdaptiveAvgPool2d<T>(outputSize: s.pair(0))
+    case "residual":
+        try s.expect(children: true, op: "Residual")
+        return try Residual<T>(try childLayers(T.self, s.children, op: "Residual"))
     default:
         throw SwiftCNNError.value("layer_create: unknown layer kind '\(s.kind)'")
     }
@@ -357,6 +379,63 @@ func parameterInfo<T: CNNScalar>(_ parameters: [Parameter<T>], _ index: Int64, _
     describe(p.data, into: dataOut)
     describe(p.grad, into: gradOut)
     writeCString(p.name, to: nameOut, capacity: nameCap)
+}
+
+/// `scnn_layer_set_training`: the layer's mode (containers pass it to every child). Only
+/// BatchNorm and Dropout act differently in the two modes.
+@_cdecl("scnn_layer_set_training")
+public func scnn_layer_set_training(_ layer: OpaquePointer?, _ on: Bool, _ msg: UnsafeMutablePointer<CChar>?,
+                                    _ msgCap: Int64) -> Int32 {
+    withStatus(msg, msgCap) {
+        let h = try layerHandle(layer, op: "layer_set_training")
+        switch h.model {
+        case .float32(let l): l.setTraining(on)
+        case .float64(let l): l.setTraining(on)
+        }
+    }
+}
+
+/// `scnn_layer_buffer_count`: the number of buffers (BatchNorm's running statistics), -1 for NULL.
+@_cdecl("scnn_layer_buffer_count")
+public func scnn_layer_buffer_count(_ layer: OpaquePointer?) -> Int64 {
+    guard let h = try? layerHandle(layer, op: "layer_buffer_count") else { return -1 }
+    switch h.model {
+    case .float32(let l): return Int64(l.buffers.count)
+    case .float64(let l): return Int64(l.buffers.count)
+    }
+}
+
+/// `scnn_layer_buffer`: name and data of buffer `index` (float of the layer's dtype, or int64).
+@_cdecl("scnn_layer_buffer")
+public func scnn_layer_buffer(_ layer: OpaquePointer?, _ index: Int64, _ dataOut: UnsafeMutableRawPointer?,
+                              _ nameOut: UnsafeMutablePointer<CChar>?, _ nameCap: Int64,
+                              _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64) -> Int32 {
+    withStatus(msg, msgCap) {
+        let h = try layerHandle(layer, op: "layer_buffer")
+        guard let dataOut else { throw SwiftCNNError.value("\(h.name): data is NULL") }
+        switch h.model {
+        case .float32(let l): try bufferInfo(l.buffers, index, h.name, dataOut, nameOut, nameCap)
+        case .float64(let l): try bufferInfo(l.buffers, index, h.name, dataOut, nameOut, nameCap)
+        }
+    }
+}
+
+func bufferInfo<T: CNNScalar>(_ buffers: [Buffer<T>], _ index: Int64, _ op: String, _ dataOut: UnsafeMutableRawPointer,
+                              _ nameOut: UnsafeMutablePointer<CChar>?, _ nameCap: Int64) throws {
+    guard index >= 0 && index < Int64(buffers.count) else {
+        throw SwiftCNNError.value("\(op): buffer index \(index) is out of range for \(buffers.count) buffers")
+    }
+    let b = buffers[Int(index)]
+    switch b.storage {
+    case .floating(let t):
+        describe(t, into: dataOut)
+    case .int64(let t):
+        dataOut.storeBytes(of: UnsafeMutableRawPointer(t.pointer), as: UnsafeMutableRawPointer?.self)
+        dataOut.storeBytes(of: Int32(t.shape.count), toByteOffset: 72, as: Int32.self)
+        dataOut.storeBytes(of: OperandType.int64.rawValue, toByteOffset: 76, as: Int32.self)
+        for (i, d) in t.shape.enumerated() { dataOut.storeBytes(of: Int64(d), toByteOffset: 8 + 8 * i, as: Int64.self) }
+    }
+    writeCString(b.name, to: nameOut, capacity: nameCap)
 }
 
 /// `scnn_layer_zero_grad`: every parameter's grad set to zero.

@@ -67,6 +67,10 @@ func makeOptimizer<T: CNNScalar>(_: T.Type, kind: String, _ params: [Parameter<T
         try expect(5, "Adam")
         return (try Adam<T>(parameters: params, learningRate: r![0], beta1: r![1], beta2: r![2], epsilon: r![3],
                             weightDecay: r![4]), "Adam")
+    case "adamw":
+        try expect(5, "AdamW")
+        return (try Adam<T>(parameters: params, learningRate: r![0], beta1: r![1], beta2: r![2], epsilon: r![3],
+                            weightDecay: r![4], decoupledWeightDecay: true), "AdamW")
     default:
         throw SwiftCNNError.value("optimizer_create: unknown optimizer kind '\(kind)'")
     }

@@ -23,9 +23,9 @@ from ._random import manual_seed
 from .functional import *  # noqa: F401,F403  every functional op, re-exported at top level
 from .functional import __all__ as _FUNCTIONAL_OPS
 from .gradcheck import GradcheckReport, gradcheck
-from .layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential,
-                     Sigmoid)
-from .optim import SGD, Adam
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
+                     LeakyReLU, Linear, MaxPool2d, Module, ReLU, Residual, Sequential, Sigmoid, Tanh)
+from .optim import SGD, Adam, AdamW
 from .parameter import Parameter
 from .serialization import load, save
 from .training import History
@@ -42,9 +42,10 @@ __all__ = [
     "gradcheck", "GradcheckReport",
     # layers and models
     "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Sigmoid", "ReLU", "Flatten",
-    "Sequential", "Parameter", "History",
+    "Tanh", "LeakyReLU", "AdaptiveAvgPool2d", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "Sequential", "Residual", "Parameter", "History",
     # optimizers
-    "SGD", "Adam",
+    "SGD", "Adam", "AdamW",
     # submodules
     "functional", "optim", "datasets", "viz",
     # functional ops: functional.__all__ (adding an op there exports it here too)

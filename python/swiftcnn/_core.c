@@ -1709,6 +1709,88 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(layer_buffers_doc,
+"layer_buffers($module, /, layer)\n--\n\n"
+"[(name, data)]: ndarrays viewing the layer's buffers (BatchNorm's running statistics and\n"
+"num_batches_tracked, int64), written in place by training; each keeps the Swift layer alive.");
+
+static PyObject *
+core_layer_buffers(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"layer"};
+    static const argspec spec = {"layer_buffers", names, sizeof(char *), 1, 1, 1};
+    const char *fn = spec.fname;
+    PyObject *v[MAX_ARGS], *list = NULL, *keeper = NULL, *result = NULL;
+    scnn_layer *layer;
+    char msg[MSG_CAP];
+    (void)module;
+
+    msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
+        return NULL;
+    }
+    int64_t count = scnn_layer_buffer_count(layer);
+    if ((list = PyList_New(0)) == NULL) {
+        goto done;
+    }
+    scnn_layer_retain(layer);
+    if ((keeper = PyCapsule_New(layer, LAYER_MEMORY_CAPSULE, layer_memory_destructor)) == NULL) {
+        scnn_layer_release(layer);
+        goto done;
+    }
+    for (int64_t i = 0; i < count; i++) {
+        scnn_tensor data = {0};
+        char name[NAME_CAP];
+        name[0] = '\0';
+        int32_t status = scnn_layer_buffer(layer, i, &data, name, NAME_CAP, msg, MSG_CAP);
+        if (status != SCNN_OK) {
+            raise_status(fn, status, msg);
+            goto done;
+        }
+        name[NAME_CAP - 1] = '\0';
+        PyObject *pdata = view_array(fn, &data, keeper);
+        PyObject *item = pdata ? Py_BuildValue("(sN)", name, pdata) : NULL;
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    result = list;
+    list = NULL;
+done:
+    Py_XDECREF(keeper);
+    Py_XDECREF(list);
+    return result;
+}
+
+PyDoc_STRVAR(layer_set_training_doc,
+"layer_set_training($module, /, layer, training)\n--\n\n"
+"Training (True) or evaluation (False) mode; containers pass it to every child.");
+
+static PyObject *
+core_layer_set_training(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"layer", "training"};
+    static const argspec spec = {"layer_set_training", names, sizeof(char *), 2, 2, 2};
+    PyObject *v[MAX_ARGS];
+    scnn_layer *layer;
+    char msg[MSG_CAP];
+    int on;
+    (void)module;
+
+    msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(spec.fname, "layer", v[0])) == NULL ||
+        (on = PyObject_IsTrue(v[1])) < 0) {
+        return NULL;
+    }
+    int32_t status = scnn_layer_set_training(layer, on != 0, msg, MSG_CAP);
+    if (status != SCNN_OK) {
+        return raise_status(spec.fname, status, msg);
+    }
+    Py_RETURN_NONE;
+}
+
 /* A call on one handle that only reports a status: zero_grad, optimizer step. */
 static PyObject *
 handle_call(const argspec *spec, int is_layer, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -1979,6 +2061,8 @@ static PyMethodDef core_methods[] = {
     FASTCALL(layer_backward),
     FASTCALL(layer_parameters),
     FASTCALL(layer_zero_grad),
+    FASTCALL(layer_buffers),
+    FASTCALL(layer_set_training),
     FASTCALL(optimizer_create),
     FASTCALL(optimizer_step),
     FASTCALL(optimizer_set_lr),

@@ -23,13 +23,14 @@ import numpy as np
 
 from . import _core
 from ._convert import (as_layer_input, check_bool, check_dtype, check_int, check_pair,
-                       describe_type)
+                       check_real, describe_type)
 from ._random import check_seed, next_seed
 from .parameter import Parameter
 from .training import TrainingMixin
 
 __all__ = ["Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Sigmoid", "ReLU", "Flatten",
-           "Sequential", "Parameter", "IncompatibleKeys"]
+           "Tanh", "LeakyReLU", "AdaptiveAvgPool2d", "Dropout", "BatchNorm1d", "BatchNorm2d",
+           "Sequential", "Residual", "Parameter", "IncompatibleKeys"]
 
 
 def _describe_shape(shape):
@@ -87,14 +88,62 @@ class Module:
         """A new list of this module's Parameters, in PyTorch's order (names relative to this module)."""
         return []
 
+    def buffers(self):
+        """``[(name, array)]``: state that is not trained by gradients (BatchNorm's running
+        statistics), as PyTorch's ``named_buffers``; the arrays are the layer's own (written in place)."""
+        return []
+
+    # -- modes --------------------------------------------------------------------------------
+    _training = True  # every module starts in training mode
+
+    @property
+    def training(self):
+        """True in training mode (as created), False after ``eval()``."""
+        return self._training
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode; containers set every child. Only
+        BatchNorm and Dropout act differently in the two modes. Returns the module."""
+        mode = check_bool(mode, "mode", f"{type(self).__name__}.train")
+        self._training = mode
+        for handle in self.__dict__.get("_handles", {}).values():
+            _core.layer_set_training(handle, mode)
+        for child in self._children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: ``train(False)``. Returns the module."""
+        return self.train(False)
+
+    def _children(self):
+        """The modules a container holds (none for a layer)."""
+        return []
+
+    def _cached_handle(self, dtype, kind, ints=(), reals=(), children=(), seed=0):
+        """This module's Swift layer handle for ``dtype``, created on first use in the module's
+        current mode (a handle per dtype: parameterless layers run in the dtype of their input)."""
+        dtype = np.dtype(dtype)
+        handles = self.__dict__.setdefault("_handles", {})
+        handle = handles.get(dtype)
+        if handle is None:
+            handle = _core.layer_create(kind, dtype.name, tuple(ints), tuple(reals), tuple(children), seed)
+            if not self._training:
+                _core.layer_set_training(handle, False)
+            handles[dtype] = handle
+        return handle
+
     def zero_grad(self):
         """Fill every parameter's ``.grad`` with zeros, in place."""
         for parameter in self.parameters():
             parameter.grad.fill(0)
 
     def state_dict(self):
-        """``{name: copy of the parameter's values}`` with PyTorch's names (``"0.weight"``, ...)."""
-        return {parameter.name: parameter.data.copy() for parameter in self.parameters()}
+        """``{name: copy}`` of every parameter and buffer, with PyTorch's names (``"0.weight"``,
+        ``"1.running_mean"``, ...)."""
+        state = {parameter.name: parameter.data.copy() for parameter in self.parameters()}
+        state.update({name: array.copy() for name, array in self.buffers()})
+        return state
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy the arrays of ``state_dict`` into the parameters, in place.
@@ -113,7 +162,8 @@ class Module:
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(f"{owner}: state_dict must be a dict of arrays, got "
                             f"{describe_type(state_dict)}")
-        parameters = {parameter.name: parameter for parameter in self.parameters()}
+        parameters = {parameter.name: parameter.data for parameter in self.parameters()}
+        parameters.update(self.buffers())
         given = list(state_dict.keys())
         for key in given:
             if not isinstance(key, str):
@@ -131,16 +181,16 @@ class Module:
             raise ValueError(f"{owner}: {'; '.join(problems)} (the model's keys are "
                              f"{list(parameters)})")
         converted = []
-        for name, parameter in parameters.items():
+        for name, target in parameters.items():
             if name not in state_dict:
                 continue
             value = _state_value(state_dict[name], name, owner)
-            if value.shape != parameter.shape:
+            if value.shape != target.shape:
                 raise ValueError(f"{owner}: {name!r} has shape {_describe_shape(value.shape)} but "
-                                 f"the model expects {_describe_shape(parameter.shape)}")
-            converted.append((parameter, value.astype(parameter.dtype, copy=True)))
-        for parameter, value in converted:
-            np.copyto(parameter.data, value)
+                                 f"the model expects {_describe_shape(target.shape)}")
+            converted.append((target, value.astype(target.dtype, copy=True)))
+        for target, value in converted:
+            np.copyto(target, value)
         return IncompatibleKeys(missing, unexpected)
 
     def save(self, path):
@@ -383,7 +433,6 @@ class _Pool2d(_LayerWithoutParameters):
         self._kernel_size = check_pair(kernel_size, "kernel_size", owner)
         self._stride_given = None if stride is None else check_pair(stride, "stride", owner)
         self._padding = check_pair(padding, "padding", owner, minimum=0)
-        self._handles = {}
         self._handle_for(np.float64)  # the Swift layer checks the settings (padding <= kernel // 2)
 
     kernel_size = property(lambda self: self._kernel_size, doc="(kH, kW) window size.")
@@ -405,12 +454,8 @@ class _Pool2d(_LayerWithoutParameters):
                                  self._padding)
 
     def _handle_for(self, dtype):
-        dtype = np.dtype(dtype)
-        if dtype not in self._handles:
-            stride = (0, 0, 0) if self._stride_given is None else (1, *self._stride_given)
-            self._handles[dtype] = _core.layer_create(
-                self._kind, dtype.name, (*self._kernel_size, *stride, *self._padding), (), (), 0)
-        return self._handles[dtype]
+        stride = (0, 0, 0) if self._stride_given is None else (1, *self._stride_given)
+        return self._cached_handle(dtype, self._kind, (*self._kernel_size, *stride, *self._padding))
 
     def _config(self):
         return {"kernel_size": list(self._kernel_size), "stride": list(self.stride),
@@ -472,7 +517,7 @@ class Sigmoid(_LayerWithoutParameters):
         return _core.sigmoid_backward(grad_out, self._saved)
 
     def _handle_for(self, dtype):
-        return _core.layer_create("sigmoid", np.dtype(dtype).name, (), (), (), 0)
+        return self._cached_handle(dtype, "sigmoid")
 
     def __repr__(self):
         return "Sigmoid()"
@@ -494,7 +539,7 @@ class ReLU(_LayerWithoutParameters):
         return _core.relu_backward(grad_out, self._saved)
 
     def _handle_for(self, dtype):
-        return _core.layer_create("relu", np.dtype(dtype).name, (), (), (), 0)
+        return self._cached_handle(dtype, "relu")
 
     def __repr__(self):
         return "ReLU()"
@@ -526,7 +571,7 @@ class Flatten(_LayerWithoutParameters):
         return grad_out.reshape(in_shape).copy()
 
     def _handle_for(self, dtype):
-        return _core.layer_create("flatten", np.dtype(dtype).name, (), (), (), 0)
+        return self._cached_handle(dtype, "flatten")
 
     @staticmethod
     def _shape_problem(shape):
@@ -538,6 +583,243 @@ class Flatten(_LayerWithoutParameters):
 
     def __repr__(self):
         return "Flatten()"
+
+
+class Tanh(_LayerWithoutParameters):
+    """Elementwise hyperbolic tangent, any shape; backward uses the output: ``1 - y**2``."""
+
+    def forward(self, x):
+        """Return tanh(x) (a new array); keeps that output for backward."""
+        x = as_layer_input(x, None, "Tanh.forward")
+        self._saved = _core.tanh(x)
+        return self._saved
+
+    def backward(self, grad_out):
+        """Return ``grad_out * (1 - y**2)`` with y the last forward's output."""
+        self._check_forward_done()
+        return _core.tanh_backward(grad_out, self._saved)
+
+    def _handle_for(self, dtype):
+        return self._cached_handle(dtype, "tanh")
+
+    def __repr__(self):
+        return "Tanh()"
+
+
+class LeakyReLU(_LayerWithoutParameters):
+    """Elementwise ``where(x > 0, x, negative_slope * x)``, any shape."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self._negative_slope = check_real(negative_slope, "negative_slope", "LeakyReLU")
+
+    negative_slope = property(lambda self: self._negative_slope, doc="The slope for x <= 0.")
+
+    def forward(self, x):
+        """Return leaky_relu(x) (a new array); keeps ``x`` for backward."""
+        x = as_layer_input(x, None, "LeakyReLU.forward")
+        y = _core.leaky_relu(x, self._negative_slope)
+        self._saved = x
+        return y
+
+    def backward(self, grad_out):
+        """Return ``grad_out * where(x > 0, 1, negative_slope)`` with x the last forward's input."""
+        self._check_forward_done()
+        return _core.leaky_relu_backward(grad_out, self._saved, self._negative_slope)
+
+    def _handle_for(self, dtype):
+        return self._cached_handle(dtype, "leaky_relu", reals=(self._negative_slope,))
+
+    def _config(self):
+        return {"negative_slope": self._negative_slope}
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self._negative_slope})"
+
+
+class AdaptiveAvgPool2d(_LayerWithoutParameters):
+    """Adaptive average pooling of (N, C, H, W) to ``output_size`` (int or (h, w)) with PyTorch's
+    bins: output cell (i, j) averages rows ``floor(i*H/Ho) .. ceil((i+1)*H/Ho) - 1`` and the
+    columns likewise."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self._output_size = check_pair(output_size, "output_size", "AdaptiveAvgPool2d")
+
+    output_size = property(lambda self: self._output_size, doc="(Ho, Wo).")
+
+    def forward(self, x):
+        """Pool ``x``; returns a new array and keeps ``x`` for backward."""
+        x = as_layer_input(x, None, "AdaptiveAvgPool2d.forward")
+        y = _core.adaptive_avg_pool2d(x, self._output_size)
+        self._saved = x
+        return y
+
+    def backward(self, grad_out):
+        """Return the gradient for the last forward's input (each bin's gradient spread evenly)."""
+        self._check_forward_done()
+        return _core.adaptive_avg_pool2d_backward(grad_out, self._saved, self._output_size)
+
+    def _handle_for(self, dtype):
+        return self._cached_handle(dtype, "adaptive_avg_pool2d", self._output_size)
+
+    def _config(self):
+        return {"output_size": list(self._output_size)}
+
+    def __repr__(self):
+        return f"AdaptiveAvgPool2d(output_size={self._output_size})"
+
+
+class _HandleLayer(Module):
+    """A layer without parameters whose forward and backward run its Swift handle for the input's
+    dtype (Dropout: the handle draws and keeps the mask)."""
+
+    _kind = None
+
+    def _handle_for(self, dtype):
+        raise NotImplementedError
+
+    def forward(self, x):
+        """Return the layer's output for ``x`` (a new array); keeps ``x`` for backward."""
+        x = as_layer_input(x, None, f"{type(self).__name__}.forward")
+        handle = self._handle_for(x.dtype)
+        y = _core.layer_forward(handle, x)
+        self._input = x  # the Swift layer may read it again in backward
+        self._last_handle = handle
+        return y
+
+    def backward(self, grad_out):
+        """Return the gradient for the last forward's input."""
+        handle = self.__dict__.get("_last_handle")
+        if handle is None:
+            raise RuntimeError(f"{type(self).__name__}.backward was called before forward")
+        grad_out = as_layer_input(grad_out, self._input.dtype, f"{type(self).__name__}.backward", "grad_out",
+                                  expected="the last forward ran in")
+        return _core.layer_backward(handle, grad_out)
+
+
+class Dropout(_HandleLayer):
+    """In training mode each forward zeroes every element with probability ``p`` and scales the
+    others by ``1 / (1 - p)`` (a fresh mask each forward; backward applies the last one); in
+    evaluation mode it is the identity. ``p`` in [0, 1] (p = 1 gives zeros). The masks come from
+    ``seed`` or, when None, the global generator (``swiftcnn.manual_seed``), so runs repeat."""
+
+    def __init__(self, p=0.5, *, seed=None):
+        owner = "Dropout"
+        self._p = check_real(p, "p", owner)
+        if not 0.0 <= self._p <= 1.0:
+            raise ValueError(f"{owner}: p must be in [0, 1], got {p!r}")
+        self._seed = next_seed() if seed is None else check_seed(seed, "seed", owner)
+
+    p = property(lambda self: self._p, doc="The probability of zeroing an element.")
+
+    def _handle_for(self, dtype):
+        return self._cached_handle(dtype, "dropout", reals=(self._p,), seed=self._seed)
+
+    def _config(self):
+        return {"p": self._p}
+
+    def __repr__(self):
+        return f"Dropout(p={self._p})"
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d: one Swift handle (the layer's dtype) owning the
+    affine parameters and the running statistics."""
+
+    _kind = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 *, dtype="float32"):
+        owner = type(self).__name__
+        self._num_features = check_int(num_features, "num_features", owner)
+        self._eps = check_real(eps, "eps", owner)
+        self._momentum = None if momentum is None else check_real(momentum, "momentum", owner)
+        self._affine = check_bool(affine, "affine", owner)
+        self._track = check_bool(track_running_stats, "track_running_stats", owner)
+        self._dtype = check_dtype(dtype, owner)
+        reals = (self._eps, float("nan") if self._momentum is None else self._momentum)
+        handle = self._cached_handle(self._dtype, self._kind, (self._num_features, int(self._affine), int(self._track)),
+                                     reals)
+        self._params = [Parameter(data, grad, name) for name, data, grad in _core.layer_parameters(handle)]
+        self._buffers = [(name, data) for name, data in _core.layer_buffers(handle)]
+        by_name = dict(self._buffers)
+        self._input = None
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(self, "_" + name, by_name.get(name))
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    num_features = property(lambda self: self._num_features, doc="C, the channels normalized.")
+    eps = property(lambda self: self._eps, doc="Added to the variance.")
+    momentum = property(lambda self: self._momentum, doc="Running-statistics factor (None: cumulative).")
+    affine = property(lambda self: self._affine, doc="Whether weight and bias are learned.")
+    track_running_stats = property(lambda self: self._track, doc="Whether running statistics are kept.")
+    weight = property(lambda self: self._params[0] if self._affine else None, doc="The scale (ones), or None.")
+    bias = property(lambda self: self._params[1] if self._affine else None, doc="The shift (zeros), or None.")
+    running_mean = property(lambda self: self._running_mean, doc="Buffer (C,), updated in place.")
+    running_var = property(lambda self: self._running_var, doc="Buffer (C,), updated in place.")
+    num_batches_tracked = property(lambda self: self._num_batches_tracked, doc="Buffer: a 0-d int64 array.")
+
+    def parameters(self):
+        """``[weight, bias]`` when affine, else ``[]``."""
+        return list(self._params)
+
+    def buffers(self):
+        """``[("running_mean", a), ("running_var", a), ("num_batches_tracked", a)]`` when tracking."""
+        return list(self._buffers)
+
+    def zero_grad(self):
+        """Fill ``weight.grad`` and ``bias.grad`` with zeros."""
+        _core.layer_zero_grad(self._handle_for(self._dtype))
+
+    def forward(self, x):
+        """Normalize ``x``: batch statistics in training mode (updating the running ones), running
+        statistics in evaluation mode."""
+        x = as_layer_input(x, self._dtype, f"{type(self).__name__}.forward")
+        y = _core.layer_forward(self._handle_for(self._dtype), x)
+        self._input = x
+        return y
+
+    def backward(self, grad_out):
+        """Return the gradient for the last forward's input (through the batch statistics in
+        training mode) and ADD into weight.grad and bias.grad."""
+        if self._input is None:
+            raise RuntimeError(f"{type(self).__name__}.backward was called before forward")
+        grad_out = as_layer_input(grad_out, self._dtype, f"{type(self).__name__}.backward", "grad_out")
+        return _core.layer_backward(self._handle_for(self._dtype), grad_out)
+
+    def _handle_for(self, dtype):
+        return self.__dict__["_handles"][np.dtype(self._dtype)]
+
+    def _config(self):
+        return {"num_features": self._num_features, "eps": self._eps, "momentum": self._momentum,
+                "affine": self._affine, "track_running_stats": self._track, "dtype": self._dtype.name}
+
+    def __repr__(self):
+        text = f"{type(self).__name__}({self._num_features}, eps={self._eps}, momentum={self._momentum}"
+        text += f", affine={self._affine}, track_running_stats={self._track}"
+        if self._dtype != np.float32:
+            text += f", dtype={self._dtype.name}"
+        return text + ")"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) over N, H, W per channel, PyTorch's rules: training mode
+    normalizes with the batch mean and biased variance and moves ``running_mean``/``running_var``
+    toward the batch mean and the UNBIASED variance by ``momentum`` (None: cumulative average);
+    evaluation mode uses the running statistics. ``weight`` (ones) and ``bias`` (zeros) are
+    Parameters when ``affine``; the running statistics and ``num_batches_tracked`` are buffers."""
+
+    _kind = "batch_norm2d"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L) per channel; otherwise as ``BatchNorm2d``."""
+
+    _kind = "batch_norm1d"
 
 
 # ---- Sequential -------------------------------------------------------------------------------
@@ -637,6 +919,20 @@ class Sequential(TrainingMixin, Module):
         """All layers' Parameters in order, named ``"<layer index>.<name>"`` (``"0.weight"``, ...)."""
         return list(self._params)
 
+    def buffers(self):
+        """All layers' buffers in order, named ``"<layer index>.<name>"``."""
+        return [(f"{index}.{name}", array) for index, layer in enumerate(self._layers)
+                for name, array in layer.buffers()]
+
+    def state_dict(self):
+        """``{name: copy}`` layer by layer, each layer's parameters then its buffers: PyTorch's
+        keys in PyTorch's order (``"0.weight"``, ``"1.weight"``, ``"1.running_mean"``, ...)."""
+        return {f"{index}.{name}": value for index, layer in enumerate(self._layers)
+                for name, value in layer.state_dict().items()}
+
+    def _children(self):
+        return list(self._layers)
+
     def zero_grad(self):
         """Fill every parameter's ``.grad`` with zeros, in place."""
         for layer in self._layers:
@@ -671,15 +967,36 @@ class Sequential(TrainingMixin, Module):
         handle = self._handles.get(dtype)
         if handle is None:
             children = [layer._handle_for(dtype) for layer in self._layers]
-            handle = _core.layer_create("sequential", dtype.name, (), (), children, 0)
+            handle = _core.layer_create(self._kind, dtype.name, (), (), children, 0)
             self._handles[dtype] = handle
         return handle
 
+    _kind = "sequential"  # the Swift container kind
+
     def _spec(self):
-        return {"type": "Sequential", "layers": [layer._spec() for layer in self._layers]}
+        return {"type": type(self).__name__, "layers": [layer._spec() for layer in self._layers]}
 
     def __repr__(self):
         if not self._layers:
             return "Sequential()"
         lines = [f"  ({index}): {_indent(repr(layer))}" for index, layer in enumerate(self._layers)]
         return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+
+class Residual(Sequential):
+    """``y = x + f(x)``, f being the layers applied in order; f(x) must have x's shape.
+
+    Indexing, ``len``, iteration and state-dict keys are those of a nested ``Sequential``
+    (``"2.0.weight"`` for the first layer of a Residual at index 2 of a model). Backward adds the
+    skip's gradient to the branch's.
+    """
+
+    _kind = "residual"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Residual(*self._layers[index])
+        return super().__getitem__(index)
+
+    def __repr__(self):
+        return "Residual" + super().__repr__()[len("Sequential"):]

@@ -13,7 +13,7 @@ from . import _core
 from ._convert import check_bool, check_real, describe_type
 from .parameter import Parameter
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
 
 def _check_non_negative(value, argument, owner, message):
@@ -159,12 +159,14 @@ class Adam(Optimizer):
         weight_decay: L2 penalty added to the gradient (>= 0).
     """
 
+    _kind = "adam"  # the Swift optimizer kind (AdamW: "adamw", decoupled decay)
+
     def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        owner = "Adam"
+        owner = type(self).__name__
         lr = _check_non_negative(lr, "lr", owner, "Invalid learning rate: {value}")
         eps = _check_non_negative(eps, "eps", owner, "Invalid epsilon value: {value}")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+            raise TypeError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
         beta1 = check_real(betas[0], "betas[0]", owner)
         beta2 = check_real(betas[1], "betas[1]", owner)
         for index, beta in enumerate((beta1, beta2)):
@@ -177,7 +179,7 @@ class Adam(Optimizer):
         self._eps = eps
         self._weight_decay = weight_decay
         super().__init__(params, lambda data, grads: _core.optimizer_create(
-            "adam", data, grads, (lr, beta1, beta2, eps, weight_decay)))
+            self._kind, data, grads, (lr, beta1, beta2, eps, weight_decay)))
 
     betas = property(lambda self: self._betas, doc="(beta1, beta2).")
     eps = property(lambda self: self._eps, doc="Added to the denominator for stability.")
@@ -186,3 +188,20 @@ class Adam(Optimizer):
     def _settings(self):
         return {"lr": self._lr, "betas": self._betas, "eps": self._eps,
                 "weight_decay": self._weight_decay}
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov and Hutter): Adam with decoupled weight decay, PyTorch's rule.
+
+    Each step first shrinks the weights, ``w *= 1 - lr * weight_decay``, then applies Adam's
+    update without any L2 term in the gradient. Same arguments as ``Adam``; ``weight_decay``
+    defaults to 0.01 as in PyTorch.
+    """
+
+    _kind = "adamw"
+
+    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+from . import lr_scheduler  # noqa: E402  (swiftcnn.optim.lr_scheduler, as torch.optim.lr_scheduler)

@@ -24,6 +24,9 @@ public final class Adam<T: CNNScalar>: Optimizer {
     public let beta2: Double
     public let epsilon: Double
     public let weightDecay: Double
+    /// AdamW (Loshchilov and Hutter): the decay shrinks the weights directly,
+    /// p <- p * (1 - lr * weight_decay), instead of adding weight_decay * p to the gradient.
+    public let decoupledWeightDecay: Bool
 
     @usableFromInline let access = ExclusiveAccess(name: "Adam")
     /// First and second moment estimates, one tensor each per parameter.
@@ -35,15 +38,17 @@ public final class Adam<T: CNNScalar>: Optimizer {
     /// `Adam(params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)`. Throws `.value` where
     /// PyTorch raises: lr, eps or weight_decay negative (or NaN), a beta outside [0, 1).
     public init(parameters: [Parameter<T>], learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.999,
-                epsilon: Double = 1e-8, weightDecay: Double = 0) throws {
-        try requireNonNegative("lr", learningRate, op: "Adam")
-        try requireNonNegative("eps", epsilon, op: "Adam")
-        try requireNonNegative("weight_decay", weightDecay, op: "Adam")
+                epsilon: Double = 1e-8, weightDecay: Double = 0, decoupledWeightDecay: Bool = false) throws {
+        let op = decoupledWeightDecay ? "AdamW" : "Adam"
+        try requireNonNegative("lr", learningRate, op: op)
+        try requireNonNegative("eps", epsilon, op: op)
+        try requireNonNegative("weight_decay", weightDecay, op: op)
         for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
             guard beta >= 0 && beta < 1 else {
-                throw SwiftCNNError.value("Adam: invalid \(name): \(beta) (must be in [0, 1))")
+                throw SwiftCNNError.value("\(op): invalid \(name): \(beta) (must be in [0, 1))")
             }
         }
+        self.decoupledWeightDecay = decoupledWeightDecay
         self.parameters = uniqueParameters(parameters)
         self.learningRate = learningRate
         self.beta1 = beta1
@@ -63,10 +68,16 @@ public final class Adam<T: CNNScalar>: Optimizer {
             let biasCorrection2 = 1 - pow(beta2, Double(t))
             let stepSize = T(learningRate / biasCorrection1)
             let biasCorrection2Sqrt = T(biasCorrection2.squareRoot())
-            let w = T(1 - beta1), b2 = T(beta2), oneMinusB2 = T(1 - beta2), eps = T(epsilon), wd = T(weightDecay)
+            let w = T(1 - beta1), b2 = T(beta2), oneMinusB2 = T(1 - beta2), eps = T(epsilon)
+            // L2 (Adam) adds wd * p to the gradient; AdamW shrinks p by (1 - lr * wd) first.
+            let wd = decoupledWeightDecay ? T(0) : T(weightDecay)
+            let shrink = T(1 - learningRate * weightDecay)
             for (index, param) in parameters.enumerated() {
                 let p = param.data.pointer, grad = param.grad.pointer
                 let m = firstMoment[index].pointer, v = secondMoment[index].pointer
+                if decoupledWeightDecay && weightDecay != 0 {
+                    for i in 0..<param.data.count { p[i] *= shrink }
+                }
                 for i in 0..<param.data.count {
                     var g = grad[i]
                     if wd != 0 { g = multiplyAdd(wd, p[i], g) }

@@ -156,6 +156,10 @@ typedef struct scnn_layer scnn_layer;
  *   "sigmoid", "relu", "flatten" no settings
  *   "sequential"  children: the layers, in order (retained; the same objects, so parameters are
  *                 shared with the children's handles); every child must have `dtype`
+ *   "tanh"; "leaky_relu" reals (negative_slope); "dropout" reals (p), seed draws the masks
+ *   "batch_norm1d", "batch_norm2d"  ints (num_features, affine 0/1, track_running_stats 0/1),
+ *                 reals (eps, momentum; NaN for None = the cumulative average)
+ *   "adaptive_avg_pool2d" ints (output pair); "residual" children: y = x + f(x), f the children
  */
 int32_t scnn_layer_create(const char *kind, int32_t dtype,
                           const int64_t *ints, int32_t n_ints, const double *reals, int32_t n_reals,
@@ -183,6 +187,13 @@ int64_t scnn_layer_parameter_count(scnn_layer *layer);
 int32_t scnn_layer_parameter(scnn_layer *layer, int64_t index, scnn_tensor *data, scnn_tensor *grad,
                              char *name_out, int64_t name_cap, char *msg, int64_t msg_cap);
 int32_t scnn_layer_zero_grad(scnn_layer *layer, char *msg, int64_t msg_cap);
+/* Training (true, as created) or evaluation mode; containers pass it to every child. */
+int32_t scnn_layer_set_training(scnn_layer *layer, bool training, char *msg, int64_t msg_cap);
+/* Buffers (BatchNorm's running_mean, running_var, num_batches_tracked; named like parameters):
+ * memory the layer owns for its life, updated in place by training mode forwards. */
+int64_t scnn_layer_buffer_count(scnn_layer *layer);
+int32_t scnn_layer_buffer(scnn_layer *layer, int64_t index, scnn_tensor *data, char *name_out, int64_t name_cap,
+                          char *msg, int64_t msg_cap);
 
 /* ---- optimizers ------------------------------------------------------------------------------ */
 /*
@@ -190,7 +201,8 @@ int32_t scnn_layer_zero_grad(scnn_layer *layer, char *msg, int64_t msg_cap);
  * PyTorch's update rules step for step. It does not keep the memory alive: the caller does.
  * step() writes data in place and never changes grad. One constructor for every kind:
  *   "sgd"   reals (lr, momentum, dampening, weight_decay, nesterov 0/1)
- *   "adam"  reals (lr, beta1, beta2, eps, weight_decay)
+ *   "adam"  reals (lr, beta1, beta2, eps, weight_decay)  (L2: weight_decay * p added to the gradient)
+ *   "adamw" reals (lr, beta1, beta2, eps, weight_decay)  (decoupled: p *= 1 - lr * weight_decay first)
  * PyTorch's checks: lr, momentum, weight_decay, eps >= 0; nesterov needs momentum > 0 and
  * dampening == 0; 0 <= beta < 1.
  */
