@@ -92,8 +92,9 @@ def gradcheck(module, x, *, eps=1e-6, atol=1e-5, rtol=1e-3):
     if not atol >= 0 or not rtol >= 0:
         raise ValueError(f"{owner}: atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
     x = _float64_copy(x, owner)
+    _reject_random_layers(module, owner)
 
-    copy = rebuild(module, np.float64)
+    copy = rebuild(module, np.float64)  # in the module's current mode, layer by layer
     rng = np.random.default_rng(_SEED)
     y = copy.forward(x)
     weights = rng.standard_normal(y.shape)  # R
@@ -128,6 +129,16 @@ def gradcheck(module, x, *, eps=1e-6, atol=1e-5, rtol=1e-3):
         rows.append(_compare(name, values.shape, analytic[name].reshape(-1)[indices], numeric,
                              atol, rtol))
     return GradcheckReport(rows, eps, atol, rtol)
+
+
+def _reject_random_layers(module, owner):
+    """A Dropout in training mode draws a new mask at every forward, so finite differences of it
+    mean nothing: ValueError (call ``module.eval()`` first, as API.md says)."""
+    if type(module).__name__ == "Dropout" and module.training:
+        raise ValueError(f"{owner}: the module contains a Dropout in training mode, whose every forward "
+                         f"draws a new mask; call .eval() on it (or the model) before gradcheck")
+    for child in module._children():
+        _reject_random_layers(child, owner)
 
 
 def _objective(copy, name, x, weights):

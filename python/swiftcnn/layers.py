@@ -19,6 +19,9 @@ How the work is split with the Swift core (see docs/ARCHITECTURE.md):
 Layers keep a reference to their last input (not a copy), because the Swift core reads it in
 backward: mutating that array before backward gives wrong gradients, never a crash.
 """
+import contextlib
+import functools
+
 import numpy as np
 
 from . import _core
@@ -834,6 +837,29 @@ class _LayerList(list):
     append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
 
+@contextlib.contextmanager
+def _modes(module, training):
+    """Run a block with ``module`` in training (True) or evaluation mode, then restore every
+    layer's own mode (they may differ: a model in training mode with one layer in eval)."""
+    saved = []
+
+    def remember(m):
+        saved.append((m, m.training))
+        for child in m._children():
+            remember(child)
+
+    remember(module)
+    module.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in saved:
+            if m.training != mode:
+                m._training = mode
+                for handle in m.__dict__.get("_handles", {}).values():
+                    _core.layer_set_training(handle, mode)
+
+
 def _indent(text, spaces=2):
     lines = text.split("\n")
     return "\n".join([lines[0]] + [" " * spaces + line for line in lines[1:]])
@@ -972,6 +998,18 @@ class Sequential(TrainingMixin, Module):
         return handle
 
     _kind = "sequential"  # the Swift container kind
+
+    # Modes around the training entry points (API.md "Modes"): fit trains in training mode,
+    # predict and evaluate (and fit's validation, which goes through _predict_array) run in
+    # evaluation mode; each puts back the modes the layers had.
+    @functools.wraps(TrainingMixin.fit)
+    def fit(self, *args, **kwargs):
+        with _modes(self, True):
+            return super().fit(*args, **kwargs)
+
+    def _predict_array(self, x, batch_size):
+        with _modes(self, False):
+            return super()._predict_array(x, batch_size)
 
     def _spec(self):
         return {"type": type(self).__name__, "layers": [layer._spec() for layer in self._layers]}

@@ -49,10 +49,20 @@ _LAYER_FIELDS = {
     "Sigmoid": (),
     "ReLU": (),
     "Flatten": (),
+    "Tanh": (),
+    "LeakyReLU": ("negative_slope",),
+    "AdaptiveAvgPool2d": ("output_size",),
+    "Dropout": ("p",),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats", "dtype"),
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats", "dtype"),
     "Sequential": ("layers",),
+    "Residual": ("layers",),
 }
-_PAIR_FIELDS = {"kernel_size", "stride", "padding", "dilation"}
-_INT_FIELDS = {"in_channels", "out_channels", "in_features", "out_features"}
+_CONTAINERS = ("Sequential", "Residual")
+_REAL_FIELDS = {"negative_slope", "p", "eps"}
+_BOOL_FIELDS = {"bias", "affine", "track_running_stats"}
+_PAIR_FIELDS = {"kernel_size", "stride", "padding", "dilation", "output_size"}
+_INT_FIELDS = {"in_channels", "out_channels", "in_features", "out_features", "num_features"}
 
 
 def save(module, path):
@@ -286,13 +296,18 @@ def _check_spec(spec, where, depth):
         if key in _PAIR_FIELDS and not (isinstance(value, list) and len(value) == 2
                                         and all(_is_json_int(v) for v in value)):
             raise ValueError(f"{where} ({kind}): {key} must be a pair of integers, got {value!r}")
-        if key == "bias" and not isinstance(value, bool):
-            raise ValueError(f"{where} ({kind}): bias must be true or false, got {value!r}")
+        if key in _BOOL_FIELDS and not isinstance(value, bool):
+            raise ValueError(f"{where} ({kind}): {key} must be true or false, got {value!r}")
+        if key in _REAL_FIELDS and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"{where} ({kind}): {key} must be a number, got {value!r}")
+        if key == "momentum" and value is not None and (isinstance(value, bool)
+                                                          or not isinstance(value, numbers.Real)):
+            raise ValueError(f"{where} ({kind}): momentum must be a number or null, got {value!r}")
         if key == "dtype" and value not in ("float32", "float64"):
             raise ValueError(f"{where} ({kind}): dtype must be 'float32' or 'float64', got {value!r}")
-    if kind == "Sequential":
+    if kind in _CONTAINERS:
         if not isinstance(spec["layers"], list):
-            raise ValueError(f"{where} (Sequential): layers must be a list")
+            raise ValueError(f"{where} ({kind}): layers must be a list")
         for index, child in enumerate(spec["layers"]):
             _check_spec(child, f"{where} layer {index}", depth + 1)
 
@@ -304,11 +319,23 @@ def _is_json_int(value):
 def _expected_parameters(spec, prefix, depth):
     """``{state-dict name: (shape, dtype name)}`` the architecture implies, without building it."""
     kind = spec["type"]
-    if kind == "Sequential":
+    if kind in _CONTAINERS:
         expected = {}
         for index, child in enumerate(spec["layers"]):
             expected.update(_expected_parameters(child, f"{prefix}{index}.", depth + 1))
         return expected
+    if kind in ("BatchNorm1d", "BatchNorm2d"):
+        c = spec["num_features"]
+        if c < 1:
+            raise ValueError(f"layer {prefix.rstrip('.') or kind} has num_features < 1: {c}")
+        shapes = {}
+        if spec["affine"]:
+            shapes.update({f"{prefix}weight": ((c,), spec["dtype"]), f"{prefix}bias": ((c,), spec["dtype"])})
+        if spec["track_running_stats"]:
+            shapes.update({f"{prefix}running_mean": ((c,), spec["dtype"]),
+                           f"{prefix}running_var": ((c,), spec["dtype"]),
+                           f"{prefix}num_batches_tracked": ((), "int64")})
+        return shapes
     if kind == "Conv2d":
         weight = (spec["out_channels"], spec["in_channels"], *spec["kernel_size"])
         out = spec["out_channels"]
@@ -335,8 +362,10 @@ def _check_arrays(arrays, expected):
         if name not in arrays:
             raise ValueError(f"the weights {name!r} are missing")
         array = arrays[name]
-        if array.dtype.kind != "f":
-            raise ValueError(f"the weights {name!r} have dtype {array.dtype}, not a float dtype")
+        wanted = "iu" if _dtype == "int64" else "f"
+        if array.dtype.kind not in wanted:
+            raise ValueError(f"the weights {name!r} have dtype {array.dtype}, not "
+                             f"{'an integer' if _dtype == 'int64' else 'a float'} dtype")
         if array.shape != shape:
             raise ValueError(f"the weights {name!r} have shape {array.shape} but the architecture "
                              f"needs {shape}")
@@ -348,9 +377,9 @@ def _build(spec):
     settings = {key: value for key, value in spec.items() if key != "type"}
     for key in _PAIR_FIELDS & settings.keys():
         settings[key] = tuple(settings[key])
-    if kind == "Sequential":
-        return _layers.Sequential(*[_build(child) for child in spec["layers"]])
-    if kind in ("Conv2d", "Linear"):
+    if kind in _CONTAINERS:
+        return getattr(_layers, kind)(*[_build(child) for child in spec["layers"]])
+    if kind in ("Conv2d", "Linear", "Dropout"):
         settings["seed"] = 0  # do not consume the global generator: the weights are overwritten
     return getattr(_layers, kind)(**settings)
 
@@ -365,13 +394,23 @@ def rebuild(module, dtype=None):
         spec = _with_dtype(spec, np.dtype(dtype).name)
     copy = _build(spec)
     copy.load_state_dict(module.state_dict())
+    copy.train(module.training)
+    _copy_modes(module, copy)
     return copy
+
+
+def _copy_modes(module, copy):
+    """Give every layer of ``copy`` the mode of its counterpart (modes may differ per layer)."""
+    copy._training = module._training
+    for child, copied in zip(module._children(), copy._children()):
+        copied.train(child.training)
+        _copy_modes(child, copied)
 
 
 def _with_dtype(spec, dtype):
     spec = dict(spec)
     if "dtype" in spec:
         spec["dtype"] = dtype
-    if spec["type"] == "Sequential":
+    if spec["type"] in _CONTAINERS:
         spec["layers"] = [_with_dtype(child, dtype) for child in spec["layers"]]
     return spec
