@@ -10,12 +10,24 @@ import SwiftCNN
 
 // MARK: - conv2d
 
-/// in (x, weight, bias?), ints (stride pair, padding pair, dilation pair), out (y).
+/// The padding settings of conv2d at ints[2...4]: (mode, h, w), mode 0 = explicit (h, w), 1 = "same".
+@inline(__always)
+func convPadding(_ call: OpCall) throws -> ConvPadding {
+    switch call.int(2) {
+    case 0: return .explicit(call.int(3), call.int(4))
+    case 1: return .same
+    default: throw SwiftCNNError.value("\(call.op): padding mode must be 0 (explicit) or 1 (same), got \(call.int(2))")
+    }
+}
+
+/// in (x, weight, bias?), ints (stride pair, padding (mode, h, w), dilation pair, groups), out (y).
+/// groups 1 with explicit padding is the plain convolution (the common, per-call-fast case);
+/// otherwise the grouped geometry (Ops/GroupedConv2D.swift).
 @_cdecl("scnn_conv2d")
 public func scnn_conv2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                         _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                         _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("conv2d", expect: OpArity(inputs: 3, ints: 6, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+    runOp("conv2d", expect: OpArity(inputs: 3, ints: 8, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
         let x = call.input(0, "x"), w = call.input(1, "weight"), b = call.input(2, "bias")
         let dtype = try call.floatType(x)
         try w.requireDType(dtype, like: "x")
@@ -25,10 +37,25 @@ public func scnn_conv2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<
             try b.requireRank(1, layout: "(out_channels,)")
             biasLength = b.dim(0)
         }
+        let padding = try convPadding(call)
+        if call.int(7) != 1 || padding == .same {
+            try x.checkSizes(); try w.checkSizes()
+            let g = try GroupedConv2DGeometry(op: "conv2d", xShape: x.shape, weightShape: w.shape, biasLength: biasLength,
+                                              stride: call.pair(0), padding: padding, dilation: call.pair(5),
+                                              groups: call.int(7))
+            let y = call.output(0, "out")
+            try y.declare(shape: g.outputShape, dtype: OperandType(dtype))
+            guard call.compute else { return }
+            switch dtype {
+            case .float32: try groupedConv2dC(Float.self, call, g, x, w, b, y)
+            case .float64: try groupedConv2dC(Double.self, call, g, x, w, b, y)
+            }
+            return
+        }
         let g = try Conv2DGeometry(op: call.op.description, x: try x.shape4(layout: "(N, C, H, W)"),
                                    weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
-                                   biasLength: biasLength, stride: call.pair(0), padding: call.pair(2),
-                                   dilation: call.pair(4))
+                                   biasLength: biasLength, stride: call.pair(0), padding: (call.int(3), call.int(4)),
+                                   dilation: call.pair(5))
         let y = call.output(0, "out")
         try y.declare(rank: 4, g.batch, g.outChannels, g.outH, g.outW, dtype: OperandType(dtype))
         guard call.compute else { return }
@@ -52,23 +79,54 @@ func conv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometry, _ x: 
     try conv2dForward(g, x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp, workspace: Workspace<T>())
 }
 
+func groupedConv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: GroupedConv2DGeometry, _ x: Operand, _ w: Operand,
+                                  _ b: Operand, _ y: ResultOperand) throws {
+    let xp = try x.pointer(T.self, count: x.count()), wp = try w.pointer(T.self, count: w.count())
+    let bp = b.isAbsent ? nil : try b.pointer(T.self, count: g.outChannels)
+    let yp = try y.pointer(T.self)
+    try call.checkDisjoint(y.operand, from: x, w, b)
+    guard g.batch > 0, let xp, let wp, let yp else { return }
+    try groupedConv2dForward(g, x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp, workspace: Workspace<T>())
+}
+
 /// in (grad_out, x, weight), ints as conv2d, out (grad_x, grad_weight, grad_bias).
 @_cdecl("scnn_conv2d_backward")
 public func scnn_conv2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                                  _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                                  _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("conv2d_backward", expect: OpArity(inputs: 3, ints: 6, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+    runOp("conv2d_backward", expect: OpArity(inputs: 3, ints: 8, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
         let gy = call.input(0, "grad_out"), x = call.input(1, "x"), w = call.input(2, "weight")
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")
         try w.requireDType(dtype, like: "grad_out")
         let gs = try gy.shape4(layout: "(N, K, Ho, Wo)")
-        let g = try Conv2DGeometry(op: call.op.description, x: try x.shape4(layout: "(N, C, H, W)"),
-                                   weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
-                                   biasLength: nil, stride: call.pair(0), padding: call.pair(2), dilation: call.pair(4))
-        try g.checkGradOut(op: call.op.description, gs)
         let t = OperandType(dtype)
         let gx = call.output(0, "grad_x"), gw = call.output(1, "grad_weight"), gb = call.output(2, "grad_bias")
+        let padding = try convPadding(call)
+        if call.int(7) != 1 || padding == .same {
+            try x.checkSizes(); try w.checkSizes()
+            let g = try GroupedConv2DGeometry(op: "conv2d_backward", xShape: x.shape, weightShape: w.shape, biasLength: nil,
+                                              stride: call.pair(0), padding: padding, dilation: call.pair(5),
+                                              groups: call.int(7))
+            guard [gs.0, gs.1, gs.2, gs.3] == g.outputShape else {
+                throw SwiftCNNError.value(
+                    "conv2d_backward: grad_out must have shape \(describeShape(g.outputShape)), got \(describeShape(gy.shape))")
+            }
+            try gx.declare(shape: g.inputShape, dtype: t)
+            try gw.declare(shape: g.weightShape, dtype: t)
+            try gb.declare(rank: 1, g.outChannels, dtype: t)
+            guard call.compute else { return }
+            switch dtype {
+            case .float32: try groupedConv2dBackwardC(Float.self, call, g, gy, x, w, gx, gw, gb)
+            case .float64: try groupedConv2dBackwardC(Double.self, call, g, gy, x, w, gx, gw, gb)
+            }
+            return
+        }
+        let g = try Conv2DGeometry(op: call.op.description, x: try x.shape4(layout: "(N, C, H, W)"),
+                                   weight: try w.shape4(layout: "(out_channels, in_channels, kH, kW)"),
+                                   biasLength: nil, stride: call.pair(0), padding: (call.int(3), call.int(4)),
+                                   dilation: call.pair(5))
+        try g.checkGradOut(op: call.op.description, gs)
         try gx.declare(rank: 4, g.batch, g.inChannels, g.height, g.width, dtype: t)
         try gw.declare(rank: 4, g.outChannels, g.inChannels, g.kernelH, g.kernelW, dtype: t)
         try gb.declare(rank: 1, g.outChannels, dtype: t)
@@ -78,6 +136,22 @@ public func scnn_conv2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: Unsaf
         case .float64: try conv2dBackwardC(Double.self, call, g, gy, x, w, gx, gw, gb)
         }
     }
+}
+
+func groupedConv2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: GroupedConv2DGeometry, _ gy: Operand,
+                                          _ x: Operand, _ w: Operand, _ gx: ResultOperand, _ gw: ResultOperand,
+                                          _ gb: ResultOperand) throws {
+    let gyp = try gy.pointer(T.self, count: gy.count()), xp = try x.pointer(T.self, count: x.count())
+    let wp = try w.pointer(T.self, count: w.count())
+    let gxp = try gx.pointer(T.self), gwp = try gw.pointer(T.self), gbp = try gb.pointer(T.self)
+    try call.checkDisjoint(results: gx.operand, gw.operand, gb.operand, from: gy, x, w)
+    guard g.batch > 0, let gyp, let xp, let wp else {
+        gwp?.update(repeating: 0, count: try w.count())
+        gbp?.update(repeating: 0, count: g.outChannels)
+        return
+    }
+    try groupedConv2dBackward(g, gradOut: gyp, x: xp, weight: wp, gradX: gxp, gradWeight: gwp, gradBias: gbp,
+                              accumulate: false, workspace: Workspace<T>())
 }
 
 func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometry, _ gy: Operand, _ x: Operand,

@@ -106,6 +106,13 @@ func makeLayer<T: CNNScalar>(_: T.Type, _ s: LayerSettings) throws -> any Layer<
         try s.expect(ints: 11, op: "Conv2d")
         return try Conv2d<T>(inChannels: s.int(0), outChannels: s.int(1), kernelSize: s.pair(2), stride: s.pair(4),
                              padding: s.pair(6), dilation: s.pair(8), bias: s.bool(10), seed: s.seed)
+    case "grouped_conv2d":
+        // ints (in, out, kernel pair, stride pair, padding (mode, h, w), dilation pair, groups, bias)
+        try s.expect(ints: 13, op: "Conv2d")
+        let padding: ConvPadding = s.int(6) == 1 ? .same : .explicit(s.int(7), s.int(8))
+        return try GroupedConv2d<T>(inChannels: s.int(0), outChannels: s.int(1), kernelSize: s.pair(2), stride: s.pair(4),
+                                    padding: padding, dilation: s.pair(9), groups: s.int(11), bias: s.bool(12),
+                                    seed: s.seed)
     case "linear":
         try s.expect(ints: 3, op: "Linear")
         return try Linear<T>(inFeatures: s.int(0), outFeatures: s.int(1), bias: s.bool(2), seed: s.seed)

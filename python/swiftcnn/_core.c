@@ -814,7 +814,9 @@ typedef enum {
     ARG_OUT,       /* keyword-only out= for the first result */
     ARG_REAL,      /* a float: one real */
     ARG_BOOL,      /* True or False: one int */
-    ARG_STATE      /* an array updated in place, or None: never converted (the caller's memory) */
+    ARG_STATE,     /* an array updated in place, or None: never converted (the caller's memory) */
+    ARG_PADDING,   /* an int, (h, w), "valid" or "same": three ints (0 explicit / 1 same, h, w) */
+    ARG_INT        /* an int: one int */
 } arg_kind;
 
 typedef struct {
@@ -845,6 +847,10 @@ typedef struct {
 #define REAL(n, d) {n, ARG_REAL, 0, d}
 #define BOOL(n, d) {n, ARG_BOOL, d}
 #define STATE(n) {n, ARG_STATE, 0}
+#define PADDING(n) {n, ARG_PADDING, 0}
+#define INT(n, d) {n, ARG_INT, d}
+
+static const char *const PADDINGS[] = {"valid", "same", NULL};
 
 static const char *const MODES[] = {"valid", "same", "full", NULL};
 
@@ -952,6 +958,27 @@ call_op(const op_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
             }
             nints += 1;
             break;
+        case ARG_PADDING:
+            ints[nints] = ints[nints + 1] = ints[nints + 2] = 0;
+            if (o != NULL && PyUnicode_Check(o)) {
+                int which = choice_arg(fn, a->name, o, PADDINGS, "an int, a pair (h, w), 'valid' or 'same'");
+                if (which < 0) {
+                    goto done;
+                }
+                ints[nints] = which; /* "valid" = explicit zeros; "same" = mode 1 */
+            }
+            else if (o != NULL && pair_arg(fn, a->name, o, &ints[nints + 1]) < 0) {
+                goto done;
+            }
+            nints += 3;
+            break;
+        case ARG_INT:
+            ints[nints] = a->dflt;
+            if (o != NULL && int64_arg(fn, a->name, o, &ints[nints]) < 0) {
+                goto done;
+            }
+            nints += 1;
+            break;
         case ARG_STATE:
             ops[nops] = (operand){.name = a->name, .obj = optional(o), .t = &in[nops], .is_state = 1};
             nops++;
@@ -1000,21 +1027,22 @@ done:
     }
 
 PyDoc_STRVAR(conv2d_doc,
-"conv2d($module, /, x, weight, bias=None, stride=1, padding=0, dilation=1, *, out=None)\n--\n\n"
-"2-D convolution (cross-correlation) of x (N, C, H, W) with weight (K, C, kH, kW) plus bias (K):\n"
-"y[n,k,i,j] = b[k] + sum_{c,r,s} x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw] * w[k,c,r,s].");
-OP_ROW(conv2d, scnn_conv2d, 6, 2, 7, 1, 0,
-       ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), PAIR("stride", 1), PAIR("padding", 0),
-       PAIR("dilation", 1), OUT)
+"conv2d($module, /, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None)\n--\n\n"
+"2-D convolution (cross-correlation) of x (N, C, H, W) with weight (K, C/groups, kH, kW) plus bias (K):\n"
+"y[n,k,i,j] = b[k] + sum_{c,r,s} x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw] * w[k,c,r,s] (within k's\n"
+"group); padding is an int, a pair, 'valid' or 'same' (stride 1; the odd zero row at the bottom/right).");
+OP_ROW(conv2d, scnn_conv2d, 7, 2, 8, 1, 0,
+       ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), PAIR("stride", 1), PADDING("padding"),
+       PAIR("dilation", 1), INT("groups", 1), OUT)
 
 PyDoc_STRVAR(conv2d_backward_doc,
-"conv2d_backward($module, /, grad_out, x, weight, stride=1, padding=0, dilation=1)\n--\n\n"
+"conv2d_backward($module, /, grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1)\n--\n\n"
 "(grad_x, grad_weight, grad_bias) of conv2d: grad_x is the full correlation of grad_out with the\n"
 "filter rotated by 180 degrees, grad_weight the correlation of x with grad_out, grad_bias the\n"
 "sum of grad_out over N, H, W.");
-OP_ROW(conv2d_backward, scnn_conv2d_backward, 6, 3, 6, 3, 0,
-       ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"), PAIR("stride", 1), PAIR("padding", 0),
-       PAIR("dilation", 1))
+OP_ROW(conv2d_backward, scnn_conv2d_backward, 7, 3, 7, 3, 0,
+       ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"), PAIR("stride", 1), PADDING("padding"),
+       PAIR("dilation", 1), INT("groups", 1))
 
 PyDoc_STRVAR(max_pool2d_doc,
 "max_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
@@ -1163,7 +1191,7 @@ static const op_spec *const OPS[] = {
 };
 
 static const char *const ARG_KINDS[] = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out",
-                                        "real", "bool", "state"};
+                                        "real", "bool", "state", "padding", "int"};
 
 PyDoc_STRVAR(op_table_doc,
 "op_table($module, /)\n--\n\n"

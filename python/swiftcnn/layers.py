@@ -327,43 +327,60 @@ class Conv2d(_LayerWithParameters):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, *, dtype="float32", seed=None):
+                 groups=1, bias=True, *, dtype="float32", seed=None):
         owner = "Conv2d"
         self._in_channels = check_int(in_channels, "in_channels", owner)
         self._out_channels = check_int(out_channels, "out_channels", owner)
         self._kernel_size = check_pair(kernel_size, "kernel_size", owner)
         self._stride = check_pair(stride, "stride", owner)
-        self._padding = check_pair(padding, "padding", owner, minimum=0)
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"{owner}: padding must be an int, an (h, w) pair, 'valid' or 'same', "
+                                 f"got {padding!r}")
+            self._padding = padding
+            pad_ints = (1, 0, 0) if padding == "same" else (0, 0, 0)
+        else:
+            self._padding = check_pair(padding, "padding", owner, minimum=0)
+            pad_ints = (0, *self._padding)
         self._dilation = check_pair(dilation, "dilation", owner)
+        self._groups = check_int(groups, "groups", owner)
         has_bias = check_bool(bias, "bias", owner)
         dtype = check_dtype(dtype, owner)
         seed = next_seed() if seed is None else check_seed(seed, "seed", owner)
-        handle = _core.layer_create(
-            "conv2d", dtype.name, (self._in_channels, self._out_channels, *self._kernel_size,
-                                   *self._stride, *self._padding, *self._dilation, int(has_bias)),
-            (), (), seed)
+        if self._groups == 1 and pad_ints[0] == 0:  # the plain layer: fused paths in a Sequential
+            ints, kind = (self._in_channels, self._out_channels, *self._kernel_size, *self._stride,
+                          *pad_ints[1:], *self._dilation, int(has_bias)), "conv2d"
+        else:
+            ints, kind = (self._in_channels, self._out_channels, *self._kernel_size, *self._stride, *pad_ints,
+                          *self._dilation, self._groups, int(has_bias)), "grouped_conv2d"
+        handle = _core.layer_create(kind, dtype.name, ints, (), (), seed)
         self._adopt_handle(handle, dtype)
 
     in_channels = property(lambda self: self._in_channels, doc="Input channels.")
     out_channels = property(lambda self: self._out_channels, doc="Output channels (filters).")
     kernel_size = property(lambda self: self._kernel_size, doc="(kH, kW).")
     stride = property(lambda self: self._stride, doc="(sh, sw).")
-    padding = property(lambda self: self._padding, doc="(ph, pw) zeros added on each side.")
+    padding = property(lambda self: self._padding,
+                       doc="(ph, pw) zeros added on each side, or the string 'same' / 'valid' as given.")
     dilation = property(lambda self: self._dilation, doc="(dh, dw).")
+    groups = property(lambda self: self._groups, doc="Channel groups (in_channels for depthwise).")
 
     def _config(self):
         return {"in_channels": self._in_channels, "out_channels": self._out_channels,
                 "kernel_size": list(self._kernel_size), "stride": list(self._stride),
-                "padding": list(self._padding), "dilation": list(self._dilation),
+                "padding": self._padding if isinstance(self._padding, str) else list(self._padding),
+                "dilation": list(self._dilation), "groups": self._groups,
                 "bias": self._bias is not None, "dtype": self._dtype.name}
 
     def __repr__(self):
         text = (f"Conv2d({self._in_channels}, {self._out_channels}, kernel_size={self._kernel_size}"
                 f", stride={self._stride}")
         if self._padding != (0, 0):
-            text += f", padding={self._padding}"
+            text += f", padding={self._padding!r}" if isinstance(self._padding, str) else f", padding={self._padding}"
         if self._dilation != (1, 1):
             text += f", dilation={self._dilation}"
+        if self._groups != 1:
+            text += f", groups={self._groups}"
         if self._bias is None:
             text += ", bias=False"
         if self._dtype != np.float32:

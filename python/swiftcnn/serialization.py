@@ -42,7 +42,7 @@ _MAX_DEFLATE_RATIO = 1032  # the most a deflate stream can expand (258-byte matc
 # checked here for type and by the layer constructors for value.
 _LAYER_FIELDS = {
     "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-               "bias", "dtype"),
+               "groups", "bias", "dtype"),
     "Linear": ("in_features", "out_features", "bias", "dtype"),
     "MaxPool2d": ("kernel_size", "stride", "padding"),
     "AvgPool2d": ("kernel_size", "stride", "padding"),
@@ -62,7 +62,7 @@ _CONTAINERS = ("Sequential", "Residual")
 _REAL_FIELDS = {"negative_slope", "p", "eps"}
 _BOOL_FIELDS = {"bias", "affine", "track_running_stats"}
 _PAIR_FIELDS = {"kernel_size", "stride", "padding", "dilation", "output_size"}
-_INT_FIELDS = {"in_channels", "out_channels", "in_features", "out_features", "num_features"}
+_INT_FIELDS = {"in_channels", "out_channels", "in_features", "out_features", "num_features", "groups"}
 
 
 def save(module, path):
@@ -283,6 +283,8 @@ def _check_spec(spec, where, depth):
     kind = spec["type"]
     if kind not in _LAYER_FIELDS:
         raise ValueError(f"{where} has unknown layer type {kind!r}")
+    if kind == "Conv2d" and "groups" not in spec:
+        spec["groups"] = 1  # files written before groups existed
     required = _LAYER_FIELDS[kind]
     fields = set(spec) - {"type"}
     missing = [key for key in required if key not in fields]
@@ -293,6 +295,8 @@ def _check_spec(spec, where, depth):
         value = spec[key]
         if key in _INT_FIELDS and not _is_json_int(value):
             raise ValueError(f"{where} ({kind}): {key} must be an integer, got {value!r}")
+        if key == "padding" and value in ("same", "valid"):
+            continue
         if key in _PAIR_FIELDS and not (isinstance(value, list) and len(value) == 2
                                         and all(_is_json_int(v) for v in value)):
             raise ValueError(f"{where} ({kind}): {key} must be a pair of integers, got {value!r}")
@@ -337,7 +341,10 @@ def _expected_parameters(spec, prefix, depth):
                            f"{prefix}num_batches_tracked": ((), "int64")})
         return shapes
     if kind == "Conv2d":
-        weight = (spec["out_channels"], spec["in_channels"], *spec["kernel_size"])
+        if spec["groups"] < 1 or spec["in_channels"] % spec["groups"]:
+            raise ValueError(f"layer {prefix.rstrip('.') or kind} has groups {spec['groups']} that do not "
+                             f"divide in_channels {spec['in_channels']}")
+        weight = (spec["out_channels"], spec["in_channels"] // spec["groups"], *spec["kernel_size"])
         out = spec["out_channels"]
     elif kind == "Linear":
         weight = (spec["out_features"], spec["in_features"])
@@ -376,7 +383,8 @@ def _build(spec):
     kind = spec["type"]
     settings = {key: value for key, value in spec.items() if key != "type"}
     for key in _PAIR_FIELDS & settings.keys():
-        settings[key] = tuple(settings[key])
+        if not isinstance(settings[key], str):
+            settings[key] = tuple(settings[key])
     if kind in _CONTAINERS:
         return getattr(_layers, kind)(*[_build(child) for child in spec["layers"]])
     if kind in ("Conv2d", "Linear", "Dropout"):

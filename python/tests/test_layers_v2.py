@@ -366,3 +366,53 @@ def test_fit_runs_the_scheduler_and_new_layers_save_and_load(tmp_path):
     loaded.eval()
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert int(loaded[1].num_batches_tracked) == int(model[1].num_batches_tracked) == 2
+
+
+# ---- grouped and "same" convolutions ---------------------------------------------------------------
+@pytest.mark.parametrize("C, K, groups, k, padding, dilation", [
+    (4, 6, 2, 3, 1, 1), (4, 4, 4, 3, "same", 1), (3, 6, 3, 4, "same", 2), (2, 2, 1, 2, "same", 1),
+    (4, 8, 2, 3, "valid", 1), (6, 6, 6, 5, 2, 1),
+])
+def test_grouped_and_same_conv2d_match_torch(torch, C, K, groups, k, padding, dilation):
+    rng = np.random.default_rng(14)
+    x, w, b = rng.standard_normal((2, C, 7, 6)), rng.standard_normal((K, C // groups, k, k)), rng.standard_normal(K)
+    tx, tw, tb = tt(torch, x, True), tt(torch, w, True), tt(torch, b, True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=padding, dilation=dilation, groups=groups)
+    g = rng.standard_normal(ty.shape)
+    ty.backward(tt(torch, g))
+    y = F.conv2d(x, w, b, padding=padding, dilation=dilation, groups=groups)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(F.conv2d_backward(g, x, w, padding=padding, dilation=dilation, groups=groups),
+                            (tx, tw, tb)):
+        np.testing.assert_allclose(mine, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_same_conv_layer_gradcheck_state_dict_and_attributes(torch):
+    S.manual_seed(5)
+    layer = S.Conv2d(4, 6, 4, padding="same", dilation=2, groups=2)
+    assert layer.padding == "same" and layer.groups == 2 and layer.weight.shape == (6, 2, 4, 4)
+    assert S.gradcheck(layer, np.random.default_rng(15).standard_normal((2, 4, 6, 5))).passed
+    depthwise = S.Conv2d(8, 8, 3, padding=1, groups=8, dtype="float64")
+    t = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).double()
+    depthwise.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    x = np.random.default_rng(16).standard_normal((3, 8, 9, 9))
+    np.testing.assert_allclose(depthwise(x), t(tt(torch, x)).detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(in_channels=3, out_channels=4, kernel_size=3, groups=2), ValueError, "divisible by groups"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, padding="same", stride=2), ValueError, "same"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, padding="full"), ValueError, "padding"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, groups=0), ValueError, "groups"),
+])
+def test_conv2d_rejects_bad_groups_and_padding(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        S.Conv2d(**kwargs)
+
+
+def test_functional_conv2d_rejects_bad_groups_naming_the_argument():
+    x, w = np.ones((1, 3, 5, 5)), np.ones((4, 1, 3, 3))
+    with pytest.raises(ValueError, match="groups"):
+        F.conv2d(x, w, groups=2)
+    with pytest.raises(ValueError, match="same"):
+        F.conv2d(np.ones((1, 4, 5, 5)), w, stride=2, padding="same", groups=4)

@@ -91,7 +91,9 @@ typedef int32_t scnn_op_fn(const scnn_tensor *inputs, int32_t n_inputs,
 
 /* The ops. "pair" settings are two ints (h, w); "optional pair" three: (given, h, w), where
  * given = 0 means the op's default (a pooling stride defaults to the kernel size). */
-/* in (x, weight, bias?)        ints stride pair, padding pair, dilation pair        out (y)                  */
+/* in (x, weight, bias?)        ints stride pair, padding (mode, h, w), dilation pair, groups   out (y)
+ * padding mode 0: (h, w) zeros each side; 1: "same" (stride 1, odd zero row/column at the bottom/right);
+ * weight (K, C / groups, kH, kW). */
 scnn_op_fn scnn_conv2d;
 /* in (grad_out, x, weight)     ints as conv2d                                       out (grad_x, grad_weight, grad_bias) */
 scnn_op_fn scnn_conv2d_backward;
@@ -151,6 +153,8 @@ typedef struct scnn_layer scnn_layer;
  * PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))):
  *   "conv2d"      ints (in_channels, out_channels, kernel pair, stride pair, padding pair,
  *                 dilation pair, bias 0/1)
+ *   "grouped_conv2d" ints (in_channels, out_channels, kernel pair, stride pair, padding (mode, h, w)
+ *                 as scnn_conv2d, dilation pair, groups, bias 0/1): fan_in = in/groups*kH*kW
  *   "linear"      ints (in_features, out_features, bias 0/1)
  *   "max_pool2d", "avg_pool2d"   ints (kernel pair, stride optional pair, padding pair)
  *   "sigmoid", "relu", "flatten" no settings

@@ -1,0 +1,126 @@
+/// A 2-D convolution layer with groups and/or "same" padding (PyTorch's `Conv2d(..., groups=G,
+/// padding="same")`); the forward and backward of Ops/GroupedConv2D.swift. The plain layer
+/// (`Conv2d`, groups 1, explicit padding) keeps its fused fast paths; this one is its general form.
+public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
+    public typealias Scalar = T
+
+    public let inChannels, outChannels, groups: Int
+    public let kernelSize, stride, dilation: (Int, Int)
+    public let padding: ConvPadding
+    /// (K, C/G, kH, kW), initialized from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C/G*kH*kW.
+    public let weight: Parameter<T>
+    /// (K), same initialization, or nil.
+    public let bias: Parameter<T>?
+
+    @usableFromInline let access = ExclusiveAccess(name: "Conv2d")
+    @usableFromInline let workspace = Workspace<T>()
+    @usableFromInline var geometry: GroupedConv2DGeometry?
+    @usableFromInline var input: Tensor<T>?
+    @usableFromInline var output: Tensor<T>?
+    @usableFromInline var gradInput: Tensor<T>?
+
+    /// Throws `.value` for sizes < 1, padding < 0, dilation < 1, channel counts not divisible by
+    /// `groups`, "same" with a stride other than 1.
+    public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: ConvPadding = .explicit(0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1,
+                bias: Bool = true, seed: UInt64) throws {
+        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
+        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
+        guard groups >= 1 else { throw SwiftCNNError.value("Conv2d: groups must be >= 1, got \(groups)") }
+        guard inChannels % groups == 0 else {
+            throw SwiftCNNError.value("Conv2d: in_channels (\(inChannels)) must be divisible by groups (\(groups))")
+        }
+        guard outChannels % groups == 0 else {
+            throw SwiftCNNError.value("Conv2d: out_channels (\(outChannels)) must be divisible by groups (\(groups))")
+        }
+        try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
+        try requirePair("Conv2d", "stride", stride, atLeast: 1)
+        try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
+        switch padding {
+        case .explicit(let ph, let pw): try requirePair("Conv2d", "padding", (ph, pw), atLeast: 0)
+        case .same:
+            guard stride == (1, 1) else {
+                throw SwiftCNNError.value("Conv2d: padding='same' is not supported for strided convolutions, got stride (\(stride.0), \(stride.1))")
+            }
+        }
+        let weightShape = [outChannels, inChannels / groups, kernelSize.0, kernelSize.1]
+        let fanIn = try checkedElementCount(Array(weightShape.dropFirst()), what: "Conv2d: weight")
+        _ = try checkedElementCount(weightShape, what: "Conv2d: weight")
+        (self.inChannels, self.outChannels, self.groups) = (inChannels, outChannels, groups)
+        (self.kernelSize, self.stride, self.padding, self.dilation) = (kernelSize, stride, padding, dilation)
+        self.weight = try Parameter(name: "weight", shape: weightShape)
+        self.bias = bias ? try Parameter(name: "bias", shape: [outChannels]) : nil
+        initializeDefault(weight: weight.data, bias: self.bias?.data, fanIn: fanIn, seed: seed)
+    }
+
+    public var parameters: [Parameter<T>] { bias.map { [weight, $0] } ?? [weight] }
+
+    public var lastInputShape: [Int]? { access.read { geometry?.inputShape } }
+
+    func makeGeometry(_ xShape: [Int]) throws -> GroupedConv2DGeometry {
+        try GroupedConv2DGeometry(op: "Conv2d", xShape: xShape, weightShape: weight.data.shape,
+                                  biasLength: bias?.data.count, stride: stride, padding: padding, dilation: dilation,
+                                  groups: groups)
+    }
+
+    public func outputShape(forInput shape: [Int]) throws -> [Int] { try makeGeometry(shape).outputShape }
+
+    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            let g = try makeGeometry(x.shape)
+            let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
+            if g.batch > 0 {
+                try groupedConv2dForward(g, x: x.pointer, weight: weight.data.pointer,
+                                         bias: bias.map { UnsafePointer($0.data.pointer) }, y: y.pointer, workspace: workspace)
+            }
+            geometry = g
+            input = x
+            return y
+        }
+    }
+
+    public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
+        guard let gradX = try backward(gradOut, inputGradient: true) else {
+            throw SwiftCNNError.runtime("Conv2d: backward produced no input gradient")
+        }
+        return gradX
+    }
+
+    public func backward(_ gradOut: Tensor<T>, inputGradient: Bool) throws -> Tensor<T>? {
+        try access.run {
+            guard let g = geometry, let x = input else {
+                throw SwiftCNNError.runtime("Conv2d: backward called before forward")
+            }
+            guard gradOut.shape == g.outputShape else {
+                throw SwiftCNNError.value(
+                    "Conv2d.backward: grad_out must have shape \(describeShape(g.outputShape)), got \(describeShape(gradOut.shape))")
+            }
+            let gradX = inputGradient ? try layerBuffer(&gradInput, shape: g.inputShape, avoiding: gradOut) : nil
+            if g.batch > 0 {
+                try groupedConv2dBackward(g, gradOut: gradOut.pointer, x: x.pointer, weight: weight.data.pointer,
+                                          gradX: gradX?.pointer, gradWeight: weight.grad.pointer,
+                                          gradBias: bias?.grad.pointer, accumulate: true, workspace: workspace)
+            }
+            return gradX
+        }
+    }
+
+    public func zeroGrad() throws {
+        try access.run {
+            weight.grad.zero()
+            bias?.grad.zero()
+        }
+    }
+
+    public var description: String {
+        var s = "Conv2d(\(inChannels), \(outChannels), kernel_size=\(describePair(kernelSize)), stride=\(describePair(stride))"
+        switch padding {
+        case .same: s += ", padding=same"
+        case .explicit(let ph, let pw): if (ph, pw) != (0, 0) { s += ", padding=\(describePair((ph, pw)))" }
+        }
+        if dilation != (1, 1) { s += ", dilation=\(describePair(dilation))" }
+        if groups != 1 { s += ", groups=\(groups)" }
+        if bias == nil { s += ", bias=False" }
+        return s + ")"
+    }
+}
