@@ -259,7 +259,10 @@ class _GraphBuilder:
     def _emit_Dropout(self, layer, x, shape, prefix):
         # Without a training_mode input ONNX's Dropout is the identity (eval mode); the ratio is
         # kept so that load() can rebuild the layer.
-        ratio = self.constant(f"{prefix}ratio", np.array(float(layer.p)))
+        p = float(layer.p)
+        if not 0.0 <= p < 1.0:  # ONNX wants a ratio in [0, 1); eval mode is the identity anyway
+            return self.node("Identity", [x], prefix), shape
+        ratio = self.constant(f"{prefix}ratio", np.array(p))
         return self.node("Dropout", [x, ratio], prefix), shape
 
     def _emit_BatchNorm(self, layer, x, shape, prefix, ranks):

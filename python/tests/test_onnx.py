@@ -368,6 +368,7 @@ V2_CASES = {
     "batchnorm1d_2d": (lambda: nn.BatchNorm1d(6), (4, 6)),
     "batchnorm1d_3d": (lambda: nn.BatchNorm1d(6, momentum=None), (4, 6, 7)),
     "dropout": (lambda: nn.Dropout(0.5), (4, 3, 5, 5)),
+    "dropout_p1": (lambda: nn.Dropout(1.0), (4, 3)),  # ONNX's ratio must be < 1: an Identity
     "tanh": (lambda: nn.Tanh(), (4, 3, 5, 5)),
     "leaky_relu": (lambda: nn.LeakyReLU(0.2), (4, 3, 5, 5)),
     "adaptive_global": (lambda: nn.AdaptiveAvgPool2d(1), (2, 3, 7, 5)),
