@@ -8,6 +8,8 @@ MODE:
   fail       like train, but rank 1's optimizer raises at its 3rd step: the job must end (abort).
   interrupt  like train, but rank 1 gets SIGINT at its 3rd step: every rank must stop at the same
              batch with identical parameters; rank 0 writes OUT.npz.
+  die        rank 1's process exits abruptly (os._exit) at its 3rd step: the job must end.
+  mismatch   rank 1 passes fewer samples: every rank raises the same ValueError.
 Ranks start from different initial weights on purpose (fit broadcasts rank 0's).
 """
 import argparse
@@ -62,7 +64,7 @@ class Hooked:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("train", "fail", "interrupt"))
+    parser.add_argument("mode", choices=("train", "fail", "interrupt", "die", "mismatch"))
     parser.add_argument("out")
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--batch", type=int, default=16)
@@ -77,6 +79,8 @@ def main():
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     x, y = make_data(0, args.count, args.dtype)
+    if args.mode == "mismatch" and rank == 1:
+        x, y = x[:-1], y[:-1]
     model = make_model(args.dtype, 100 + rank)  # differs per rank: fit must broadcast rank 0's
     optimizer = sc.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
@@ -86,6 +90,8 @@ def main():
                 raise RuntimeError("injected failure on rank 1")
             if args.mode == "interrupt":
                 os.kill(os.getpid(), signal.SIGINT)
+            if args.mode == "die":
+                os._exit(3)
 
     if args.mode != "train":
         optimizer = Hooked(optimizer, hook)

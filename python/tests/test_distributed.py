@@ -132,3 +132,17 @@ def test_an_interrupted_rank_stops_every_rank_at_the_same_batch(tmp_path):
     # SIGINT reached rank 1 during step 3; every rank stops before step 4 (none is half-applied)
     assert int(got["steps"]) == 3
     assert np.array_equal(got["every"][0], got["every"][1])
+
+
+@needs_mpi
+def test_a_rank_that_dies_ends_the_job(tmp_path):
+    result = mpirun(2, "die", str(tmp_path / "never.npz"), timeout=60)
+    assert result.returncode != 0
+    assert not (tmp_path / "never.npz").exists()
+
+
+@needs_mpi
+def test_ranks_called_with_different_data_all_raise(tmp_path):
+    result = mpirun(2, "mismatch", str(tmp_path / "never.npz"), timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.count("ranks [1] differ from rank 0") == 2, result.stderr
