@@ -750,9 +750,10 @@ class _Reader:
             if previous is None or self.uses.get(node.input[0], 0) != 1:
                 self.fail(node, f"swiftcnn has no {spec['kind']} here and the node does not "
                                 f"directly follow a Conv or Gemm/MatMul it could fold into")
-            factor = scale / np.sqrt(var + spec["eps"])
+            # In float64, so that a float32 model rounds the folded weights only once.
+            factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + spec["eps"])
             folded = dict(previous)
-            w = previous["weight"]
+            w = previous["weight"].astype(np.float64)
             folded["weight"] = w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
             b = previous["bias"] if previous["bias"] is not None else np.zeros(w.shape[0])
             folded["bias"] = (b - mean) * factor + shift
