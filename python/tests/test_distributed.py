@@ -113,6 +113,20 @@ def test_one_process_under_mpiexec_matches_plain_fit(tmp_path):
         np.testing.assert_allclose(got["p:" + key], value, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
+                    reason="mpi4py is missing (pip install 'swiftcnn[mpi]')")
+def test_distributed_fit_without_a_launcher_is_a_single_process_run(tmp_path):
+    # MPI starts as a singleton (world size 1) in a plain `python` process.
+    out = tmp_path / "single.npz"
+    result = subprocess.run([sys.executable, SCRIPT, "train", str(out), "--batch", "32"],
+                            capture_output=True, text=True, timeout=120, cwd=TESTS_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = np.load(out)
+    model, _ = single_process_reference("float64", 32)
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(got["p:" + key], value, rtol=1e-12, atol=1e-14)
+
+
 @needs_mpi
 def test_a_failing_rank_ends_the_job(tmp_path):
     result = mpirun(2, "fail", str(tmp_path / "never.npz"), timeout=60)
