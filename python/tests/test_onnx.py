@@ -188,6 +188,7 @@ def test_export_dynamic_batch_and_opsets(tmp_path, rng):
         assert proto.opset_import[0].version == opset
         x = images(rng, (7, 1, 28, 28))  # another batch than the one given
         assert_close(run_ort(path, x), model.predict(x), f"opset {opset}")
+        assert np.array_equal(sonnx.load(path).predict(x), model.predict(x))
 
 
 def test_rejected_export_leaves_no_file(tmp_path):
