@@ -146,7 +146,7 @@ class TrainingMixin:
 
     def fit(self, x, y, *, epochs=1, batch_size=64, optimizer=None, loss="cross_entropy",
             validation_data=None, shuffle=True, seed=None, progress=True, lr_schedule=None,
-            augment_shift=0):
+            augment_shift=0, distributed=False):
         """Train the model on ``(x, y)`` with mini-batches; returns a :class:`History`.
 
         Each batch runs the canonical step ``opt.zero_grad(); loss, g =
@@ -172,6 +172,8 @@ class TrainingMixin:
                 ``optimizer.lr`` before each epoch (all values are computed and checked first).
             augment_shift: if > 0, each training image (4-D x only) is moved by a random offset of
                 up to this many pixels in each direction (zero fill), drawn anew every epoch.
+            distributed: True (or an mpi4py communicator) for data-parallel training over MPI,
+                ``batch_size`` samples per rank per step; see ``swiftcnn.distributed``.
 
         Returns:
             History: per-epoch ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``).
@@ -236,6 +238,14 @@ class TrainingMixin:
             if not hasattr(optimizer, "lr"):
                 raise TypeError(f"{owner}: lr_schedule needs an optimizer with an lr attribute")
             learning_rates = [_scheduled_lr(lr_schedule, epoch, owner) for epoch in range(epochs)]
+
+        if distributed is not False:  # data parallel over MPI: swiftcnn/distributed.py
+            from .distributed import fit_distributed
+            return fit_distributed(self, x, labels, distributed=distributed, epochs=epochs,
+                                   batch_size=batch_size, optimizer=optimizer,
+                                   validation=validation, shuffle=shuffle, seed=seed,
+                                   progress=progress, learning_rates=learning_rates,
+                                   augment_shift=augment_shift, owner=owner)
 
         fused = isinstance(optimizer, Optimizer) and optimizer.dtype == dtype
         step = self._fused_step if fused else self._python_step
