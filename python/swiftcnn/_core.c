@@ -1018,8 +1018,11 @@ done:
 
 /* ---- the table: one row per op; docstrings carry the signature (__text_signature__) ---------- */
 
-#define OP_ROW(id, fn_, npos_, nreq_, nargs_, nres_, flags_, ...)                                    \
-    static const op_spec id##_spec = {#id, fn_, npos_, nreq_, nargs_, nres_, flags_, {__VA_ARGS__}};  \
+/* A row declares the ABI symbol it calls (scnn_<id>, a scnn_op_fn), defines the op's spec and the
+ * METH_FASTCALL function that runs it. */
+#define OP_ROW(id, npos_, nreq_, nargs_, nres_, flags_, ...)                                         \
+    extern scnn_op_fn scnn_##id;                                                                     \
+    static const op_spec id##_spec = {#id, scnn_##id, npos_, nreq_, nargs_, nres_, flags_, {__VA_ARGS__}}; \
     static PyObject *op_##id(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k)             \
     {                                                                                                \
         (void)m;                                                                                     \
@@ -1031,7 +1034,7 @@ PyDoc_STRVAR(conv2d_doc,
 "2-D convolution (cross-correlation) of x (N, C, H, W) with weight (K, C/groups, kH, kW) plus bias (K):\n"
 "y[n,k,i,j] = b[k] + sum_{c,r,s} x[n, c, i*sh - ph + r*dh, j*sw - pw + s*dw] * w[k,c,r,s] (within k's\n"
 "group); padding is an int, a pair, 'valid' or 'same' (stride 1; the odd zero row at the bottom/right).");
-OP_ROW(conv2d, scnn_conv2d, 7, 2, 8, 1, 0,
+OP_ROW(conv2d, 7, 2, 8, 1, 0,
        ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), PAIR("stride", 1), PADDING("padding"),
        PAIR("dilation", 1), INT("groups", 1), OUT)
 
@@ -1040,7 +1043,7 @@ PyDoc_STRVAR(conv2d_backward_doc,
 "(grad_x, grad_weight, grad_bias) of conv2d: grad_x is the full correlation of grad_out with the\n"
 "filter rotated by 180 degrees, grad_weight the correlation of x with grad_out, grad_bias the\n"
 "sum of grad_out over N, H, W.");
-OP_ROW(conv2d_backward, scnn_conv2d_backward, 7, 3, 7, 3, 0,
+OP_ROW(conv2d_backward, 7, 3, 7, 3, 0,
        ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"), PAIR("stride", 1), PADDING("padding"),
        PAIR("dilation", 1), INT("groups", 1))
 
@@ -1048,107 +1051,107 @@ PyDoc_STRVAR(max_pool2d_doc,
 "max_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
 "Max pooling over (N, C, H, W); stride defaults to kernel_size; padding counts as -inf and is at\n"
 "most kernel_size // 2.");
-OP_ROW(max_pool2d, scnn_max_pool2d, 4, 2, 5, 1, 0,
+OP_ROW(max_pool2d, 4, 2, 5, 1, 0,
        ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0), OUT)
 
 PyDoc_STRVAR(max_pool2d_backward_doc,
 "max_pool2d_backward($module, /, grad_out, x, kernel_size, stride=None, padding=0)\n--\n\n"
 "grad_x of max_pool2d: each window's gradient goes to its first maximum in row-major order;\n"
 "overlapping windows accumulate.");
-OP_ROW(max_pool2d_backward, scnn_max_pool2d_backward, 5, 3, 5, 1, 0,
+OP_ROW(max_pool2d_backward, 5, 3, 5, 1, 0,
        ARRAY("grad_out"), ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0))
 
 PyDoc_STRVAR(avg_pool2d_doc,
 "avg_pool2d($module, /, x, kernel_size, stride=None, padding=0, *, out=None)\n--\n\n"
 "Average pooling over (N, C, H, W); padded zeros count in the divisor (count_include_pad=True).");
-OP_ROW(avg_pool2d, scnn_avg_pool2d, 4, 2, 5, 1, 0,
+OP_ROW(avg_pool2d, 4, 2, 5, 1, 0,
        ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0), OUT)
 
 PyDoc_STRVAR(avg_pool2d_backward_doc,
 "avg_pool2d_backward($module, /, grad_out, x, kernel_size, stride=None, padding=0)\n--\n\n"
 "grad_x of avg_pool2d.");
-OP_ROW(avg_pool2d_backward, scnn_avg_pool2d_backward, 5, 3, 5, 1, 0,
+OP_ROW(avg_pool2d_backward, 5, 3, 5, 1, 0,
        ARRAY("grad_out"), ARRAY("x"), PAIR("kernel_size", 0), PAIR_OPT("stride"), PAIR("padding", 0))
 
 PyDoc_STRVAR(linear_doc,
 "linear($module, /, x, weight, bias=None, *, out=None)\n--\n\n"
 "y = x @ weight.T + bias, x (N, in_features), weight (out_features, in_features).");
-OP_ROW(linear, scnn_linear, 3, 2, 4, 1, 0, ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), OUT)
+OP_ROW(linear, 3, 2, 4, 1, 0, ARRAY("x"), ARRAY("weight"), ARRAY_OPT("bias"), OUT)
 
 PyDoc_STRVAR(linear_backward_doc,
 "linear_backward($module, /, grad_out, x, weight)\n--\n\n"
 "(grad_x, grad_weight, grad_bias) of linear.");
-OP_ROW(linear_backward, scnn_linear_backward, 3, 3, 3, 3, 0, ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"))
+OP_ROW(linear_backward, 3, 3, 3, 3, 0, ARRAY("grad_out"), ARRAY("x"), ARRAY("weight"))
 
 PyDoc_STRVAR(sigmoid_doc,
 "sigmoid($module, /, x, *, out=None)\n--\n\n"
 "1 / (1 + exp(-x)), elementwise; out may be x itself.");
-OP_ROW(sigmoid, scnn_sigmoid, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
+OP_ROW(sigmoid, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
 
 PyDoc_STRVAR(sigmoid_backward_doc,
 "sigmoid_backward($module, /, grad_out, y)\n--\n\n"
 "grad_out * y * (1 - y), where y is the forward's OUTPUT.");
-OP_ROW(sigmoid_backward, scnn_sigmoid_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("y"))
+OP_ROW(sigmoid_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("y"))
 
 PyDoc_STRVAR(relu_doc,
 "relu($module, /, x, *, out=None)\n--\n\n"
 "max(x, 0), elementwise; out may be x itself.");
-OP_ROW(relu, scnn_relu, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
+OP_ROW(relu, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
 
 PyDoc_STRVAR(relu_backward_doc,
 "relu_backward($module, /, grad_out, x)\n--\n\n"
 "grad_out * (x > 0), where x is the forward's INPUT.");
-OP_ROW(relu_backward, scnn_relu_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("x"))
+OP_ROW(relu_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("x"))
 
 PyDoc_STRVAR(softmax_doc,
 "softmax($module, /, logits)\n--\n\n"
 "Probabilities over axis 1 of logits (N, K), computed stably.");
-OP_ROW(softmax, scnn_softmax, 1, 1, 1, 1, 0, ARRAY("logits"))
+OP_ROW(softmax, 1, 1, 1, 1, 0, ARRAY("logits"))
 
 PyDoc_STRVAR(softmax_cross_entropy_doc,
 "softmax_cross_entropy($module, /, logits, target)\n--\n\n"
 "Softmax cross-entropy, batch mean. target is class indices (N,) of an integer dtype, or class\n"
 "probabilities of the logits' shape (N, K). Returns (loss, grad_logits): loss a Python float\n"
 "(nan when N = 0), grad_logits = (softmax(logits) - onehot) / N.");
-OP_ROW(softmax_cross_entropy, scnn_softmax_cross_entropy, 2, 2, 2, 2, OP_LOSS, ARRAY("logits"), TARGET("target"))
+OP_ROW(softmax_cross_entropy, 2, 2, 2, 2, OP_LOSS, ARRAY("logits"), TARGET("target"))
 
 PyDoc_STRVAR(binary_cross_entropy_with_logits_doc,
 "binary_cross_entropy_with_logits($module, /, logits, target)\n--\n\n"
 "Binary cross-entropy on logits, mean over all elements; target is floats of the logits' shape.\n"
 "Returns (loss, grad_logits): grad = (sigmoid(logits) - target) / numel; stable for large |z|.");
-OP_ROW(binary_cross_entropy_with_logits, scnn_binary_cross_entropy_with_logits, 2, 2, 2, 2, OP_LOSS,
+OP_ROW(binary_cross_entropy_with_logits, 2, 2, 2, 2, OP_LOSS,
        ARRAY("logits"), ARRAY("target"))
 
 PyDoc_STRVAR(correlate2d_doc,
 "correlate2d($module, /, image, kernel, mode='valid')\n--\n\n"
 "2-D single-channel cross-correlation, as scipy.signal.correlate2d with zero fill; mode 'valid',\n"
 "'same' or 'full' (a kernel larger than the image in 'valid' mode is a ValueError).");
-OP_ROW(correlate2d, scnn_correlate2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
+OP_ROW(correlate2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
 
 PyDoc_STRVAR(convolve2d_doc,
 "convolve2d($module, /, image, kernel, mode='valid')\n--\n\n"
 "2-D single-channel true convolution (the kernel flipped), as scipy.signal.convolve2d.");
-OP_ROW(convolve2d, scnn_convolve2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
+OP_ROW(convolve2d, 3, 2, 3, 1, 0, ARRAY("image"), ARRAY("kernel"), MODE("mode"))
 
 PyDoc_STRVAR(tanh_doc,
 "tanh($module, /, x, *, out=None)\n--\n\n"
 "tanh(x), elementwise; out may be x itself.");
-OP_ROW(tanh, scnn_tanh, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
+OP_ROW(tanh, 1, 1, 2, 1, OP_INPLACE, ARRAY("x"), OUT)
 
 PyDoc_STRVAR(tanh_backward_doc,
 "tanh_backward($module, /, grad_out, y)\n--\n\n"
 "grad_out * (1 - y**2), where y is the forward's OUTPUT.");
-OP_ROW(tanh_backward, scnn_tanh_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("y"))
+OP_ROW(tanh_backward, 2, 2, 2, 1, 0, ARRAY("grad_out"), ARRAY("y"))
 
 PyDoc_STRVAR(leaky_relu_doc,
 "leaky_relu($module, /, x, negative_slope=0.01, *, out=None)\n--\n\n"
 "where(x > 0, x, negative_slope * x), elementwise; out may be x itself.");
-OP_ROW(leaky_relu, scnn_leaky_relu, 2, 1, 3, 1, OP_INPLACE, ARRAY("x"), REAL("negative_slope", 0.01), OUT)
+OP_ROW(leaky_relu, 2, 1, 3, 1, OP_INPLACE, ARRAY("x"), REAL("negative_slope", 0.01), OUT)
 
 PyDoc_STRVAR(leaky_relu_backward_doc,
 "leaky_relu_backward($module, /, grad_out, x, negative_slope=0.01)\n--\n\n"
 "grad_out * where(x > 0, 1, negative_slope), where x is the forward's INPUT.");
-OP_ROW(leaky_relu_backward, scnn_leaky_relu_backward, 3, 2, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
+OP_ROW(leaky_relu_backward, 3, 2, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
        REAL("negative_slope", 0.01))
 
 PyDoc_STRVAR(batch_norm_doc,
@@ -1157,26 +1160,26 @@ PyDoc_STRVAR(batch_norm_doc,
 "the batch mean and biased variance normalize, and running_mean/running_var (when given) move\n"
 "in place toward the batch mean and the UNBIASED variance by momentum; otherwise the running\n"
 "statistics normalize.");
-OP_ROW(batch_norm, scnn_batch_norm, 8, 3, 8, 1, 0, ARRAY("x"), STATE("running_mean"), STATE("running_var"),
+OP_ROW(batch_norm, 8, 3, 8, 1, 0, ARRAY("x"), STATE("running_mean"), STATE("running_var"),
        ARRAY_OPT("weight"), ARRAY_OPT("bias"), BOOL("training", 0), REAL("momentum", 0.1), REAL("eps", 1e-5))
 
 PyDoc_STRVAR(batch_norm_backward_doc,
 "batch_norm_backward($module, /, grad_out, x, weight=None, eps=1e-05)\n--\n\n"
 "(grad_x, grad_weight, grad_bias) of training-mode batch norm, through the batch mean and\n"
 "variance; weight None counts as ones.");
-OP_ROW(batch_norm_backward, scnn_batch_norm_backward, 4, 2, 4, 3, 0, ARRAY("grad_out"), ARRAY("x"),
+OP_ROW(batch_norm_backward, 4, 2, 4, 3, 0, ARRAY("grad_out"), ARRAY("x"),
        ARRAY_OPT("weight"), REAL("eps", 1e-5))
 
 PyDoc_STRVAR(adaptive_avg_pool2d_doc,
 "adaptive_avg_pool2d($module, /, x, output_size, *, out=None)\n--\n\n"
 "Adaptive average pooling to output_size (int or (h, w)): cell (i, j) averages rows\n"
 "floor(i*H/Ho) .. ceil((i+1)*H/Ho) - 1 and the columns likewise (PyTorch's bins).");
-OP_ROW(adaptive_avg_pool2d, scnn_adaptive_avg_pool2d, 2, 2, 3, 1, 0, ARRAY("x"), PAIR("output_size", 0), OUT)
+OP_ROW(adaptive_avg_pool2d, 2, 2, 3, 1, 0, ARRAY("x"), PAIR("output_size", 0), OUT)
 
 PyDoc_STRVAR(adaptive_avg_pool2d_backward_doc,
 "adaptive_avg_pool2d_backward($module, /, grad_out, x, output_size)\n--\n\n"
 "grad_x of adaptive_avg_pool2d.");
-OP_ROW(adaptive_avg_pool2d_backward, scnn_adaptive_avg_pool2d_backward, 3, 3, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
+OP_ROW(adaptive_avg_pool2d_backward, 3, 3, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
        PAIR("output_size", 0))
 
 /* Every row, for op_table(): the reliability sweep and the fuzzer read the same table the

@@ -89,55 +89,21 @@ typedef int32_t scnn_op_fn(const scnn_tensor *inputs, int32_t n_inputs,
                            scnn_tensor *outputs, int32_t n_outputs,
                            bool compute, char *msg, int64_t msg_cap);
 
-/* The ops. "pair" settings are two ints (h, w); "optional pair" three: (given, h, w), where
- * given = 0 means the op's default (a pooling stride defaults to the kernel size). */
-/* in (x, weight, bias?)        ints stride pair, padding (mode, h, w), dilation pair, groups   out (y)
- * padding mode 0: (h, w) zeros each side; 1: "same" (stride 1, odd zero row/column at the bottom/right);
- * weight (K, C / groups, kH, kW). */
-scnn_op_fn scnn_conv2d;
-/* in (grad_out, x, weight)     ints as conv2d                                       out (grad_x, grad_weight, grad_bias) */
-scnn_op_fn scnn_conv2d_backward;
-/* in (x)                       ints kernel_size pair, stride optional pair, padding pair   out (y)           */
-scnn_op_fn scnn_max_pool2d;
-scnn_op_fn scnn_avg_pool2d;
-/* in (grad_out, x)             ints as the forward                                  out (grad_x)             */
-scnn_op_fn scnn_max_pool2d_backward;
-scnn_op_fn scnn_avg_pool2d_backward;
-/* in (x, weight, bias?)                                                             out (y)                  */
-scnn_op_fn scnn_linear;
-/* in (grad_out, x, weight)                                                          out (grad_x, grad_weight, grad_bias) */
-scnn_op_fn scnn_linear_backward;
-/* in (x)                                                                            out (y); y may be x      */
-scnn_op_fn scnn_sigmoid;
-scnn_op_fn scnn_relu;
-/* in (grad_out, y) / (grad_out, x)                                                  out (grad_x)             */
-scnn_op_fn scnn_sigmoid_backward;
-scnn_op_fn scnn_relu_backward;
-/* in (logits)                                                                       out (probs)              */
-scnn_op_fn scnn_softmax;
-/* in (logits, target): target int64 class indices (N,) or probabilities (N, K)      out (loss, grad_logits)  */
-scnn_op_fn scnn_softmax_cross_entropy;
-/* in (logits, target)                                                               out (loss, grad_logits)  */
-scnn_op_fn scnn_binary_cross_entropy_with_logits;
-/* in (image, kernel)           ints mode (SCNN_MODE_*)                              out (out)                */
+/*
+ * The ops are the library's exported symbols `scnn_<name>`, each a scnn_op_fn: conv2d,
+ * conv2d_backward, max_pool2d(_backward), avg_pool2d(_backward), linear(_backward),
+ * sigmoid(_backward), relu(_backward), softmax, softmax_cross_entropy,
+ * binary_cross_entropy_with_logits, correlate2d, convolve2d, tanh(_backward), leaky_relu(_backward),
+ * batch_norm(_backward), adaptive_avg_pool2d(_backward). Each one's operands, settings and results
+ * are documented at its definition (Sources/SwiftCNNCAPI/Functional*.swift, "in (...) ints (...)
+ * out (...)") and its Python signature in python/swiftcnn/_core.c's table, whose rows declare
+ * the symbols they call (`extern scnn_op_fn scnn_<name>;`): adding an op adds no line here.
+ * Conventions of the settings: a "pair" is two ints (h, w); an "optional pair" three, (given, h, w),
+ * given = 0 meaning the op's default (a pooling stride defaults to the kernel size); a conv padding
+ * is (mode, h, w) with mode 0 = (h, w) zeros on each side and 1 = "same"; a mode of correlate2d is
+ * one of the SCNN_MODE_* values below; booleans are 0/1 ints; reals are doubles.
+ */
 enum { SCNN_MODE_VALID = 0, SCNN_MODE_SAME = 1, SCNN_MODE_FULL = 2 };
-scnn_op_fn scnn_correlate2d;
-scnn_op_fn scnn_convolve2d;
-/* Version 2 (Sources/SwiftCNNCAPI/FunctionalV2.swift):
- * in (x) [reals negative_slope for leaky_relu]                                      out (y); y may be x      */
-scnn_op_fn scnn_tanh;
-scnn_op_fn scnn_leaky_relu;
-/* in (grad_out, y) / (grad_out, x) [reals negative_slope]                           out (grad_x)             */
-scnn_op_fn scnn_tanh_backward;
-scnn_op_fn scnn_leaky_relu_backward;
-/* in (x, running_mean?, running_var?, weight?, bias?)  ints (training)  reals (momentum, eps)   out (y);
- * in training mode the running statistics (inputs!) are updated in place. */
-scnn_op_fn scnn_batch_norm;
-/* in (grad_out, x, weight?)    reals (eps)                                          out (grad_x, grad_weight, grad_bias) */
-scnn_op_fn scnn_batch_norm_backward;
-/* in (x) / (grad_out, x)       ints output_size pair                                out (y) / (grad_x)       */
-scnn_op_fn scnn_adaptive_avg_pool2d;
-scnn_op_fn scnn_adaptive_avg_pool2d_backward;
 
 /* ---- layers and models ------------------------------------------------------------------------- */
 /*
