@@ -5,7 +5,7 @@ Usage (from the repository root):
 
     python bench/run.py                  # full run, writes bench/RESULTS.md
     python bench/run.py --quick          # smoke run (fewer, shorter repeats)
-    python bench/run.py --only 2         # one figure (1..5 or lenet/conv3x3/conv5x5/percall/memory)
+    python bench/run.py --only 2         # one figure (1..6 or lenet/conv3x3/conv5x5/percall/memory/bnnet)
     python bench/run.py --no-torch       # swiftcnn alone
     python bench/run.py --no-swiftcnn    # PyTorch alone (checks the harness before the library builds)
 
@@ -1005,6 +1005,89 @@ def render_markdown(ctx, figures: list) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Figure 6: a Conv-BN-ReLU network (the layers issue's figure)
+# ----------------------------------------------------------------------------------------------
+
+def swiftcnn_bn_net(sc):
+    """3x32x32 -> conv 32-32-pool-64-64-pool, each conv followed by BatchNorm and ReLU, then Linear."""
+    layers = []
+    for c_in, c_out, pool in ((3, 32, False), (32, 32, True), (32, 64, False), (64, 64, True)):
+        layers += [sc.Conv2d(c_in, c_out, 3, padding=1, bias=False), sc.BatchNorm2d(c_out), sc.ReLU()]
+        if pool:
+            layers.append(sc.MaxPool2d(2))
+    return sc.Sequential(*layers, sc.Flatten(), sc.Linear(64 * 8 * 8, 10))
+
+
+def torch_bn_net(torch):
+    nn = torch.nn
+    layers = []
+    for c_in, c_out, pool in ((3, 32, False), (32, 32, True), (32, 64, False), (64, 64, True)):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+
+
+def figure_bn_net(ctx) -> Figure:
+    """Figure 6: Conv-BN-ReLU network on 3x32x32, batch 128: training step and inference, images/s."""
+    sc, torch, s = ctx.sc, ctx.torch, ctx.settings
+    fig = Figure(6, "Conv-BN-ReLU network (3x32x32, conv 32-32-pool-64-64-pool, BN+ReLU each, Linear), "
+                    "batch 128, images/s (higher is better)")
+    import numpy as np
+    b = 128
+    rng = np.random.default_rng(0)
+    x = rng.random((b, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, b).astype(np.int64)
+    fig.notes.append("train step = zero_grad, forward (training mode: batch statistics), softmax "
+                     "cross-entropy, backward, SGD step; inference = eval mode (running statistics).")
+    fns_train, fns_inf = {}, {}
+    if sc is not None:
+        sc.manual_seed(0)
+        model = swiftcnn_bn_net(sc)
+        opt = sc.SGD(model.parameters(), lr=LR)
+
+        def sc_train():
+            model.train()
+            opt.zero_grad()
+            loss, g = sc.softmax_cross_entropy(model(x), y)
+            model.backward(g)
+            opt.step()
+
+        def sc_infer():
+            model.predict(x, batch_size=b)
+
+        fns_train["sc"], fns_inf["sc"] = sc_train, sc_infer
+    if torch is not None:
+        torch.manual_seed(0)
+        tmodel = torch_bn_net(torch)
+        topt = torch.optim.SGD(tmodel.parameters(), lr=LR)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+        def torch_train():
+            tmodel.train()
+            topt.zero_grad()
+            torch.nn.functional.cross_entropy(tmodel(xt), yt).backward()
+            topt.step()
+
+        def torch_infer():
+            tmodel.eval()
+            with torch.inference_mode():
+                tmodel(torch.from_numpy(x)).numpy()
+
+        fns_train["torch"], fns_inf["torch"] = torch_train, torch_infer
+    for kind, fns in (("train step", fns_train), ("inference", fns_inf)):
+        times = time_interleaved(fns, s)
+        row = Row(f"b{b} {kind}", "images/s", True, target=1.5)
+        if "sc" in times:
+            row.sc = Stats([b / t for t in times["sc"]])
+        if "torch" in times:
+            row.torch = Stats([b / t for t in times["torch"]])
+        fig.rows.append(row)
+        print_row(row)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
 
@@ -1014,8 +1097,9 @@ FIGURES = {
     "3": figure_conv5x5, "conv5x5": figure_conv5x5,
     "4": figure_percall, "percall": figure_percall,
     "5": figure_memory, "memory": figure_memory,
+    "6": figure_bn_net, "bnnet": figure_bn_net,
 }
-ORDER = [figure_lenet, figure_conv3x3, figure_conv5x5, figure_percall, figure_memory]
+ORDER = [figure_lenet, figure_conv3x3, figure_conv5x5, figure_percall, figure_memory, figure_bn_net]
 
 
 class Context:
