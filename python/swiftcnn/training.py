@@ -69,12 +69,13 @@ def _num_classes(model, x_shape, owner, argument):
     return out_shape[1]
 
 
-def random_shift(batch, max_shift, rng):
+def random_shift(batch, rng, max_shift=2):
     """Each image of ``batch`` (N, C, H, W) moved by its own random (dy, dx), each drawn uniformly
     from [-max_shift, max_shift], the uncovered border filled with zeros (MNIST's background).
 
-    For ``fit(..., augment=...)``: ``functools.partial(random_shift, max_shift=2)`` moves every
-    training image by up to 2 pixels, anew in every epoch. Returns a new C-contiguous array of
+    ``rng`` is a ``numpy.random.Generator``. The signature is fit's ``augment`` protocol:
+    ``fit(..., augment=random_shift)`` moves every training image by up to 2 pixels, anew in
+    every epoch (``functools.partial(random_shift, max_shift=1)`` for 1 pixel). Returns a new C-contiguous array of
     ``batch``'s dtype (``batch`` itself when ``max_shift`` is 0 or the batch is empty).
     """
     batch = np.asarray(batch)
@@ -186,7 +187,7 @@ class TrainingMixin:
                 ``swiftcnn.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)``);
                 ``scheduler.step()`` is called after every completed epoch (API.md Version 2).
             augment: a callable ``augment(x_batch, rng) -> array`` applied to each training
-                batch before its step (e.g. ``functools.partial(random_shift, max_shift=2)``);
+                batch before its step (e.g. ``swiftcnn.training.random_shift``);
                 ``rng`` is the call's ``numpy.random.Generator`` (seeded by ``seed``, shared with the
                 shuffling), so augmented runs are reproducible. It must keep the batch's shape;
                 the result is cast to the model's dtype. Validation data are never augmented.
