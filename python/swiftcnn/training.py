@@ -75,8 +75,9 @@ def random_shift(batch, rng, max_shift=2):
 
     ``rng`` is a ``numpy.random.Generator``. The signature is fit's ``augment`` protocol:
     ``fit(..., augment=random_shift)`` moves every training image by up to 2 pixels, anew in
-    every epoch (``functools.partial(random_shift, max_shift=1)`` for 1 pixel). Returns a new C-contiguous array of
-    ``batch``'s dtype (``batch`` itself when ``max_shift`` is 0 or the batch is empty).
+    every epoch (``functools.partial(random_shift, max_shift=1)`` for 1 pixel). Returns a new
+    C-contiguous array of ``batch``'s dtype (``batch`` itself when ``max_shift`` is 0 or the
+    batch is empty).
     """
     batch = np.asarray(batch)
     if batch.ndim != 4:
@@ -262,10 +263,10 @@ class TrainingMixin:
         epoch = 0
         try:
             for epoch in range(epochs):
+                started = time.perf_counter()
                 order = rng.permutation(count) if shuffle else None
                 reporter.start_epoch(epoch)
                 loss_sum, correct_sum, seen = 0.0, 0, 0
-                started = time.perf_counter()
                 for batch, start in enumerate(range(0, count, batch_size)):
                     if order is None:
                         x_batch = x[start:start + batch_size]
