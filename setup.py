@@ -13,9 +13,13 @@
 3. libSwiftCNNCAPI.so copied next to the extension: into the build tree (so wheels carry it) and
    into python/swiftcnn/ (for in-place and editable installs).
 
-Metadata is in pyproject.toml; see docs/ARCHITECTURE.md for the layers.
+Metadata is in pyproject.toml, except the version: it is written down once, in the Swift core
+(`swiftCNNVersion` in Sources/SwiftCNNCAPI), and read from there by `swift_version()` below
+(pyproject.toml declares it `dynamic`); `swiftcnn.__version__` asks the compiled core for it and
+checks it against the installed metadata at import. See docs/ARCHITECTURE.md for the layers.
 """
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,6 +34,22 @@ HEADER_DIR = ROOT / "Sources" / "SwiftCNNCAPI" / "include"
 SWIFT_PRODUCT = "SwiftCNNCAPI"
 SWIFT_LIB = "libSwiftCNNCAPI.so"
 SCRATCH = ".build-py"
+VERSION_SOURCES = ROOT / "Sources" / "SwiftCNNCAPI"
+VERSION_PATTERN = re.compile(r'^\s*public\s+let\s+swiftCNNVersion\s*:\s*StaticString\s*=\s*"([^"]+)"',
+                             re.MULTILINE)
+
+
+def swift_version():
+    """The version string from the Swift core's one `public let swiftCNNVersion: StaticString = "..."`
+    (searched in every .swift file of Sources/SwiftCNNCAPI, so moving it to another file is fine)."""
+    found = []
+    for path in sorted(VERSION_SOURCES.rglob("*.swift")):
+        found += [(path, m.group(1)) for m in VERSION_PATTERN.finditer(path.read_text(encoding="utf-8"))]
+    if len(found) != 1:
+        where = ", ".join(f"{p.relative_to(ROOT)}: {v!r}" for p, v in found) or "none"
+        raise SetupError(f"expected exactly one `public let swiftCNNVersion: StaticString = \"...\"` "
+                         f"in {VERSION_SOURCES.relative_to(ROOT)}, found {len(found)} ({where})")
+    return found[0][1]
 
 
 def swift_build_command():
@@ -98,9 +118,10 @@ class BuildSwiftExt(build_ext):
 
 
 setup(
+    version=swift_version(),
     package_dir={"": "python"},
     packages=find_packages("python", include=["swiftcnn", "swiftcnn.*"]),
-    package_data={"swiftcnn": ["*.pyi", "py.typed", "data/*"]},
+    package_data={"swiftcnn": ["*.pyi", "py.typed"]},  # the _core stubs, and PEP 561's marker
     include_package_data=False,  # MANIFEST.in lists _core.c for the sdist, not for the wheel
     ext_modules=[
         Extension(

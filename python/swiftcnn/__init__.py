@@ -30,7 +30,44 @@ from .parameter import Parameter
 from .serialization import load, save
 from .training import History
 
-__version__ = "0.1.0"
+__version__ = _core.version()  # the Swift core's version string: the one place it is written down
+
+
+def _check_installed_version(version):
+    """ImportError if the installed distribution's metadata names another version than the
+    compiled core (a stale build: the Swift library or the extension was rebuilt without
+    reinstalling, or the other way round). Skipped when there is no metadata (a source checkout)
+    or when the metadata found belongs to another copy of swiftcnn than this one."""
+    import json
+    import os
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    try:
+        dist = metadata.distribution("swiftcnn")
+    except metadata.PackageNotFoundError:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.abspath(str(dist.locate_file(os.path.join("swiftcnn", "__init__.py"))))
+    ours = os.path.dirname(installed) == here
+    if not ours:  # an editable install records its source tree in direct_url.json (PEP 610)
+        try:
+            info = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            info = {}
+        url = urlparse(info.get("url", ""))
+        if info.get("dir_info", {}).get("editable") and url.scheme == "file":
+            source = os.path.abspath(unquote(url.path))
+            ours = os.path.commonpath([source, here]) == source
+    if ours and dist.version != version:
+        raise ImportError(
+            f"swiftcnn: the installed package's metadata says version {dist.version} but its "
+            f"compiled Swift core ({_core.__file__}) is version {version}: the build is stale or "
+            f"mixed. Reinstall it (pip install --force-reinstall --no-deps <source folder>, or "
+            f"pip install -e <source folder> for a development checkout).")
+
+
+_check_installed_version(__version__)
 
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads

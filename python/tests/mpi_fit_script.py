@@ -22,6 +22,25 @@ import numpy as np
 import swiftcnn as sc
 
 
+class InverseDecay:
+    """lr = 0.05 / (1 + epoch): a scheduler in fit's protocol (step() after every epoch)."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.epoch = optimizer, 0
+        optimizer.lr = 0.05
+
+    def step(self):
+        self.epoch += 1
+        self.optimizer.lr = 0.05 / (1 + self.epoch)
+
+
+def shifter(shift):
+    """fit's augment callable: random shifts of up to `shift` pixels (None for 0)."""
+    if not shift:
+        return None
+    return lambda batch, rng: sc.training.random_shift(batch, rng, max_shift=shift)
+
+
 def make_data(seed, count, dtype):
     """Four classes, each a fixed random 10x10 pattern plus noise: learnable in a few epochs."""
     rng = np.random.default_rng(seed)
@@ -96,8 +115,8 @@ def main():
     if args.mode != "train":
         optimizer = Hooked(optimizer, hook)
     history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch, optimizer=optimizer,
-                        seed=args.seed, augment_shift=args.shift, progress=True,
-                        validation_data=(x[:50], y[:50]), lr_schedule=lambda e: 0.05 / (1 + e),
+                        seed=args.seed, augment=shifter(args.shift), progress=True,
+                        validation_data=(x[:50], y[:50]), scheduler=InverseDecay(optimizer),
                         distributed=True)
     flat = np.concatenate([p.data.ravel() for p in model.parameters()])
     every = comm.gather(flat, root=0)

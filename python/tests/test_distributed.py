@@ -45,8 +45,8 @@ def single_process_reference(dtype, batch, epochs=3, count=203, seed=5, shift=1)
         model = helper.make_model(dtype, 100)  # rank 0's initial weights
         optimizer = sc.SGD(model.parameters(), lr=0.05, momentum=0.9)
         history = model.fit(x, y, epochs=epochs, batch_size=batch, optimizer=optimizer, seed=seed,
-                            augment_shift=shift, progress=False, validation_data=(x[:50], y[:50]),
-                            lr_schedule=lambda e: 0.05 / (1 + e))
+                            augment=helper.shifter(shift), progress=False, validation_data=(x[:50], y[:50]),
+                            scheduler=helper.InverseDecay(optimizer))
     finally:
         sc.set_num_threads(os.cpu_count() or 1)
     return model, history

@@ -267,3 +267,121 @@ def test_loss_argument_accepts_cross_entropy():
     ha = a.fit(x, y, epochs=1, batch_size=8, loss="cross_entropy", shuffle=False, progress=False).history
     hb = b.fit(x, y, epochs=1, batch_size=8, shuffle=False, progress=False).history
     assert ha == hb
+
+
+# ---- fit(scheduler=..., augment=...), History.seconds, random_shift ------------------------------
+class _RecordingScheduler:
+    """A scheduler that halves the lr at each step() and records the lr every step saw."""
+
+    def __init__(self, optimizer, log):
+        self.optimizer = optimizer
+        self.log = log
+
+    def step(self):
+        self.log.append(("step", self.optimizer.lr))
+        self.optimizer.lr = self.optimizer.lr / 2
+
+
+def test_scheduler_steps_after_every_epoch_and_its_lr_is_used(dtype):
+    x, y = make_data(40, seed=30, dtype=dtype)
+    model = make_model(dtype, seed=31)
+    manual = clone(model, dtype)
+    opt = S.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)  # the fused Swift step
+    log = []
+    hist = model.fit(x, y, epochs=3, batch_size=16, optimizer=opt, shuffle=False, progress=False,
+                     scheduler=_RecordingScheduler(opt, log))
+    assert log == [("step", 0.2), ("step", 0.1), ("step", 0.05)]  # once per epoch, after it
+    assert opt.lr == pytest.approx(0.025) and len(hist.epoch) == 3
+    ref = S.optim.SGD(manual.parameters(), lr=0.2, momentum=0.9)
+    for epoch in range(3):
+        for i in range(0, 40, 16):
+            ref.zero_grad()
+            _, g = S.softmax_cross_entropy(manual(x[i:i + 16]), y[i:i + 16])
+            manual.backward(g)
+            ref.step()
+        ref.lr /= 2
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for k, v in model.state_dict().items():
+        assert R.max_rel_diff(v, manual.state_dict()[k]) <= tol, k
+
+
+def test_scheduler_and_augment_are_checked_before_any_step():
+    x, y = make_data(24, seed=32)
+    model = make_model(seed=33)
+    before = model.state_dict()
+    with pytest.raises(TypeError, match="scheduler"):
+        model.fit(x, y, scheduler=object(), progress=False)
+    with pytest.raises(TypeError, match="augment"):
+        model.fit(x, y, augment=3, progress=False)
+    with pytest.raises(ValueError, match=r"augment returned shape \(8, 1, 6, 6\)"):
+        model.fit(x, y, batch_size=8, augment=lambda b, rng: b[:, :, 1:-1, 1:-1], progress=False)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_augment_gets_each_batch_and_the_seeded_generator():
+    x, y = make_data(40, seed=34)
+    seen = []
+
+    def augment(batch, rng):
+        assert isinstance(rng, np.random.Generator)
+        out = batch + rng.standard_normal(batch.shape) * 0.1  # float64: fit casts it back
+        seen.append(out.astype(np.float32))
+        return out
+
+    model = make_model(seed=35)
+    manual = clone(model)
+    hist = model.fit(x, y, epochs=2, batch_size=16, shuffle=True, seed=5, augment=augment, progress=False)
+    assert [b.shape[0] for b in seen] == [16, 16, 8] * 2
+    # the same steps by hand on the very batches augment returned, with the labels of fit's order
+    rng = np.random.default_rng(5)
+    opt = S.optim.SGD(manual.parameters(), lr=0.1)
+    k = 0
+    for epoch in range(2):
+        order = rng.permutation(40)
+        for i in range(0, 40, 16):
+            rng.standard_normal((len(order[i:i + 16]), 1, 8, 8))  # keep the generator in step
+            opt.zero_grad()
+            _, g = S.softmax_cross_entropy(manual(seen[k]), y[order[i:i + 16]])
+            manual.backward(g)
+            opt.step()
+            k += 1
+    for key, v in model.state_dict().items():
+        np.testing.assert_allclose(v, manual.state_dict()[key], rtol=1e-4, atol=1e-6)
+    # reproducible: the same seed gives the same augmented run, bit for bit
+    again = make_model(seed=35)
+    seen.clear()
+    hist2 = again.fit(x, y, epochs=2, batch_size=16, shuffle=True, seed=5, augment=augment, progress=False)
+    assert hist2.history == hist.history
+    for key, v in again.state_dict().items():
+        np.testing.assert_array_equal(v, model.state_dict()[key])
+
+
+def test_history_seconds_are_per_epoch_training_times():
+    x, y = make_data(32, seed=36)
+    xv, yv = make_data(16, seed=37)
+    hist = make_model().fit(x, y, epochs=3, batch_size=8, validation_data=(xv, yv), progress=False)
+    assert len(hist.seconds) == 3 and all(isinstance(s, float) and s > 0 for s in hist.seconds)
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}  # not a history key
+
+
+def test_random_shift_moves_each_image_by_at_most_max_shift():
+    rng = np.random.default_rng(0)
+    x = np.zeros((60, 2, 12, 10), np.float32)
+    x[:, :, 3:9, 3:7] = rng.random((60, 2, 6, 4), dtype=np.float32)
+    s = S.training.random_shift(x, np.random.default_rng(1), max_shift=2)
+    assert s.shape == x.shape and s.dtype == x.dtype and s.flags.c_contiguous
+    offsets = set()
+    for a, b in zip(x, s):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if np.array_equal(np.roll(a, (dy, dx), axis=(1, 2)), b)]  # both channels alike
+        assert len(found) == 1
+        offsets.add(found[0])
+    assert len(offsets) >= 20  # all 25 offsets are drawn (60 images)
+    # content moved past the border is cut, the uncovered border is zero
+    edge = np.ones((1, 1, 4, 4), np.float64)
+    moved = S.training.random_shift(edge, np.random.default_rng(3), max_shift=1)
+    assert moved.dtype == np.float64 and moved.sum() in (16, 12, 9)
+    assert S.training.random_shift(x, rng, max_shift=0) is x
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        S.training.random_shift(x[0], rng)
