@@ -234,6 +234,7 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
         broadcast_parameters(model, comm)
         try:
             for epoch in range(epochs):
+                epoch_began = time.perf_counter()
                 order = rng.permutation(count) if shuffle else np.arange(count)
                 reporter.start_epoch(epoch)
                 loss_sum, correct_sum, seen = 0.0, 0, 0
@@ -286,6 +287,7 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
                 if stop:
                     break
                 figures = {"loss": loss_sum / seen, "accuracy": correct_sum / seen}
+                seconds = time.perf_counter() - epoch_began  # training only, as fit's History.seconds
                 if validation is not None:
                     measured = None
                     if rank == 0:
@@ -293,8 +295,8 @@ def fit_distributed(model, x, labels, *, distributed=True, epochs, batch_size, o
                     measured = comm.bcast(measured, root=0)
                     figures["val_loss"] = measured["loss"]
                     figures["val_accuracy"] = measured["accuracy"]
-                history._record(epoch, figures)
-                reporter.end_epoch(epoch, figures)
+                history._record(epoch, figures, seconds)
+                reporter.end_epoch(epoch, figures, seconds, seen)
                 if scheduler is not None:  # every rank steps its own (identical) schedule
                     scheduler.step()
         finally:
