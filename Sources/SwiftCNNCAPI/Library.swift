@@ -3,7 +3,7 @@
 import SwiftCNN
 
 /// The library's version: the one place it is written down in Swift.
-public let swiftCNNVersion: StaticString = "0.1.0"
+public let swiftCNNVersion: StaticString = "0.2.0"
 
 /// `const char *scnn_version(void)`: the version as a static NUL-terminated string.
 @_cdecl("scnn_version")

@@ -265,7 +265,13 @@ def _load_data(args):
 
 def train(args) -> dict:
     import swiftcnn as sc
+    from swiftcnn.distributed import detect_mpi, is_root
 
+    # Under `mpiexec -n P` (P > 1) the ranks train data-parallel: only rank 0 prints, evaluates and
+    # writes files; --batch-size is per rank (the global batch is P times larger).
+    comm = detect_mpi()
+    if not is_root(comm):
+        args.quiet = True
     if args.threads is not None:
         sc.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -290,8 +296,11 @@ def train(args) -> dict:
     t_fit = time.perf_counter()
     h = model.fit(xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
                   validation_data=(xte, yte), shuffle=True, seed=args.seed,
-                  progress=not args.quiet, scheduler=schedule, augment=augment)
+                  progress=not args.quiet, scheduler=schedule, augment=augment,
+                  distributed=comm if comm is not None else False)
     fit_seconds = time.perf_counter() - t_fit
+    if not is_root(comm):
+        return {}
     epochs_run = len(h.epoch)
     if h.interrupted:
         print(f"interrupted after {epochs_run} epoch(s): evaluating and saving the model so far",

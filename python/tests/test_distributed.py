@@ -160,3 +160,19 @@ def test_ranks_called_with_different_data_all_raise(tmp_path):
     result = mpirun(2, "mismatch", str(tmp_path / "never.npz"), timeout=60)
     assert result.returncode != 0
     assert result.stderr.count("ranks [1] differ from rank 0") == 2, result.stderr
+
+
+@needs_mpi
+def test_cli_under_mpiexec_trains_data_parallel_and_only_rank_0_writes(tmp_path):
+    """`mpiexec -n 2 python -m swiftcnn train`: one report on stdout, one model file, both ranks done."""
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, "-m", "swiftcnn", "train", "--dataset", "mnist-5k", "--epochs", "1",
+         "--threads", "1", "--out", str(out), "--no-report", "--quiet"],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("test accuracy") == 1, result.stdout
+    assert (out / "model.npz").is_file()
+    model = sc.load(str(out / "model.npz"))
+    x, y = sc.datasets.load_mnist(split="test")
+    assert model.evaluate(x, y)["accuracy"] > 0.3
