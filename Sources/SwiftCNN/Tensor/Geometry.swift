@@ -60,11 +60,15 @@ func productFits(_ a: Int, _ b: Int, _ c: Int = 1, _ d: Int = 1, _ e: Int = 1, _
     return true
 }
 
-/// The stride the kernels use along one axis: the caller's, except that a window that slides
-/// only once never moves, so its stride is irrelevant and stored as 1. That keeps the kernels'
-/// index arithmetic (`(j + 3) * stride`) in range for any stride a caller may pass (2^62 trapped).
+/// The stride the kernels use along one axis: the caller's, except that a window that slides only
+/// once never moves, so any stride beyond the room left (`span` = padded size - dilated kernel + 1,
+/// >= 1) gives the same single output; it is stored as `min(stride, span)`. That keeps the kernels'
+/// index arithmetic (`(j + 3) * stride`) in range for any stride a caller may pass (2^62 trapped),
+/// and a stride that becomes 1 does so only when the stride-1 kernels' own output size
+/// (padded - extent + 1) is that single output (storing 1 otherwise sent a (1 x 5) result through
+/// the stride-1 kernels, which wrote (5 x 5): a heap overflow the generated sweep found).
 @inlinable
-func effectiveStride(_ stride: Int, outputSize: Int) -> Int { outputSize == 1 ? 1 : stride }
+func effectiveStride(_ stride: Int, outputSize: Int, span: Int) -> Int { outputSize == 1 ? min(stride, span) : stride }
 
 /// Throws an overflow error unless every index the sliding-window kernels compute along one axis
 /// (`(o + 3) * stride + (kernel - 1) * dilation + padded size`, with margin) fits in an `Int`.
@@ -175,14 +179,18 @@ public struct Conv2DGeometry: Equatable, Sendable {
         guard productFits(n, c, kh, kw, oh, ow) else {
             throw SwiftCNNError.overflow("\(op): the im2col buffer (\(n) x \(c * kh * kw) x \(oh * ow)) has more elements than fit in 64 bits")
         }
-        try checkIndexRange(op, axis: "height", outputSize: oh, stride: effectiveStride(stride.0, outputSize: oh),
-                            kernel: kh, dilation: dilation.0, padded: h + 2 * padding.0)
-        try checkIndexRange(op, axis: "width", outputSize: ow, stride: effectiveStride(stride.1, outputSize: ow),
-                            kernel: kw, dilation: dilation.1, padded: w + 2 * padding.1)
+        // Spans (padded - dilated extent + 1): the sliding output sizes fit, so these cannot overflow.
+        let spanH = h + 2 * padding.0 - dilation.0 * (kh - 1), spanW = w + 2 * padding.1 - dilation.1 * (kw - 1)
+        let sh = effectiveStride(stride.0, outputSize: oh, span: spanH)
+        let sw = effectiveStride(stride.1, outputSize: ow, span: spanW)
+        try checkIndexRange(op, axis: "height", outputSize: oh, stride: sh, kernel: kh, dilation: dilation.0,
+                            padded: h + 2 * padding.0)
+        try checkIndexRange(op, axis: "width", outputSize: ow, stride: sw, kernel: kw, dilation: dilation.1,
+                            padded: w + 2 * padding.1)
 
         self.batch = n; self.inChannels = c; self.height = h; self.width = w
         self.outChannels = k; self.kernelH = kh; self.kernelW = kw
-        self.strideH = effectiveStride(stride.0, outputSize: oh); self.strideW = effectiveStride(stride.1, outputSize: ow)
+        self.strideH = sh; self.strideW = sw
         self.padH = padding.0; self.padW = padding.1
         self.dilationH = dilation.0; self.dilationW = dilation.1
         self.outH = oh; self.outW = ow
@@ -292,13 +300,15 @@ public struct Pool2DGeometry: Equatable, Sendable {
                 throw SwiftCNNError.overflow("\(op): x planes of \(h)x\(w) elements exceed the 2^31 - 1 argmax indices")
             }
         }
-        try checkIndexRange(op, axis: "height", outputSize: oh, stride: effectiveStride(stride.0, outputSize: oh),
-                            kernel: kernelSize.0, dilation: 1, padded: h + 2 * padding.0)
-        try checkIndexRange(op, axis: "width", outputSize: ow, stride: effectiveStride(stride.1, outputSize: ow),
-                            kernel: kernelSize.1, dilation: 1, padded: w + 2 * padding.1)
+        let sh = effectiveStride(stride.0, outputSize: oh, span: h + 2 * padding.0 - kernelSize.0 + 1)
+        let sw = effectiveStride(stride.1, outputSize: ow, span: w + 2 * padding.1 - kernelSize.1 + 1)
+        try checkIndexRange(op, axis: "height", outputSize: oh, stride: sh, kernel: kernelSize.0, dilation: 1,
+                            padded: h + 2 * padding.0)
+        try checkIndexRange(op, axis: "width", outputSize: ow, stride: sw, kernel: kernelSize.1, dilation: 1,
+                            padded: w + 2 * padding.1)
         self.batch = n; self.channels = c; self.height = h; self.width = w
         self.kernelH = kernelSize.0; self.kernelW = kernelSize.1
-        self.strideH = effectiveStride(stride.0, outputSize: oh); self.strideW = effectiveStride(stride.1, outputSize: ow)
+        self.strideH = sh; self.strideW = sw
         self.padH = padding.0; self.padW = padding.1
         self.outH = oh; self.outW = ow
     }
