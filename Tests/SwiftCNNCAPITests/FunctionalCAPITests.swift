@@ -627,6 +627,23 @@ final class FunctionalCAPITests: XCTestCase {
         outs = [loss.desc, TensorDesc(z.raw, [2, 3], dtype: F64)]
         o = callOp(ce, inputs: [z.desc, l.desc], outputs: &outs, compute: true)
         assertStatus(o, VALUE); XCTAssertEqual(o.message, "softmax_cross_entropy: grad_logits must not share memory with logits")
+        // The loss output is checked like the others, before anything is written (this wrote the
+        // loss over logits, and grad_logits before refusing a NULL loss, until the "ABI fix" commit).
+        let zBefore = z.bytesSnapshot()
+        g.fill(Double(-5))
+        for (fn, target) in [(ce, l.desc), (scnn_binary_cross_entropy_with_logits, Owned(shape: [2, 3], dtype: F64).desc)] as [(OpFn, TensorDesc)] {
+            outs = [TensorDesc(z.raw + 8, [], dtype: F64), g.desc]
+            o = callOp(fn, inputs: [z.desc, target], outputs: &outs, compute: true)
+            assertStatus(o, VALUE, "loss must not share memory with logits")
+            outs = [TensorDesc(g.raw + 16, [], dtype: F64), g.desc]
+            assertStatus(callOp(fn, inputs: [z.desc, target], outputs: &outs, compute: true), VALUE, "loss must not share memory with grad_logits")
+            outs = [TensorDesc(nil, [], dtype: F64), g.desc]
+            assertStatus(callOp(fn, inputs: [z.desc, target], outputs: &outs, compute: true), VALUE, "loss is NULL but has shape () (1 elements)")
+            outs = [TensorDesc(loss.raw + 4, [], dtype: F64), g.desc]
+            assertStatus(callOp(fn, inputs: [z.desc, target], outputs: &outs, compute: true), VALUE, "loss is not aligned")
+            XCTAssertEqual(z.bytesSnapshot(), zBefore)
+            XCTAssertEqual(g.values(Double.self), [Double](repeating: -5, count: 6), "grad_logits written by a rejected call")
+        }
         reject(scnn_softmax, [TensorDesc(z.raw, [2, 3, 1], dtype: F64)], outputs: [g], VALUE, "softmax: logits must be 2-D")
         reject(scnn_binary_cross_entropy_with_logits, [z.desc, TensorDesc(g.raw, [6], dtype: F64)], outputs: [loss, g], VALUE,
                "binary_cross_entropy_with_logits: target must have the shape of logits (2, 3), got shape (6,)")
