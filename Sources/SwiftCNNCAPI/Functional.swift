@@ -513,6 +513,10 @@ public func scnn_softmax_cross_entropy(_ i: UnsafeRawPointer?, _ ni: Int32, _ n:
         try loss.declare(rank: 0, dtype: .float64)
         try grad.declare(rank: 2, rows, classes, dtype: OperandType(dtype))
         guard call.compute else { return }
+        // The loss is an output too: valid memory, disjoint from the inputs and grad_logits, checked
+        // before anything is written.
+        _ = try loss.pointer(Double.self)
+        try call.checkDisjoint(loss.operand, from: logits, target, grad.operand)
         let value: Double
         switch dtype {
         case .float32: value = try softmaxCrossEntropyC(Float.self, call, rows, classes, logits, target, useLabels, grad)
@@ -555,6 +559,10 @@ public func scnn_binary_cross_entropy_with_logits(_ i: UnsafeRawPointer?, _ ni: 
         try loss.declare(rank: 0, dtype: .float64)
         try grad.declare(like: logits, dtype: OperandType(dtype))
         guard call.compute else { return }
+        // The loss is an output too: valid memory, disjoint from the inputs and grad_logits, checked
+        // before anything is written.
+        _ = try loss.pointer(Double.self)
+        try call.checkDisjoint(loss.operand, from: logits, target, grad.operand)
         let value: Double
         switch dtype {
         case .float32: value = try bceC(Float.self, call, logits, target, grad)

@@ -63,6 +63,7 @@ struct Operand {
     /// The dtype, checked to be one of the three.
     @inline(__always)
     func dtype() throws -> OperandType {
+        guard !isAbsent else { throw SwiftCNNError.type("\(op): \(name) must be an array, not None") }
         guard let t = OperandType(rawValue: rawDType) else {
             throw SwiftCNNError.type("\(op): \(name) has an unknown dtype code \(rawDType)")
         }

@@ -2,231 +2,340 @@ import XCTest
 import SwiftCNN
 @testable import SwiftCNNCAPI
 
-/// Random, mostly hostile arguments for every export, with data buffers big enough for whatever the
-/// shapes claim (a call is made only if each claimed input fits the buffer, or is invalid on its own:
-/// negative or overflowing). Nothing may trap; every status must be one of the header's.
+/// Every `scnn_op_fn` of swiftcnn.h with its operand and setting counts: the one table the fuzzer
+/// and the count tests run over (`testOpTableCoversTheHeader` checks it against the header).
+let opTable: [(name: String, fn: OpFn, arity: (inputs: Int, ints: Int, reals: Int, outputs: Int))] = [
+    ("conv2d", scnn_conv2d, (3, 6, 0, 1)),
+    ("conv2d_backward", scnn_conv2d_backward, (3, 6, 0, 3)),
+    ("max_pool2d", scnn_max_pool2d, (1, 7, 0, 1)),
+    ("avg_pool2d", scnn_avg_pool2d, (1, 7, 0, 1)),
+    ("max_pool2d_backward", scnn_max_pool2d_backward, (2, 7, 0, 1)),
+    ("avg_pool2d_backward", scnn_avg_pool2d_backward, (2, 7, 0, 1)),
+    ("linear", scnn_linear, (3, 0, 0, 1)),
+    ("linear_backward", scnn_linear_backward, (3, 0, 0, 3)),
+    ("sigmoid", scnn_sigmoid, (1, 0, 0, 1)),
+    ("relu", scnn_relu, (1, 0, 0, 1)),
+    ("sigmoid_backward", scnn_sigmoid_backward, (2, 0, 0, 1)),
+    ("relu_backward", scnn_relu_backward, (2, 0, 0, 1)),
+    ("softmax", scnn_softmax, (1, 0, 0, 1)),
+    ("softmax_cross_entropy", scnn_softmax_cross_entropy, (2, 0, 0, 2)),
+    ("binary_cross_entropy_with_logits", scnn_binary_cross_entropy_with_logits, (2, 0, 0, 2)),
+    ("correlate2d", scnn_correlate2d, (2, 1, 0, 1)),
+    ("convolve2d", scnn_convolve2d, (2, 1, 0, 1)),
+]
+
+/// Random, mostly plausible and often hostile arguments for every op and layer call. Each call
+/// starts from a valid template of the op and is then (about half the time) mutated: a hostile size,
+/// ndim, dtype, NULL or misaligned data, hostile settings, wrong counts, NULL arrays, outputs of the
+/// wrong shape or dtype or overlapping an input. Operand memory is large enough for any shape that
+/// the call would read (a shape claiming more is only passed if it is invalid on its own). Nothing
+/// may trap; every status must be one of the header's with a message naming the op; and a floor on
+/// successful calls keeps the fuzzer from only ever exercising the first rejection.
 final class FuzzCAPITests: XCTestCase {
-    static let capacity = 4096
-    let bufA = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
-    let bufB = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
-    let bufC = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
-    let bufY = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
-    let bufG = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
-    let bufH = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
+    static let capacity = 4096   // elements of 8 bytes per buffer
+    var inBufs: [UnsafeMutableRawPointer] = []
+    var outBufs: [UnsafeMutableRawPointer] = []
+    var labelBuf = UnsafeMutableRawPointer.allocate(byteCount: capacity * 8, alignment: 64)
     var rng = SeededRNG(2024)
 
     override func setUp() {
-        for b in [bufA, bufB, bufC, bufY, bufG, bufH] {
+        inBufs = (0..<3).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.capacity * 8, alignment: 64) }
+        outBufs = (0..<3).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.capacity * 8, alignment: 64) }
+        for b in inBufs + outBufs {
             let d = b.bindMemory(to: Double.self, capacity: Self.capacity)
             for i in 0..<Self.capacity { d[i] = rng.uniform(-3, 3) }
         }
+        let l = labelBuf.bindMemory(to: Int64.self, capacity: Self.capacity)
+        for i in 0..<Self.capacity { l[i] = Int64(rng.next() % 2) }
     }
 
     override func tearDown() {
-        for b in [bufA, bufB, bufC, bufY, bufG, bufH] { b.deallocate() }
+        for b in inBufs + outBufs + [labelBuf] { b.deallocate() }
+        Owned.drain()
     }
 
     func pick<T>(_ xs: [T]) -> T { xs[Int(rng.next() % UInt64(xs.count))] }
+    func int(_ r: ClosedRange<Int>) -> Int64 { Int64(r.lowerBound + Int(rng.next() % UInt64(r.count))) }
+    func chance(_ n: UInt64) -> Bool { rng.next() % n == 0 }
+    func hostile() -> Int64 { pick([-1, 0, 1, 2, 3, 1 << 31, 1 << 40, 1 << 61, 1 << 62, Int64.max, Int64.min, -7]) }
 
-    func dim() -> Int64 {
-        pick([0, 1, 1, 2, 2, 3, 3, 4, 5, 7, 1, 2, 3, -1, 1 << 31, 1 << 40, Int64.max, Int64.min])
-    }
-    func geo() -> Int64 { pick([-1, 0, 1, 1, 1, 2, 2, 3, 5, 1 << 30, 1 << 31, 1 << 62, Int64.max, Int64.min]) }
-    func shape(_ rank: Int) -> [Int64] {
-        // Mostly the expected rank, sometimes another.
-        let r = rng.next() % 8 == 0 ? Int(rng.next() % 6) : rank
-        return (0..<r).map { _ in dim() }
-    }
-
-    /// Whether the data behind `shape` fits the buffers, or the shape is invalid regardless.
-    func fits(_ shape: [Int64]) -> Bool {
-        if shape.contains(where: { $0 < 0 }) { return true }
+    /// The element count a descriptor claims, if it is a valid shape (nil: invalid on its own).
+    func claimed(_ d: TensorDesc) -> Int64? {
+        guard d.ndim >= 0, d.ndim <= 8, (0...2).contains(d.dtype) else { return nil }
         var p: Int64 = 1
-        for d in shape {
-            let (q, o) = p.multipliedReportingOverflow(by: d)
-            if o { return !shape.contains(0) }
-            p = q
-        }
-        return p <= Int64(Self.capacity)
-    }
-
-    func count(_ shape: [Int64]) -> Int64? {
-        var p: Int64 = 1
-        for d in shape {
-            guard d >= 0 else { return nil }
-            let (q, o) = p.multipliedReportingOverflow(by: d)
+        for s in d.dims {
+            guard s >= 0 else { return nil }
+            let (q, o) = p.multipliedReportingOverflow(by: s)
             if o { return nil }
             p = q
         }
-        return p
+        // checkSizes also refuses counts whose bytes (x8) overflow.
+        return p.multipliedReportingOverflow(by: 8).overflow ? nil : p
     }
 
-    func ptr(_ b: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? { rng.next() % 16 == 0 ? nil : b }
+    func fits(_ d: TensorDesc) -> Bool {
+        guard d.ndim != ABSENT else { return true }
+        guard let n = claimed(d) else { return true }   // rejected before any read
+        return n <= Int64(Self.capacity)
+    }
+
+    func desc(_ i: Int, _ shape: [Int64], _ dtype: Int32) -> TensorDesc {
+        TensorDesc(dtype == I64 ? labelBuf : inBufs[i], shape, dtype: dtype)
+    }
+
+    /// A valid (or nearly valid) call of op `name`: inputs and ints.
+    func template(_ name: String, _ dt: Int32) -> ([TensorDesc], [Int64]) {
+        let n = int(0...3), c = int(1...3), h = int(1...7), w = int(1...7)
+        switch name {
+        case "conv2d", "conv2d_backward":
+            let k = int(1...3), kh = int(1...3), kw = int(1...3)
+            let ints = [int(1...3), int(1...3), int(0...1), int(0...1), int(1...2), int(1...2)]
+            let x = desc(1, [n, c, h, w], dt), wt = desc(2, [k, c, kh, kw], dt)
+            if name == "conv2d" { return ([x, wt, chance(2) ? .absent : desc(0, [k], dt)], ints) }
+            var outs = [TensorDesc.garbage]
+            _ = callOp(scnn_conv2d, inputs: [x, wt, .absent], ints: ints, outputs: &outs, compute: false)
+            return ([desc(0, outs[0].ndim == -9 ? [n, k, 1, 1] : outs[0].dims, dt), x, wt], ints)
+        case "max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backward":
+            let kh = int(1...3), kw = int(1...3)
+            let ints = [kh, kw, int(0...1), int(1...3), int(1...3), int(0...Int(kh) / 2), int(0...Int(kw) / 2)]
+            let x = desc(1, [n, c, h, w], dt)
+            if !name.hasSuffix("backward") { return ([x], ints) }
+            var outs = [TensorDesc.garbage]
+            _ = callOp(name.hasPrefix("max") ? scnn_max_pool2d : scnn_avg_pool2d, inputs: [x], ints: ints, outputs: &outs, compute: false)
+            return ([desc(0, outs[0].ndim == -9 ? [n, c, 1, 1] : outs[0].dims, dt), x], ints)
+        case "linear":
+            let i = int(1...6), o = int(1...6)
+            return ([desc(0, [n, i], dt), desc(1, [o, i], dt), chance(2) ? .absent : desc(2, [o], dt)], [])
+        case "linear_backward":
+            let i = int(1...6), o = int(1...6)
+            return ([desc(0, [n, o], dt), desc(1, [n, i], dt), desc(2, [o, i], dt)], [])
+        case "sigmoid", "relu", "sigmoid_backward", "relu_backward":
+            let shape = (0..<int(0...8)).map { _ in int(0...3) }
+            return (name.hasSuffix("backward") ? [desc(0, shape, dt), desc(1, shape, dt)] : [desc(0, shape, dt)], [])
+        case "softmax":
+            return ([desc(0, [n, int(1...5)], dt)], [])
+        case "softmax_cross_entropy":
+            let k = int(2...5)
+            return ([desc(0, [n, k], dt), chance(2) ? desc(1, [n], I64) : desc(1, [n, k], dt)], [])
+        case "binary_cross_entropy_with_logits":
+            let shape = (0..<int(0...4)).map { _ in int(0...3) }
+            return ([desc(0, shape, dt), desc(1, shape, dt)], [])
+        default:   // correlate2d, convolve2d
+            return ([desc(0, [h, w], dt), desc(1, [int(1...4), int(1...4)], dt)], [int(0...2)])
+        }
+    }
+
+    /// One hostile change to an input descriptor.
+    func mutate(_ d: inout TensorDesc, index i: Int) {
+        switch rng.next() % 9 {
+        case 0:
+            var dims = d.dims
+            if !dims.isEmpty { dims[Int(rng.next() % UInt64(dims.count))] = hostile() }
+            d = TensorDesc(d.data, dims, dtype: d.dtype)
+        case 1: d.ndim = pick([-1, -2, 0, 1, 2, 3, 4, 8, 9, 1000, Int32.min])
+        case 2: d.dtype = pick([0, 1, 2, 3, -1, 77])
+        case 3: d.data = nil
+        case 4: d.data = d.data.map { $0 + pick([1, 2, 4]) }
+        case 5: d = .absent
+        case 6: d = TensorDesc(d.data, d.dims + [1], dtype: d.dtype)
+        case 7: d = TensorDesc(d.data, Array(d.dims.dropLast()), dtype: d.dtype)
+        default: d = TensorDesc(d.data, d.dims.map { $0 == 0 ? 1 : $0 }, dtype: d.dtype)
+        }
+    }
 
     var statuses: [Int32: Int] = [:]
-    func record(_ o: Outcome, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertTrue((0...5).contains(o.status), "bad status \(o.status)", file: file, line: line)
-        if o.status != OK { XCTAssertFalse(o.message.isEmpty, file: file, line: line) }
+    var calls = 0, computed = 0
+
+    func record(_ o: Outcome, _ name: String, file: StaticString = #filePath, line: UInt = #line) {
+        calls += 1
+        XCTAssertTrue((0...5).contains(o.status), "\(name): bad status \(o.status)", file: file, line: line)
+        if o.status != OK {
+            XCTAssertFalse(o.message.isEmpty, "\(name): a failure must write a message", file: file, line: line)
+        }
         statuses[o.status, default: 0] += 1
     }
 
-    func testFuzzFunctional() {
-        for _ in 0..<3000 {
-            let dt: Int32 = pick([0, 1, 1, 0, 2, -1])
-            // conv2d
-            do {
-                let xs = shape(4), ws = shape(4)
-                let g = (0..<6).map { _ in geo() }
-                let biasLen: Int64 = pick([-1, -1, 0, 1, 2, 3, -2, Int64.max])
-                guard fits(xs), fits(ws), biasLen < 4096 else { continue }
-                var ys = [Int64](repeating: 0, count: 4)
-                let bias: UnsafeMutableRawPointer? = biasLen == -1 ? nil : ptr(bufC)
-                let o = call { scnn_conv2d_forward(dt, ptr(bufA), xs, Int64(xs.count), ptr(bufB), ws, Int64(ws.count), bias, biasLen,
-                                                   g, nil, &ys, $0, $1) }
-                record(o)
-                if o.status == OK, let n = count(ys), n <= Int64(Self.capacity) {
-                    record(call { scnn_conv2d_forward(dt, bufA, xs, 4, bufB, ws, 4, bias, biasLen, g, bufY, nil, $0, $1) })
-                    record(call { scnn_conv2d_backward(dt, bufY, ys, 4, bufA, xs, 4, bufB, ws, 4, g, ptr(bufG), ptr(bufH), ptr(bufC), $0, $1) })
+    func testFuzzEveryOp() {
+        var perOp: [String: (calls: Int, ok: Int, computed: Int)] = [:]
+        for round in 0..<6000 {
+            let entry = opTable[round % opTable.count]
+            let a = entry.arity
+            let dt: Int32 = chance(8) ? pick([2, 3, -1]) : pick([F32, F64])
+            var (inputs, ints) = template(entry.name, dt)
+            var reals: [Double] = []
+            var nInputs: Int32? = nil, nInts: Int32? = nil, nOutputs: Int32? = nil
+            var nullInputs = false, nullInts = false
+            if chance(2) {
+                switch rng.next() % 6 {
+                case 0, 1, 2:
+                    let i = Int(rng.next() % UInt64(inputs.count))
+                    mutate(&inputs[i], index: i)
+                case 3:
+                    if !ints.isEmpty { ints[Int(rng.next() % UInt64(ints.count))] = hostile() }
+                case 4:
+                    switch rng.next() % 6 {
+                    case 0: nInputs = Int32(a.inputs) + pick([-1, 1, -100])
+                    case 1: nInts = Int32(a.ints) + pick([-1, 1])
+                    case 2: reals = [1]
+                    case 3: nOutputs = Int32(a.outputs) + pick([-1, 1, Int32.min])
+                    case 4: nullInputs = true
+                    default: nullInts = a.ints > 0
+                    }
+                default:
+                    for i in inputs.indices where chance(3) { mutate(&inputs[i], index: i) }
                 }
             }
-            // pooling
-            do {
-                let xs = shape(4)
-                let g = (0..<6).map { _ in geo() }
-                guard fits(xs) else { continue }
-                let kind: Int32 = pick([0, 1, 0, 1, 2, -1])
-                var ys = [Int64](repeating: 0, count: 4)
-                let o = call { scnn_pool2d_forward(dt, kind, ptr(bufA), xs, Int64(xs.count), g, nil, &ys, $0, $1) }
-                record(o)
-                if o.status == OK, let n = count(ys), n <= Int64(Self.capacity) {
-                    record(call { scnn_pool2d_forward(dt, kind, bufA, xs, 4, g, bufY, nil, $0, $1) })
-                    record(call { scnn_pool2d_backward(dt, kind, bufY, ys, 4, bufA, xs, 4, g, ptr(bufG), $0, $1) })
+            // Wrong-count calls never read the arrays; other calls read exactly the arity, so never
+            // claim more than the arrays hold.
+            if let n = nInputs, n > Int32(inputs.count) { nInputs = Int32(inputs.count) + 1 }
+            guard inputs.allSatisfy(fits) else { continue }
+            var outs = [TensorDesc](repeating: .garbage, count: a.outputs)
+            let before = outs.map(\.bytes)
+            let q = callOp(entry.fn, inputs: nullInputs ? nil : inputs, ints: nullInts ? nil : ints, reals: reals, outputs: &outs,
+                           compute: false, nInputs: nInputs ?? (nullInputs ? Int32(a.inputs) : nil),
+                           nInts: nInts ?? (nullInts ? Int32(a.ints) : nil), nOutputs: nOutputs)
+            record(q, entry.name)
+            perOp[entry.name, default: (0, 0, 0)].calls += 1
+            if q.status != OK {
+                XCTAssertTrue(q.message.hasPrefix(entry.name + ": "), "message must name the op: \(q.message)")
+                XCTAssertEqual(outs.map(\.bytes), before, "\(entry.name): a rejected query wrote an output descriptor")
+                continue
+            }
+            perOp[entry.name, default: (0, 0, 0)].ok += 1
+            // Compute into the declared outputs (each in its own buffer), sometimes mutated.
+            guard outs.allSatisfy({ (claimed($0) ?? Int64.max) <= Int64(Self.capacity) }) else { continue }
+            for i in outs.indices { outs[i].data = outBufs[i] }
+            var expectFailure = false
+            if chance(5) {
+                let i = Int(rng.next() % UInt64(outs.count))
+                expectFailure = true
+                switch rng.next() % 5 {
+                case 0: outs[i] = TensorDesc(outs[i].data, outs[i].dims + [1], dtype: outs[i].dtype)
+                case 1: outs[i].dtype = outs[i].dtype == F32 ? F64 : F32
+                case 2: outs[i].data = inputs.first { $0.ndim > 0 && claimed($0).map { $0 > 0 } == true }?.data
+                        expectFailure = outs[i].data != nil && (claimed(outs[i]) ?? 0) > 0
+                        if !expectFailure { outs[i].data = outBufs[i] }
+                        // An elementwise output may BE its first input.
+                        if ["sigmoid", "relu", "sigmoid_backward", "relu_backward"].contains(entry.name)
+                            && outs[i].data == inputs[0].data { expectFailure = false }
+                case 3: outs[i].data = (claimed(outs[i]) ?? 0) > 0 ? nil : outs[i].data
+                        expectFailure = outs[i].data == nil
+                default: outs[i].data = outs[i].data! + 2
+                         expectFailure = (claimed(outs[i]) ?? 0) > 0
                 }
             }
-            // linear
-            do {
-                let xs = shape(2), ws = shape(2)
-                let biasLen: Int64 = pick([-1, 0, 1, 2, 3, 5, 7])
-                guard fits(xs), fits(ws) else { continue }
-                var ys = [Int64](repeating: 0, count: 2)
-                let bias: UnsafeMutableRawPointer? = biasLen == -1 ? nil : ptr(bufC)
-                let o = call { scnn_linear_forward(dt, ptr(bufA), xs, Int64(xs.count), ptr(bufB), ws, Int64(ws.count), bias, biasLen, nil, &ys, $0, $1) }
-                record(o)
-                if o.status == OK, let n = count(ys), n <= Int64(Self.capacity) {
-                    record(call { scnn_linear_forward(dt, bufA, xs, 2, bufB, ws, 2, bias, biasLen, bufY, nil, $0, $1) })
-                    record(call { scnn_linear_backward(dt, bufY, ys, 2, bufA, xs, 2, bufB, ws, 2, ptr(bufG), ptr(bufH), ptr(bufC), $0, $1) })
-                }
+            let c = callOp(entry.fn, inputs: inputs, ints: ints, reals: reals, outputs: &outs, compute: true,
+                           nInputs: nInputs, nInts: nInts, nOutputs: nOutputs)
+            record(c, entry.name)
+            if expectFailure {
+                XCTAssertEqual(c.status, VALUE, "\(entry.name): a bad output must be refused: \(c.message)")
             }
-            // elementwise, softmax, losses
-            do {
-                let n: Int64 = pick([0, 1, 5, 4096, -1, 1 << 40, Int64.max])
-                guard n <= 4096 else {
-                    record(call { scnn_activation_forward(dt, 0, bufA, n, bufY, $0, $1) })
-                    continue
-                }
-                record(call { scnn_activation_forward(dt, pick([0, 1, 2]), ptr(bufA), n, ptr(bufY), $0, $1) })
-                record(call { scnn_activation_backward(dt, pick([0, 1, 2]), ptr(bufA), ptr(bufB), n, ptr(bufY), $0, $1) })
-                record(call { scnn_bce_with_logits(dt, ptr(bufA), ptr(bufB), n, nil, ptr(bufY), $0, $1) })
-                let ls = shape(2)
-                guard fits(ls) else { continue }
-                record(call { scnn_softmax(dt, ptr(bufA), ls, Int64(ls.count), ptr(bufY), $0, $1) })
-                var labels = (0..<8).map { _ in pick([0, 1, 2, 3, -1, 9, Int64.max]) as Int64 }
-                let labelsLen: Int64 = pick([0, 1, 2, 3, 8, -1])
-                var loss = 0.0
-                if rng.next() % 2 == 0 {
-                    record(call { scnn_softmax_cross_entropy(dt, ptr(bufA), ls, Int64(ls.count), &labels, labelsLen, nil, nil, 0, &loss, ptr(bufY), $0, $1) })
-                } else {
-                    let ts = shape(2)
-                    guard fits(ts) else { continue }
-                    record(call { scnn_softmax_cross_entropy(dt, ptr(bufA), ls, Int64(ls.count), nil, -1, ptr(bufB), ts, Int64(ts.count), &loss, ptr(bufY), $0, $1) })
-                }
-            }
-            // correlate2d
-            do {
-                let ims = shape(2), ks = shape(2)
-                guard fits(ims), fits(ks) else { continue }
-                var os = [Int64](repeating: 0, count: 2)
-                let mode: Int32 = pick([0, 1, 2, 3]), flip: Int32 = pick([0, 1, 2])
-                let o = call { scnn_correlate2d(dt, mode, flip, ptr(bufA), ims, Int64(ims.count), ptr(bufB), ks, Int64(ks.count), nil, &os, $0, $1) }
-                record(o)
-                if o.status == OK, let n = count(os), n <= Int64(Self.capacity) {
-                    record(call { scnn_correlate2d(dt, mode, flip, bufA, ims, 2, bufB, ks, 2, bufY, nil, $0, $1) })
-                }
+            if c.status == OK {
+                computed += 1
+                perOp[entry.name, default: (0, 0, 0)].computed += 1
+            } else {
+                XCTAssertTrue(c.message.hasPrefix(entry.name + ": "), "message must name the op: \(c.message)")
             }
         }
-        print("fuzz functional statuses:", statuses)
-        XCTAssertGreaterThan(statuses[OK, default: 0], 100)
+        print("fuzz ops statuses:", statuses, "calls", calls, "computed", computed)
+        // The floor: a fuzzer that only hits the first rejection fails here.
+        XCTAssertGreaterThan(Double(statuses[OK, default: 0]) / Double(max(calls, 1)), 0.3, "too few successful calls")
+        for entry in opTable {
+            let s = perOp[entry.name, default: (0, 0, 0)]
+            XCTAssertGreaterThan(s.calls, 100, entry.name)
+            XCTAssertGreaterThan(Double(s.ok) / Double(max(s.calls, 1)), 0.15, "\(entry.name): too few successful queries \(s)")
+            XCTAssertGreaterThan(Double(s.computed) / Double(max(s.calls, 1)), 0.1, "\(entry.name): too few computations \(s)")
+        }
+        // And a fair share of rejections of each kind.
+        XCTAssertGreaterThan(statuses[VALUE, default: 0], 300)
+        XCTAssertGreaterThan(statuses[TYPE, default: 0], 100)
+        XCTAssertGreaterThan(statuses[OVERFLOW, default: 0], 20)
     }
 
     func testFuzzLayers() {
-        for _ in 0..<400 {
-            let dt: Int32 = pick([0, 1, 1, 0, 3])
-            var out: OpaquePointer? = nil
-            let kind = rng.next() % 5
-            let o: Outcome
+        var forwards = 0, backwards = 0, creates = 0, attempts = 0
+        for _ in 0..<500 {
+            let dt: Int32 = chance(10) ? pick([2, -1, 5]) : pick([F32, F64])
+            let kinds = ["conv2d", "linear", "max_pool2d", "avg_pool2d", "sigmoid", "relu", "flatten", "sequential", "bogus"]
+            let kind = pick(kinds)
+            var ints: [Int64]
             switch kind {
-            case 0:
-                let g = (0..<8).map { _ in pick([-1, 0, 1, 1, 2, 3, 1 << 31, Int64.max]) as Int64 }
-                let (i, j) = (dim(), dim())
-                // Keep accepted weights small enough to allocate (bigger ones are rejected or overflow).
-                if let c = count([i, j, g[0], g[1]]), c > 1 << 16 { continue }
-                o = call { scnn_conv2d_layer_create(dt, i, j, g, rng.next() % 2 == 0, rng.next(), &out, $0, $1) }
-            case 1:
-                let (i, j) = (dim(), dim())
-                // Keep accepted weights small enough to allocate.
-                if let c = count([i, j]), c > 1 << 16 { continue }
-                o = call { scnn_linear_layer_create(dt, i, j, rng.next() % 2 == 0, rng.next(), &out, $0, $1) }
-            case 2:
-                let g = (0..<6).map { _ in geo() }
-                o = call { scnn_pool2d_layer_create(dt, pick([0, 1, 2]), g, &out, $0, $1) }
-            default:
-                o = call { scnn_simple_layer_create(dt, pick([0, 1, 2, 3]), &out, $0, $1) }
+            case "conv2d": ints = [int(1...3), int(1...3), int(1...3), int(1...3), int(1...2), int(1...2), int(0...1), int(0...1),
+                                   int(1...2), int(1...2), int(0...1)]
+            case "linear": ints = [int(1...8), int(1...8), int(0...1)]
+            case "max_pool2d", "avg_pool2d": ints = [int(2...3), int(2...3), int(0...1), int(1...3), int(1...3), int(0...1), int(0...1)]
+            default: ints = []
             }
-            record(o)
-            guard o.status == OK, let raw = out else { continue }
-            let layer = LayerRef(raw)
-            let model: LayerRef
-            if rng.next() % 2 == 0 {
-                var seqOut: OpaquePointer? = nil
-                let raws: [OpaquePointer?] = [layer.raw]
-                let so = call { scnn_sequential_create(dt, raws, 1, &seqOut, $0, $1) }
-                record(so)
-                guard let s = seqOut else { continue }
-                model = LayerRef(s)
-            } else {
-                model = layer
+            if chance(3) && !ints.isEmpty { ints[Int(rng.next() % UInt64(ints.count))] = hostile() }
+            if chance(20) { ints.append(1) }
+            // Keep accepted weights small enough to allocate.
+            if kind == "conv2d", let n = claimed(TensorDesc(nil, [ints[0], ints[1], ints[2], ints[3]], dtype: F64)), n > 1 << 16 { continue }
+            if kind == "linear", let n = claimed(TensorDesc(nil, [ints[0], ints[1]], dtype: F64)), n > 1 << 16 { continue }
+            var children: [LayerRef] = []
+            if kind == "sequential" {
+                children = [layer(pick(["relu", "sigmoid", "flatten"]), F64), layer("linear", F64, [int(1...4), int(1...4), 1])]
             }
+            var out: OpaquePointer? = nil
+            attempts += 1
+            let o = createLayer(kind, dt, ints: ints, children: children.map { $0.raw }, seed: rng.next(), out: &out)
+            record(o, kind)
+            guard o.status == OK, let raw = out else {
+                XCTAssertNil(out, "a rejected create writes no handle")
+                continue
+            }
+            creates += 1
+            let base = LayerRef(raw)
+            let model = chance(2) ? layer("sequential", dt, children: [base]) : base
             for _ in 0..<6 {
-                let xs = shape(4)
-                guard fits(xs) else { continue }
-                var ys = [Int64](repeating: 0, count: 8)
-                var ndim: Int64 = 0
-                let so = call { scnn_layer_output_shape(model.raw, xs, Int64(xs.count), &ys, &ndim, $0, $1) }
-                record(so)
-                if rng.next() % 3 == 0 {
-                    record(call { scnn_layer_backward(model.raw, bufY, ys, ndim, ptr(bufG), xs, Int64(xs.count), $0, $1) })
+                let rank = chance(6) ? Int(rng.next() % 10) : pick([2, 4])
+                var x = TensorDesc(inBufs[0], (0..<rank).map { _ in int(0...8) }, dtype: chance(10) ? pick([2, 1 - dt, 9]) : dt)
+                if chance(8) { x.data = chance(2) ? nil : inBufs[0] + 4 }
+                if chance(8) { var dims = x.dims; if !dims.isEmpty { dims[0] = hostile() }; x = TensorDesc(x.data, dims, dtype: x.dtype) }
+                guard fits(x) else { continue }
+                var y = TensorDesc.garbage
+                let q = layerForward(model, &x, &y, compute: false)
+                record(q, "forward query")
+                if chance(4) {
+                    // Backward with whatever state the layer has (before forward: a runtime error).
+                    var g = TensorDesc(inBufs[1], y.ndim >= 0 && y.ndim <= 8 ? y.dims : [2], dtype: dt), gx = TensorDesc.garbage
+                    if fits(g) { record(layerBackward(model, &g, &gx, compute: false), "backward query") }
                 }
-                guard so.status == OK, let n = count(Array(ys.prefix(Int(ndim)))), n <= Int64(Self.capacity) else { continue }
-                record(call { scnn_layer_forward(model.raw, ptr(bufA), xs, Int64(xs.count), ptr(bufY), $0, $1) })
-                var inShape = [Int64](repeating: 0, count: 8)
-                var inNdim: Int64 = 0
-                record(call { scnn_layer_input_shape(model.raw, &inShape, &inNdim, $0, $1) })
-                let gs = rng.next() % 4 == 0 ? shape(4) : Array(ys.prefix(Int(ndim)))
-                guard fits(gs) else { continue }
-                record(call { scnn_layer_backward(model.raw, ptr(bufG), gs, Int64(gs.count), ptr(bufH), inShape, inNdim, $0, $1) })
-                var labels = [Int64](repeating: 0, count: 64)
-                var loss = 0.0
-                var correct: Int64 = 0
-                record(call { scnn_train_step_cross_entropy(model.raw, nil, ptr(bufA), xs, Int64(xs.count), &labels,
-                                                            pick([0, 1, 2, 3, -1]), &loss, &correct, $0, $1) })
-                record(call { scnn_layer_zero_grad(model.raw, $0, $1) })
+                guard q.status == OK, (claimed(y) ?? Int64.max) <= Int64(Self.capacity) else { continue }
+                y.data = outBufs[0]
+                if chance(6) { y = TensorDesc(y.data, y.dims.map { $0 + 1 }, dtype: y.dtype) }
+                let f = layerForward(model, &x, &y, compute: true)
+                record(f, "forward")
+                guard f.status == OK else { continue }
+                forwards += 1
+                var g = TensorDesc(inBufs[1], y.dims, dtype: dt), gx = TensorDesc.garbage
+                if chance(6) { g = TensorDesc(g.data, g.dims + [1], dtype: dt) }
+                guard fits(g) else { continue }
+                let bq = layerBackward(model, &g, &gx, compute: false)
+                record(bq, "backward query")
+                guard bq.status == OK, (claimed(gx) ?? Int64.max) <= Int64(Self.capacity) else { continue }
+                gx.data = outBufs[1]
+                if chance(6) { gx = TensorDesc(gx.data, gx.dims.reversed() + [], dtype: gx.dtype) }
+                let b = layerBackward(model, &g, &gx, compute: true)
+                record(b, "backward")
+                if b.status == OK { backwards += 1 }
+                if chance(3) {
+                    var l = TensorDesc(labelBuf, [pick([x.dims.first ?? 0, 0, 1, 3])], dtype: pick([I64, I64, F64]))
+                    var loss = 0.0
+                    var correct: Int64 = 0
+                    record(call { scnn_train_step_cross_entropy(model.raw, nil, &x, &l, &loss, &correct, $0, $1) }, "train step")
+                }
+                record(call { scnn_layer_zero_grad(model.raw, $0, $1) }, "zero_grad")
             }
             let np = scnn_layer_parameter_count(model.raw)
             for i in [-1, 0, 1, 2, np, Int64.max] {
+                var d = TensorDesc.garbage, g = TensorDesc.garbage
                 var name = [CChar](repeating: 0, count: 4)
-                record(call { scnn_layer_parameter(model.raw, i, nil, nil, nil, nil, &name, 4, $0, $1) })
+                record(call { scnn_layer_parameter(model.raw, i, &d, &g, &name, 4, $0, $1) }, "parameter")
             }
         }
-        print("fuzz layer statuses:", statuses)
+        print("fuzz layer statuses:", statuses, "creates", creates, "/", attempts, "forwards", forwards, "backwards", backwards)
+        XCTAssertGreaterThan(Double(creates) / Double(max(attempts, 1)), 0.4, "too few successful creates")
+        XCTAssertGreaterThan(forwards, 300, "too few successful forwards")
+        XCTAssertGreaterThan(backwards, 150, "too few successful backwards")
     }
 }
