@@ -11,7 +11,7 @@
 /// slot per chunk before starting them.
 public final class Workspace<T: CNNScalar> {
     @usableFromInline
-    var slots: [TensorStorage<T>?] = []
+    var slots: [AlignedBuffer<T>?] = []
 
     public init() {}
 
@@ -22,7 +22,7 @@ public final class Workspace<T: CNNScalar> {
         while slots.count <= slot { slots.append(nil) }
         if let s = slots[slot], s.count >= count { return s.pointer }
         slots[slot] = nil  // free the old buffer before allocating the bigger one
-        let s = try TensorStorage<T>(count: count)
+        let s = try AlignedBuffer<T>(count: count, what: "workspace slot \(slot)")
         slots[slot] = s
         return s.pointer
     }

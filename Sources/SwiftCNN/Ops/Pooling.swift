@@ -47,16 +47,18 @@ public func pool2dForward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: 
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     let divisor = T(g.kernelH * g.kernelW)
-    if poolIs2x2Stride2(g) {
+    // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and indices per chunk (not per plane),
+    // taken before the threads start. This function does not throw: if the scratch cannot be had,
+    // the general loop below (same results, no scratch) runs instead.
+    let scratchCount = 2 * outPlane + 32
+    if poolIs2x2Stride2(g),
+       let scratch = try? AlignedBuffer<T>(copies: chunks, of: scratchCount, what: "pool2d: scratch"),
+       let scratchIndex = try? IndexBuffer(copies: chunks, of: scratchCount, what: "pool2d: scratch indices") {
         parallelFor(chunks) { chunk in
-            // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and indices, per chunk (not per plane).
-            let scratchCount = 2 * outPlane + 32
-            let scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
-            let scratchIndex = UnsafeMutablePointer<Int32>.allocate(capacity: scratchCount)
-            defer { scratch.deallocate(); scratchIndex.deallocate() }
             for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
-                pool2x2Plane(g, kind: kind, x: x + p * inPlane, y: y + p * outPlane,
-                             argmax: argmax.map { $0 + p * outPlane }, scratch: scratch, scratchIndex: scratchIndex)
+                pool2x2Plane(g, kind: kind, x: x + p * inPlane, y: y + p * outPlane, argmax: argmax.map { $0 + p * outPlane },
+                             scratch: scratch.pointer + chunk * scratchCount,
+                             scratchIndex: scratchIndex.pointer + chunk * scratchCount)
             }
         }
         return
