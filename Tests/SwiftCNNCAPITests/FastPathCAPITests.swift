@@ -1,5 +1,6 @@
 import XCTest
 import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// The hot-path validation of the functional exports decides from scalars (no shape arrays) and

@@ -1,5 +1,6 @@
 import XCTest
 import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// The functional exports: valid calls against the core's naive oracles, and every kind of bad argument.

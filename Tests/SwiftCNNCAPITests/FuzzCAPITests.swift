@@ -1,5 +1,6 @@
 import XCTest
 import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// Random, mostly hostile arguments for every export, with data buffers big enough for whatever the

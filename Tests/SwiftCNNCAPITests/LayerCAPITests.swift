@@ -1,5 +1,6 @@
 import XCTest
 import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// Layer and Sequential handles: creation, forward/backward against the functional exports,

@@ -1,5 +1,6 @@
 import XCTest
 import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// Optimizer handles and the fused training step.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 /// A conv2d problem: shapes and hyper-parameters.
 private struct ConvCase: CustomStringConvertible {
