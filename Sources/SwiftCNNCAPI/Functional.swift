@@ -6,7 +6,7 @@
 // only for empty tensors, aligned) and that outputs do not overlap inputs, and only then calls the
 // core, generic over the dtype and specialized for Float and Double.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 // MARK: - argument helpers
 

@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 

@@ -1,5 +1,5 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 
 /// A conv2d problem: shapes and hyper-parameters.

@@ -1,5 +1,5 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 
 // Helpers of the layer, Sequential and lecture-network tests (H2's; the op-level helpers are in

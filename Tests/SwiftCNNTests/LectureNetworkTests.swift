@@ -1,5 +1,5 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 
 /// The lecture's network end to end: LeNet-5 with sigmoids on (N, 1, 28, 28), Flatten included.

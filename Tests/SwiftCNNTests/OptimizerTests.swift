@@ -1,6 +1,6 @@
 import Dispatch
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 
 /// SGD and Adam against values worked out by hand from PyTorch's documented algorithms (and

@@ -1,5 +1,5 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 
 /// A pooling problem.

@@ -1,6 +1,6 @@
 import Dispatch
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
 
 final class SequentialTests: XCTestCase {

@@ -58,9 +58,9 @@ import Darwin
 ///
 /// Runs on up to `Threading.numThreads` threads when the problem is big enough.
 @inlinable
-public func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
-                               a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-                               beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                        a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                        beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     gemmDispatch(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                  beta: beta, c: c, ldc: ldc, threads: Threading.numThreads)
 }
@@ -536,9 +536,9 @@ func gemmScaleC<T: CNNScalar>(m: Int, n: Int, beta: T, c: UnsafeMutablePointer<T
 /// The textbook triple loop, the test oracle of `gemm`:
 /// C[i,j] = alpha * sum_p op(A)[i,p] * op(B)[p,j] + beta * C[i,j]  (beta == 0: C is not read).
 @inlinable
-public func gemmNaive<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
-                                    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-                                    beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+func gemmNaive<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                             a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                             beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     for i in 0..<max(m, 0) {
         for j in 0..<max(n, 0) {
             var sum: T = 0

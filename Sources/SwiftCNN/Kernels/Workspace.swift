@@ -9,15 +9,14 @@
 /// steady state); a functional call makes a fresh one. A workspace is not thread-safe: one call at a
 /// time (layers guard themselves with ExclusiveAccess). Kernels that fan out to threads take one
 /// slot per chunk before starting them.
-public final class Workspace<T: CNNScalar> {
-    @usableFromInline
+@_spi(Engine) public final class Workspace<T: CNNScalar> {
     var slots: [AlignedBuffer<T>?] = []
 
     public init() {}
 
     /// A buffer of at least `count` elements for `slot` (>= 0). Throws `.memory` if it cannot be
     /// allocated, `.overflow` if `count * stride` overflows.
-    public func buffer(_ slot: Int, count: Int) throws -> UnsafeMutablePointer<T> {
+    func buffer(_ slot: Int, count: Int) throws -> UnsafeMutablePointer<T> {
         precondition(slot >= 0, "Workspace slot must be >= 0")  // internal use only, never user input
         while slots.count <= slot { slots.append(nil) }
         if let s = slots[slot], s.count >= count { return s.pointer }
@@ -28,8 +27,8 @@ public final class Workspace<T: CNNScalar> {
     }
 
     /// Frees every slot.
-    public func release() { slots.removeAll() }
+    func release() { slots.removeAll() }
 
     /// Total elements held (for tests and diagnostics).
-    public var allocatedCount: Int { slots.reduce(0) { $0 + ($1?.count ?? 0) } }
+    var allocatedCount: Int { slots.reduce(0) { $0 + ($1?.count ?? 0) } }
 }

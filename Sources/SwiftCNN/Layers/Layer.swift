@@ -98,7 +98,7 @@ public struct Parameter<T: CNNScalar> {
 /// body returns or throws. A second thread arriving meanwhile does not wait: it gets
 /// `.runtime("<name> is in use by another thread")`, which Python raises as RuntimeError. Not
 /// re-entrant: the same thread entering twice gets the same error (a layer never calls itself).
-public final class ExclusiveAccess: Sendable {
+@_spi(Engine) public final class ExclusiveAccess: Sendable {
     /// The object's name in the error message ("Conv2d", "Sequential", "SGD").
     public let name: String
     let busy = Atomic<Bool>(false)

@@ -13,7 +13,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public let stride: (Int, Int)
     public let padding: (Int, Int)
 
-    @usableFromInline let access = ExclusiveAccess(name: "MaxPool2d")
+    let access = ExclusiveAccess(name: "MaxPool2d")
     @usableFromInline var geometry: Pool2DGeometry?
     @usableFromInline var output: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?
@@ -97,7 +97,7 @@ public final class AvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public let stride: (Int, Int)
     public let padding: (Int, Int)
 
-    @usableFromInline let access = ExclusiveAccess(name: "AvgPool2d")
+    let access = ExclusiveAccess(name: "AvgPool2d")
     @usableFromInline var geometry: Pool2DGeometry?
     @usableFromInline var input: Tensor<T>?
     @usableFromInline var output: Tensor<T>?

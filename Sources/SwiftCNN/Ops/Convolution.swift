@@ -57,7 +57,7 @@ func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
 /// these buffers. Throws only `.memory` (packing buffers, from `workspace`).
 ///
 ///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
-@inlinable
+@_spi(Engine) @_specialize(where T == Float) @_specialize(where T == Double)
 public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
                                         bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
                                         epilogue: ConvEpilogue = .none, workspace: Workspace<T>) throws {
@@ -145,7 +145,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
 /// Per image: dWᵀ += col_n · g_nᵀ (col_n packed straight from x_n), dcol = Wᵀ · g_n, dx_n = col2im(dcol).
 /// Throws only `.memory`. Deterministic: for a fixed thread count each output element is summed in
 /// a fixed order.
-@inlinable
+@_spi(Engine) @_specialize(where T == Float) @_specialize(where T == Double)
 public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                          weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                          gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
@@ -167,7 +167,6 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
 }
 
 /// `conv2dBackward` for a batch of at least one image.
-@inlinable
 func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                           weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                           gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
@@ -281,8 +280,8 @@ func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePo
 /// The direct 7-loop definition of y = conv2d(x, weight, bias) (test oracle; same contract as
 /// `conv2dForward`).
 @inlinable
-public func conv2dForwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
-                                             bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>) {
+func conv2dForwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                      bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>) {
     for n in 0..<g.batch {
         for k in 0..<g.outChannels {
             for i in 0..<g.outH {
@@ -311,10 +310,10 @@ public func conv2dForwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePoint
 /// The direct loops of conv2d's gradients (test oracle; same contract as `conv2dBackward`): every
 /// product x[..] * w[..] of the forward sends g[n,k,i,j] * w to dx and g[n,k,i,j] * x to dw.
 @inlinable
-public func conv2dBackwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
-                                              weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
-                                              gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
-                                              accumulate: Bool) {
+func conv2dBackwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+                                       weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
+                                       gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
+                                       accumulate: Bool) {
     let wCount = g.outChannels * g.colRows
     gradX?.update(repeating: 0, count: g.batch * g.inChannels * g.height * g.width)
     if !accumulate {
@@ -356,7 +355,7 @@ public func conv2dBackwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: Unsa
 ///
 /// With `into:` the result is written into `out` (which must have y's shape and not overlap the
 /// inputs) and `out` is returned; otherwise a new tensor.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func conv2d<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor<T>? = nil,
                                  stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                                  dilation: (Int, Int) = (1, 1), into out: Tensor<T>? = nil) throws -> Tensor<T> {
@@ -382,7 +381,7 @@ public func conv2d<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor
 ///
 ///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
 ///     -> gradX (N, C, H, W), gradWeight (K, C, kH, kW), gradBias (K) = gradOut summed over N, Ho, Wo
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func conv2dBackward<T: CNNScalar>(gradOut: Tensor<T>, x: Tensor<T>, weight: Tensor<T>,
                                          stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                                          dilation: (Int, Int) = (1, 1))

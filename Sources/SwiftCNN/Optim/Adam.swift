@@ -25,7 +25,7 @@ public final class Adam<T: CNNScalar>: Optimizer {
     public let epsilon: Double
     public let weightDecay: Double
 
-    @usableFromInline let access = ExclusiveAccess(name: "Adam")
+    let access = ExclusiveAccess(name: "Adam")
     /// First and second moment estimates, one tensor each per parameter.
     @usableFromInline var firstMoment: [Tensor<T>]
     @usableFromInline var secondMoment: [Tensor<T>]

@@ -20,7 +20,7 @@ public struct Tensor<Scalar: CNNScalar> {
     /// The first element. Valid for `count` elements while the owner (or the lender) is alive.
     public let pointer: UnsafeMutablePointer<Scalar>
     /// Keeps owned memory alive; `nil` for borrowed memory.
-    public let owner: AnyObject?
+    @usableFromInline let owner: AnyObject?
 
     /// A tensor of zeros that owns its memory. Throws on negative sizes, overflow, or allocation failure.
     public init(zeros shape: [Int]) throws {
