@@ -42,7 +42,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
                                        stride: stride, padding: padding)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
             let indices: IndexBuffer
-            if let a = argmax, a.count == y.count { indices = a } else { indices = try IndexBuffer(count: y.count, what: "MaxPool2d argmax") }
+            if let a = argmax, a.count == y.count { indices = a } else { indices = try IndexBuffer(count: y.count, what: "MaxPool2d: argmax") }
             argmax = indices
             pool2dForward(g, kind: .max, x: x.pointer, y: y.pointer, argmax: indices.pointer)
             geometry = g

@@ -122,7 +122,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
     let s = conv2dDirectConvShape(g)
     let taps = s.taps
     let positions = conv2dForwardKernel(g) == .positionLanes
-    let offsets = try IndexBuffer(count: taps, what: "conv2d tap offsets")
+    let offsets = try IndexBuffer(count: taps, what: "conv2d: tap offsets")
     directConvOffsets(s, into: offsets.pointer)
     let packed = try workspace.buffer(0, count: positions ? s.positionPackedCount : s.packedWeightCount)
     if positions {
@@ -194,7 +194,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     let scatter = xKernel == .scatter, correlate = xKernel == .positionLanes || xKernel == .channelLanes
     var offsets: IndexBuffer? = nil, offsetsX: IndexBuffer? = nil
     if gradWeight != nil {
-        offsets = try IndexBuffer(count: taps, what: "conv2d tap offsets")
+        offsets = try IndexBuffer(count: taps, what: "conv2d: tap offsets")
         directConvOffsets(s, into: offsets!.pointer)
     }
     // dx's packed weights: the scatter's [c block][r][s][k][6], or the flipped filter w'[c][k, r, s]
@@ -205,7 +205,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         scatterPackWeights(s, weight: weight, into: p)
         packedX = p
     } else if correlate {
-        offsetsX = try IndexBuffer(count: sx.taps, what: "conv2d tap offsets")
+        offsetsX = try IndexBuffer(count: sx.taps, what: "conv2d: tap offsets")
         directConvOffsets(sx, into: offsetsX!.pointer)
         let flipped = { (c: Int, t: Int) -> Float in
             let (k, rs) = (t / (kH * kW), t % (kH * kW))
