@@ -12,7 +12,7 @@ final class AllocationTests: XCTestCase {
             try allocateAligned(UInt8.self, count: 1 << 62, what: "conv2d: padded input")
         }
         assertThrowsKind(.memory, contains: "workspace slot 3") {
-            try Workspace<Float>().buffer(3, count: 1 << 60)
+            try ScratchSlots<Float>().buffer(3, count: 1 << 60)
         }
         assertThrowsKind(.memory, contains: "Tensor (1048576, 1048576, 262144)") {
             try Tensor<Double>(zeros: [1 << 20, 1 << 20, 1 << 18])

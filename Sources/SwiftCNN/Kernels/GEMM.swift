@@ -85,7 +85,7 @@ func gemmDispatch<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: I
                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
-    defer { free(base) }
+    defer { deallocateAligned(base) }
     gemmRun(plan, m: m, n: n, k: k, alpha: alpha, a: GEMMDenseA(a: a, lda: lda, trans: transA),
             b: GEMMDenseB(b: b, ldb: ldb, trans: transB), beta: beta, c: c, ldc: ldc,
             buffer: { base + $0 * plan.bufferCount })

@@ -21,7 +21,7 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public let bias: Parameter<T>?
 
     let access = ExclusiveAccess(name: "Conv2d")
-    let workspace = Workspace<T>()
+    let workspace = ScratchSlots<T>()
     /// Geometry and input of the last successful forward.
     @usableFromInline var geometry: Conv2DGeometry?
     @usableFromInline var input: Tensor<T>?

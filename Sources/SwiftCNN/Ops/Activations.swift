@@ -179,13 +179,15 @@ func forEachChunk(count: Int, costPerElement: Int, _ body: (Range<Int>) -> Void)
 /// An activation applied by a convolution to its own output (`Sequential` fuses Conv2d + ReLU or
 /// Conv2d + Sigmoid this way): each image's output is activated right after it is computed, while
 /// it is in cache, instead of in a separate pass over the whole batch.
-@_spi(Engine) public enum ConvEpilogue: Sendable {
+@usableFromInline
+enum ConvEpilogue: Sendable {
     case none, relu, sigmoid
 }
 
 /// y = activation(y) in place, for `count` elements (serial for a cache-sized slice of one image;
 /// the same formulas as `reluForward` / `sigmoidForward`, so fused and separate layers agree
-/// exactly).
+/// exactly). Not inlinable (it calls the C ABI's SPI kernels), so pre-specialized.
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func applyEpilogue<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: UnsafeMutablePointer<T>, count: Int) {
     switch epilogue {
     case .none:
@@ -211,6 +213,7 @@ func applyEpilogue<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: UnsafeMutablePoi
 }
 
 /// `applyEpilogue` over a whole batch's output, split over the threads like the activations.
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func applyEpilogueInParallel<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: UnsafeMutablePointer<T>, count: Int) {
     switch epilogue {
     case .none: return

@@ -57,10 +57,10 @@ func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
 /// these buffers. Throws only `.memory` (packing buffers, from `workspace`).
 ///
 ///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
-@_spi(Engine) @_specialize(where T == Float) @_specialize(where T == Double)
-public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
-                                        bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
-                                        epilogue: ConvEpilogue = .none, workspace: Workspace<T>) throws {
+@inlinable
+func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                 bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
+                                 epilogue: ConvEpilogue = .none, workspace: ScratchSlots<T>) throws {
     let (kdim, hw) = (g.colRows, g.colCols)           // GEMM: (K × kdim) · (kdim × hw)
     // A tiny problem (a functional call on a small input) is cheaper as direct loops: packing
     // im2col panels padded to the 16/64-wide register tile costs many times the few multiply-adds.
@@ -75,7 +75,7 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                                       weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                                       bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
                                       y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self),
-                                      epilogue: epilogue, workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
+                                      epilogue: epilogue, workspace: unsafeDowncast(workspace, to: ScratchSlots<Float>.self))
         return
     }
     if T.self == Float.self && conv2dUsesRowDirect(g) {
@@ -145,11 +145,11 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
 /// Per image: dWᵀ += col_n · g_nᵀ (col_n packed straight from x_n), dcol = Wᵀ · g_n, dx_n = col2im(dcol).
 /// Throws only `.memory`. Deterministic: for a fixed thread count each output element is summed in
 /// a fixed order.
-@_spi(Engine) @_specialize(where T == Float) @_specialize(where T == Double)
-public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
-                                         weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
-                                         gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
-                                         accumulate: Bool, workspace: Workspace<T>) throws {
+@inlinable
+func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+                                  weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
+                                  gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
+                                  accumulate: Bool, workspace: ScratchSlots<T>) throws {
     // One exit on each side of the branch: with an early `return` for the empty batch, `-O` builds
     // that specialize this function in another module (the tests) returned from the Tensor-level
     // conv2dBackward with a garbage error (a crash in swift_getErrorValue); pinned by
@@ -167,10 +167,11 @@ public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoi
 }
 
 /// `conv2dBackward` for a batch of at least one image.
+@inlinable
 func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                           weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                           gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
-                                          accumulate: Bool, workspace: Workspace<T>) throws {
+                                          accumulate: Bool, workspace: ScratchSlots<T>) throws {
     let (kdim, hw) = (g.colRows, g.colCols)
     let xStride = g.inChannels * g.height * g.width
     let yStride = g.outChannels * hw
@@ -199,7 +200,7 @@ func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePo
                                        gradX: lanesX ? gradX.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) } : nil,
                                        gradWeight: gradWeight.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
                                        gradBias: gradBias.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) },
-                                       accumulate: accumulate, workspace: unsafeDowncast(workspace, to: Workspace<Float>.self))
+                                       accumulate: accumulate, workspace: unsafeDowncast(workspace, to: ScratchSlots<Float>.self))
         if gradX == nil || lanesX { return }
         gradWeight = nil
     }
@@ -273,6 +274,26 @@ func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePo
             }
         }
     }
+}
+
+// MARK: - the C ABI's entry points
+
+/// `conv2dForward` for the C ABI, with a fresh `Workspace` per call (same contract, no epilogue).
+@_spi(Engine) @inlinable
+public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                        bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
+                                        workspace: Workspace<T>) throws {
+    try conv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: workspace.slots)
+}
+
+/// `conv2dBackward` for the C ABI, with a fresh `Workspace` per call (same contract).
+@_spi(Engine) @inlinable
+public func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+                                         weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
+                                         gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
+                                         accumulate: Bool, workspace: Workspace<T>) throws {
+    try conv2dBackward(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
+                       gradBias: gradBias, accumulate: accumulate, workspace: workspace.slots)
 }
 
 // MARK: - pointer level, naive oracle
@@ -355,7 +376,7 @@ func conv2dBackwardNaive<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePoint
 ///
 /// With `into:` the result is written into `out` (which must have y's shape and not overlap the
 /// inputs) and `out` is returned; otherwise a new tensor.
-@_specialize(where T == Float) @_specialize(where T == Double)
+@inlinable
 public func conv2d<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor<T>? = nil,
                                  stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                                  dilation: (Int, Int) = (1, 1), into out: Tensor<T>? = nil) throws -> Tensor<T> {
@@ -373,7 +394,7 @@ public func conv2d<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor
         y = try Tensor(zeros: g.outputShape)
     }
     try conv2dForward(g, x: x.pointer, weight: weight.pointer, bias: bias.map { UnsafePointer($0.pointer) },
-                      y: y.pointer, workspace: Workspace<T>())
+                      y: y.pointer, workspace: ScratchSlots<T>())
     return y
 }
 
@@ -381,7 +402,7 @@ public func conv2d<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor
 ///
 ///     gradOut (N, K, Ho, Wo), x (N, C, H, W), weight (K, C, kH, kW)
 ///     -> gradX (N, C, H, W), gradWeight (K, C, kH, kW), gradBias (K) = gradOut summed over N, Ho, Wo
-@_specialize(where T == Float) @_specialize(where T == Double)
+@inlinable
 public func conv2dBackward<T: CNNScalar>(gradOut: Tensor<T>, x: Tensor<T>, weight: Tensor<T>,
                                          stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                                          dilation: (Int, Int) = (1, 1))
@@ -395,6 +416,6 @@ public func conv2dBackward<T: CNNScalar>(gradOut: Tensor<T>, x: Tensor<T>, weigh
     let gradBias = try Tensor<T>(zeros: g.biasShape)
     try conv2dBackward(g, gradOut: gradOut.pointer, x: x.pointer, weight: weight.pointer, gradX: gradX.pointer,
                        gradWeight: gradWeight.pointer, gradBias: gradBias.pointer, accumulate: false,
-                       workspace: Workspace<T>())
+                       workspace: ScratchSlots<T>())
     return (gradX, gradWeight, gradBias)
 }

@@ -116,9 +116,10 @@ func conv2dChannelLaneChunks(_ g: Conv2DGeometry, flopsPerImage: Double) -> Int 
 /// y = conv2d(x, weight, bias) for geometries with a `conv2dForwardKernel`. Throws `.memory`.
 ///
 ///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
+@usableFromInline
 func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                               epilogue: ConvEpilogue = .none, workspace: Workspace<Float>) throws {
+                               epilogue: ConvEpilogue = .none, workspace: ScratchSlots<Float>) throws {
     let s = conv2dDirectConvShape(g)
     let taps = s.taps
     let positions = conv2dForwardKernel(g) == .positionLanes
@@ -178,10 +179,11 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
 ///
 /// Images run in parallel chunks; within a chunk, in groups (`weightGradImagesPerGroup`) whose
 /// output gradients are spread to the padded width once for both dw and a scattered dx.
+@usableFromInline
 func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                 weight: UnsafePointer<Float>, gradX: UnsafeMutablePointer<Float>?,
                                 gradWeight: UnsafeMutablePointer<Float>?, gradBias: UnsafeMutablePointer<Float>?,
-                                accumulate: Bool, workspace: Workspace<Float>) throws {
+                                accumulate: Bool, workspace: ScratchSlots<Float>) throws {
     if gradX == nil && gradWeight == nil && gradBias == nil { return }
     let s = conv2dDirectConvShape(g)            // x padded: the forward's positions
     let sx = conv2dGradInputLaneShape(g)         // g padded: dx as a "full" correlation

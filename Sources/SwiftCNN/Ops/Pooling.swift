@@ -47,18 +47,22 @@ public func pool2dForward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: 
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     let divisor = T(g.kernelH * g.kernelW)
-    // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and indices per chunk (not per plane),
-    // taken before the threads start. This function does not throw: if the scratch cannot be had,
-    // the general loop below (same results, no scratch) runs instead.
+    // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and as many indices per chunk (not per
+    // plane), one block taken before the threads start: per chunk its values, then after all the
+    // values the indices. This function does not throw: if the scratch cannot be had, the general
+    // loop below (same results, no scratch) runs instead.
     let scratchCount = 2 * outPlane + 32
-    if poolIs2x2Stride2(g),
-       let scratch = try? AlignedBuffer<T>(copies: chunks, of: scratchCount, what: "pool2d: scratch"),
-       let scratchIndex = try? IndexBuffer(copies: chunks, of: scratchCount, what: "pool2d: scratch indices") {
+    let (values, overflow) = chunks.multipliedReportingOverflow(by: scratchCount)
+    if poolIs2x2Stride2(g), !overflow,
+       let block = try? allocateAligned(UInt8.self, count: values * (MemoryLayout<T>.stride + 4), what: "pool2d: scratch") {
+        defer { deallocateAligned(block) }
+        let scratch = UnsafeMutableRawPointer(block).bindMemory(to: T.self, capacity: values)
+        let scratchIndex = UnsafeMutableRawPointer(block + values * MemoryLayout<T>.stride)
+            .bindMemory(to: Int32.self, capacity: values)
         parallelFor(chunks) { chunk in
             for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
                 pool2x2Plane(g, kind: kind, x: x + p * inPlane, y: y + p * outPlane, argmax: argmax.map { $0 + p * outPlane },
-                             scratch: scratch.pointer + chunk * scratchCount,
-                             scratchIndex: scratchIndex.pointer + chunk * scratchCount)
+                             scratch: scratch + chunk * scratchCount, scratchIndex: scratchIndex + chunk * scratchCount)
             }
         }
         return

@@ -12,7 +12,7 @@ import Darwin
 /// extension kills the interpreter; these throw instead, so that Python raises MemoryError.
 
 /// `count` elements of `T`, 64-byte aligned (one cache line, one AVX-512 vector), contents
-/// unspecified; release with `free`. At least 64 bytes are allocated, so an empty buffer still has
+/// unspecified; release with `deallocateAligned`. At least 64 bytes are allocated, so an empty buffer still has
 /// a valid, unique address. Throws `.overflow` if the byte count does not fit in an Int, `.memory`
 /// if the allocation fails; both messages begin with `what` (the op and buffer).
 @usableFromInline
@@ -26,6 +26,12 @@ func allocateAligned<T>(_: T.Type, count: Int, what: @autoclosure () -> String) 
         throw SwiftCNNError.memory("\(what()): cannot allocate \(bytes) bytes")
     }
     return raw.bindMemory(to: T.self, capacity: max(count, 1))
+}
+
+/// Releases memory from `allocateAligned`.
+@usableFromInline
+func deallocateAligned<T>(_ pointer: UnsafeMutablePointer<T>) {
+    free(pointer)
 }
 
 /// An owned, zero-filled, 64-byte-aligned buffer of `count` elements (`allocateAligned`), freed
@@ -55,7 +61,7 @@ final class AlignedBuffer<Element> {
         self.count = total
     }
 
-    deinit { free(pointer) }
+    deinit { deallocateAligned(pointer) }
 }
 
 /// Max pooling's argmax and the direct convolutions' tap offsets.
