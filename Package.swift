@@ -6,6 +6,7 @@
 //   SwiftCNNCAPI     the core exported as a flat C ABI (@_cdecl), built as a dynamic library
 //                    for the Python extension; its header is Sources/SwiftCNNCAPI/include/swiftcnn.h
 //   SwiftCNNExample  the README's Swift example: trains the lecture's network
+//   SwiftCNNTestSupport  test helpers shared by both test targets (not a product)
 //
 // No unsafeFlags here, so other packages can depend on SwiftCNN. Speed flags (-target-cpu,
 // -DSWIFTCNN_FMA) and the static Swift runtime are passed on the `swift build` command line by
@@ -23,8 +24,10 @@ let package = Package(
         .target(name: "SwiftCNN"),
         .target(name: "SwiftCNNCAPI", dependencies: ["SwiftCNN"]),
         .executableTarget(name: "SwiftCNNExample", dependencies: ["SwiftCNN"]),
-        .testTarget(name: "SwiftCNNTests", dependencies: ["SwiftCNN"]),
-        .testTarget(name: "SwiftCNNCAPITests", dependencies: ["SwiftCNNCAPI", "SwiftCNN"]),
+        // Helpers shared by the two test targets (seeded data, finite differences, error checks).
+        .target(name: "SwiftCNNTestSupport", dependencies: ["SwiftCNN"], path: "Tests/SwiftCNNTestSupport"),
+        .testTarget(name: "SwiftCNNTests", dependencies: ["SwiftCNN", "SwiftCNNTestSupport"]),
+        .testTarget(name: "SwiftCNNCAPITests", dependencies: ["SwiftCNNCAPI", "SwiftCNN", "SwiftCNNTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

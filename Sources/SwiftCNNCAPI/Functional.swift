@@ -6,7 +6,7 @@
 // data pointers (NULL only for empty tensors, aligned, results not overlapping inputs) and calls the
 // core, specialized for Float and Double. Adding an op = one function here + one row in _core.c.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 // MARK: - conv2d
 

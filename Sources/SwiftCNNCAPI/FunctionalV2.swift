@@ -3,7 +3,7 @@
 // `scnn_op_fn` per op. The geometry-level validation runs in both modes; the Tensor-level core
 // functions, which validate everything again before writing anything, compute.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// Copies a core result into the caller's declared result (same shape, checked by `declare`).
 @inline(__always)

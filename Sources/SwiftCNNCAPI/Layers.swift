@@ -11,7 +11,7 @@
 // shape, then backward; the fused train step) are not interleaved with another thread's calls on the
 // same handle. The guard is the handle's only mutable state.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// The core layer behind a `scnn_layer *`.
 final class LayerHandle {

@@ -1,6 +1,6 @@
 // Library-wide entry points: version and worker-thread count.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// The library's version: the one place it is written down in Swift.
 public let swiftCNNVersion: StaticString = "0.2.0"

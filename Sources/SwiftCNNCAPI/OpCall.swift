@@ -16,7 +16,7 @@
 //
 // The shape query and the computation are the same code path; there is no second validator.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// How many operands and settings an op takes.
 struct OpArity {

@@ -6,7 +6,7 @@
 // step); a second concurrent caller gets SCNN_RUNTIME_ERROR. The core optimizers guard step and
 // zero_grad themselves too; the handle's guard also covers set_lr, which the core does not.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 final class OptimizerHandle {
     let optimizer: any Optimizer

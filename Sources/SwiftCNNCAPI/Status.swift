@@ -16,7 +16,7 @@
 // here may trap on any argument a C caller can pass, because a Swift trap kills the Python
 // interpreter that loaded this library.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// The status codes of swiftcnn.h (`SCNN_OK`, `SCNN_*_ERROR`).
 @usableFromInline

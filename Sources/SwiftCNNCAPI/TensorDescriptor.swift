@@ -4,7 +4,7 @@
 // header pins those offsets with _Static_assert, and these accessors use the same numbers, so the
 // two languages cannot disagree on the layout silently.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// The dtypes an operand may have (`SCNN_FLOAT32`, `SCNN_FLOAT64`, `SCNN_INT64`).
 enum OperandType: Int32 {

@@ -8,7 +8,7 @@
 // optimizer's dtype) is validated before the first state change. Both handles are held for the
 // whole step, so no other thread's call on them interleaves.
 
-import SwiftCNN
+@_spi(Engine) import SwiftCNN
 
 /// `scnn_train_step_cross_entropy`.
 @_cdecl("scnn_train_step_cross_entropy")

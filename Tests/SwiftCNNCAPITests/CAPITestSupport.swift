@@ -1,9 +1,11 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
-// Helpers for the C ABI tests: calling an export with a message buffer, status names, seeded data
-// and the layer handle wrapper (the descriptor helpers are in DescriptorSupport.swift).
+// Helpers for the C ABI tests: calling an export with a message buffer, status names and the layer
+// handle wrapper (the descriptor helpers are in DescriptorSupport.swift). Seeded data and the
+// generic checks come from SwiftCNNTestSupport.
 
 let OK: Int32 = 0
 let VALUE: Int32 = 1
@@ -43,44 +45,18 @@ func assertStatus(_ outcome: Outcome, _ expected: Int32, _ contains: String..., 
     }
 }
 
-/// A seeded SplitMix64, independent of the library's generator.
-struct SeededRNG {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform(_ lo: Double = -1, _ hi: Double = 1) -> Double { lo + (hi - lo) * Double(next() >> 11) * 0x1p-53 }
-}
+/// The C ABI tests' name for the shared seeded generator (SwiftCNNTestSupport's TestRNG).
+typealias SeededRNG = TestRNG
 
-/// `count` seeded values in [lo, hi).
-func randomValues<T: CNNScalar>(_ count: Int, seed: UInt64, _ lo: Double = -1, _ hi: Double = 1, as _: T.Type = T.self) -> [T] {
-    var rng = SeededRNG(seed)
-    return (0..<count).map { _ in T(rng.uniform(lo, hi)) }
-}
-
-/// An owned tensor with seeded values.
-func randomTensor<T: CNNScalar>(_ shape: [Int], seed: UInt64, _ lo: Double = -1, _ hi: Double = 1, as _: T.Type = T.self) -> Tensor<T> {
-    try! Tensor(shape: shape, scalars: randomValues(shape.reduce(1, *), seed: seed, lo, hi))
+extension TestRNG {
+    init(_ seed: UInt64) { self.init(seed: seed) }
 }
 
 /// Int64 shape for the C calls.
 func s64(_ shape: [Int]) -> [Int64] { shape.map(Int64.init) }
 
-/// max |a - b| / max(max |b|, tiny).
-func relErr<T: CNNScalar>(_ a: [T], _ b: [T]) -> Double {
-    precondition(a.count == b.count, "count mismatch \(a.count) vs \(b.count)")
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a, b) {
-        num = max(num, abs(Double(x) - Double(y)))
-        den = max(den, abs(Double(y)))
-    }
-    return num / max(den, 1e-300)
-}
+/// max|a - b| / max|b| (SwiftCNNTestSupport's relativeError), under the name these tests use.
+func relErr<T: CNNScalar>(_ a: [T], _ b: [T]) -> Double { relativeError(a, b) }
 
 func tol<T: CNNScalar>(_: T.Type) -> Double { T.self == Float.self ? 1e-5 : 1e-12 }
 

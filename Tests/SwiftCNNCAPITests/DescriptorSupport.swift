@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
 @testable import SwiftCNNCAPI
 
 // Helpers for the descriptor ABI of swiftcnn.h: `scnn_tensor` built from Swift arrays, owned operand

@@ -1,5 +1,6 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// The functional ops (`scnn_op_fn`): the shape query, results against the core's Tensor-level ops

@@ -1,5 +1,6 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// Every `scnn_op_fn` of swiftcnn.h with its operand and setting counts: the one table the fuzzer

@@ -1,5 +1,6 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// Layer and Sequential handles through the descriptor ABI: create by every kind, forward/backward

@@ -1,5 +1,6 @@
 import XCTest
-import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 @testable import SwiftCNNCAPI
 
 /// Optimizer handles (created by kind over (data, grad) descriptors) and the fused training step.

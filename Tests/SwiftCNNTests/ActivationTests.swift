@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class ActivationTests: XCTestCase {
     // MARK: sigmoid
@@ -38,7 +39,7 @@ final class ActivationTests: XCTestCase {
 
     /// The lecture's identity sigma'(x) = sigma(x) (1 - sigma(x)), against finite differences.
     func testSigmoidDerivativeIsYTimesOneMinusY() throws {
-        let x = randomTensor([64], seed: 1, low: -6, high: 6, as: Double.self)
+        let x = randomTensor([64], seed: 1, -6, 6, as: Double.self)
         let y = try sigmoid(x)
         let ones = try Tensor<Double>(shape: [64], scalars: Array(repeating: 1, count: 64))
         let analytic = try sigmoidBackward(gradOut: ones, y: y).scalars
@@ -92,7 +93,7 @@ final class ActivationTests: XCTestCase {
     }
 
     func testFloatMatchesDouble() throws {
-        let xd = randomTensor([100], seed: 6, low: -8, high: 8, as: Double.self)
+        let xd = randomTensor([100], seed: 6, -8, 8, as: Double.self)
         let xf = converted(xd, to: Float.self)
         assertRelativeError(try sigmoid(xf).scalars, try sigmoid(xd).scalars, 1e-6)
         assertRelativeError(try relu(xf).scalars, try relu(xd).scalars, 1e-6)
@@ -107,7 +108,7 @@ final class ActivationTests: XCTestCase {
     func testThreadCountDoesNotChangeResults() throws {
         let saved = Threading.numThreads
         defer { Threading.numThreads = saved }
-        let x = randomTensor([300_001], seed: 10, low: -10, high: 10, as: Float.self)
+        let x = randomTensor([300_001], seed: 10, -10, 10, as: Float.self)
         let g = randomTensor([300_001], seed: 11, as: Float.self)
         var results: [[[Float]]] = []
         for threads in [1, 2, 3] {
@@ -123,7 +124,7 @@ final class ActivationTests: XCTestCase {
 
     /// The gradient may be written over grad_out (exact aliasing).
     func testBackwardInPlace() throws {
-        let y = randomTensor([10], seed: 8, low: 0, high: 1, as: Float.self)
+        let y = randomTensor([10], seed: 8, 0, 1, as: Float.self)
         let g = randomTensor([10], seed: 9, as: Float.self)
         let expected = try sigmoidBackward(gradOut: g, y: y).scalars
         _ = try sigmoidBackward(gradOut: g, y: y, into: g)

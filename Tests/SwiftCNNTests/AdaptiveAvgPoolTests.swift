@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class AdaptiveAvgPoolTests: XCTestCase {
     /// PyTorch's bins: H = 5 into 3 gives rows [0, 2), [1, 4), [3, 5) (overlapping by one).

@@ -1,11 +1,12 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class BatchNormTests: XCTestCase {
     /// (rm, rv, w, b) of C channels, random but with rv > 0.
     func channelTensors(_ c: Int, seed: UInt64) -> (Tensor<Double>, Tensor<Double>, Tensor<Double>, Tensor<Double>) {
-        (randomTensor([c], seed: seed, as: Double.self), randomTensor([c], seed: seed + 1, low: 0.5, high: 2, as: Double.self),
-         randomTensor([c], seed: seed + 2, low: -2, high: 2, as: Double.self), randomTensor([c], seed: seed + 3, as: Double.self))
+        (randomTensor([c], seed: seed, as: Double.self), randomTensor([c], seed: seed + 1, 0.5, 2, as: Double.self),
+         randomTensor([c], seed: seed + 2, -2, 2, as: Double.self), randomTensor([c], seed: seed + 3, as: Double.self))
     }
 
     // MARK: functional forward
@@ -56,7 +57,7 @@ final class BatchNormTests: XCTestCase {
     func testForwardMatchesNaive() throws {
         func check<T: CNNScalar>(_: T.Type, _ shape: [Int], training: Bool, affine: Bool, tolerance: Double) throws {
             let c = shape[1]
-            let x = randomTensor(shape, seed: 11, low: -3, high: 5, as: T.self)
+            let x = randomTensor(shape, seed: 11, -3, 5, as: T.self)
             let (rmd, rvd, wd, bd) = channelTensors(c, seed: 20)
             let rm = converted(rmd, to: T.self), rv = converted(rvd, to: T.self)
             let rm2 = try rm.copy(), rv2 = try rv.copy()
@@ -83,7 +84,7 @@ final class BatchNormTests: XCTestCase {
     }
 
     func testFloatMatchesDouble() throws {
-        let xd = randomTensor([8, 3, 6, 5], seed: 30, low: -2, high: 4, as: Double.self)
+        let xd = randomTensor([8, 3, 6, 5], seed: 30, -2, 4, as: Double.self)
         let gd = randomTensor([8, 3, 6, 5], seed: 31, as: Double.self)
         let (_, _, wd, bd) = channelTensors(3, seed: 32)
         let yd = try batchNorm(xd, runningMean: nil, runningVar: nil, weight: wd, bias: bd, training: true)
@@ -105,7 +106,7 @@ final class BatchNormTests: XCTestCase {
     func testTrainingBackwardMatchesFiniteDifferencesAndNaive() throws {
         for (shape, affine) in [([6, 3], true), ([3, 2, 7], true), ([2, 3, 4, 3], true), ([2, 3, 4, 3], false)] {
             let c = shape[1]
-            let x = randomTensor(shape, seed: 40, low: -2, high: 3, as: Double.self)
+            let x = randomTensor(shape, seed: 40, -2, 3, as: Double.self)
             let (_, _, w, b) = channelTensors(c, seed: 41)
             let weight = affine ? w : nil, bias = affine ? b : nil
             let r = randomArray(x.count, seed: 42, as: Double.self)
@@ -139,7 +140,7 @@ final class BatchNormTests: XCTestCase {
 
     /// Eval mode is a fixed affine map per channel; its gradient against central differences.
     func testEvalBackwardMatchesFiniteDifferences() throws {
-        let x = randomTensor([3, 4, 2, 3], seed: 50, low: -2, high: 2, as: Double.self)
+        let x = randomTensor([3, 4, 2, 3], seed: 50, -2, 2, as: Double.self)
         let (rm, rv, w, b) = channelTensors(4, seed: 51)
         let r = randomArray(x.count, seed: 52, as: Double.self)
         let (gx, gw, gb) = try batchNormEvalBackward(gradOut: Tensor(shape: x.shape, scalars: r), x: x,
@@ -267,7 +268,7 @@ final class BatchNormTests: XCTestCase {
         let bn = try BatchNorm<Double>(.batchNorm1d, numFeatures: 2, momentum: nil)
         var means: [[Double]] = [], variances: [[Double]] = []
         for k in 0..<3 {
-            let x = randomTensor([5, 2, 3], seed: 70 + UInt64(k), low: -1, high: 2 + Double(k), as: Double.self)
+            let x = randomTensor([5, 2, 3], seed: 70 + UInt64(k), -1, 2 + Double(k), as: Double.self)
             _ = try bn.forward(x)
             var mean = [0.0, 0.0], variance = [0.0, 0.0]
             for c in 0..<2 {
@@ -290,7 +291,7 @@ final class BatchNormTests: XCTestCase {
         bn.weight!.data.pointer.update(from: w.pointer, count: 3)
         bn.bias!.data.pointer.update(from: b.pointer, count: 3)
         let rm = try bn.runningMean!.copy(), rv = try bn.runningVar!.copy()
-        let x = randomTensor([4, 3, 3, 2], seed: 81, low: -1, high: 3, as: Double.self)
+        let x = randomTensor([4, 3, 3, 2], seed: 81, -1, 3, as: Double.self)
         // Training: batch statistics, running statistics move (the functional op with the same state).
         let yTrain = try bn.forward(x).scalars
         let expected = try batchNorm(x, runningMean: rm, runningVar: rv, weight: w, bias: b, training: true, momentum: 0.2)
@@ -332,7 +333,7 @@ final class BatchNormTests: XCTestCase {
     /// eval mode (the affine map), without affine parameters, and 1d inputs. Parameter gradients
     /// accumulate.
     func testLayerGradients() throws {
-        let x2 = randomTensor([3, 2, 3, 4], seed: 90, low: -2, high: 2, as: Double.self)
+        let x2 = randomTensor([3, 2, 3, 4], seed: 90, -2, 2, as: Double.self)
         let bn = try BatchNorm<Double>(.batchNorm2d, numFeatures: 2, eps: 1e-3)
         let (rm, rv, w, b) = channelTensors(2, seed: 91)
         bn.weight!.data.pointer.update(from: w.pointer, count: 2)
@@ -361,7 +362,7 @@ final class BatchNormTests: XCTestCase {
     }
 
     func testLayerFloatMatchesDouble() throws {
-        let xd = randomTensor([6, 4, 5, 5], seed: 100, low: -1, high: 3, as: Double.self)
+        let xd = randomTensor([6, 4, 5, 5], seed: 100, -1, 3, as: Double.self)
         let gd = randomTensor([6, 4, 5, 5], seed: 101, as: Double.self)
         let bd = try BatchNorm<Double>(.batchNorm2d, numFeatures: 4), bf = try BatchNorm<Float>(.batchNorm2d, numFeatures: 4)
         for training in [true, false] {
@@ -378,7 +379,7 @@ final class BatchNormTests: XCTestCase {
     func testThreadCountDoesNotChangeResults() throws {
         let saved = Threading.numThreads
         defer { Threading.numThreads = saved }
-        let x = randomTensor([8, 16, 24, 24], seed: 110, low: -1, high: 2, as: Float.self)
+        let x = randomTensor([8, 16, 24, 24], seed: 110, -1, 2, as: Float.self)
         let g = randomTensor([8, 16, 24, 24], seed: 111, as: Float.self)
         var results: [[[Float]]] = []
         for threads in [1, 2, 3] {

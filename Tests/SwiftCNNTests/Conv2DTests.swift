@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 /// A conv2d problem: shapes and hyper-parameters.
 private struct ConvCase: CustomStringConvertible {
@@ -68,7 +69,7 @@ final class Conv2DTests: XCTestCase {
 
     // MARK: direct kernels (Float): each path taken and checked against the naive loops
 
-    /// Geometries chosen to take every direct-kernel path (Kernels/ChannelLaneConv.swift), with the
+    /// Geometries chosen to take every direct-kernel path (Kernels/DirectConv*.swift), with the
     /// path each must take: a change of the selection rules fails here rather than silently leaving
     /// a kernel untested.
     func testDirectKernelPathsMatchNaive() throws {
@@ -112,15 +113,15 @@ final class Conv2DTests: XCTestCase {
         let sixByFortyEight = cases.first { $0.cs.c == 3 && $0.cs.k == 6 }!.cs
         let blockShapes: [(ConvCase, Int, Int)] = [(cases[0].cs, 6, 64), (cases[1].cs, 8, 48), (sixByFortyEight, 6, 48)]
         for (cs, rows, width) in blockShapes {
-            let shape = conv2dChannelLaneShape(try cs.geometry()).positionBlockShape
+            let shape = conv2dDirectConvShape(try cs.geometry()).positionBlockShape
             XCTAssertEqual([shape.rows, shape.width], [rows, width], "position block shape for \(cs)")
         }
         // Which weight-gradient block each channel count takes (3 x 8 for LeNet's first layer,
         // 4 x 6 for its second and for the 4-channel case).
-        let fourBySix = try cases.map { try conv2dChannelLaneShape($0.cs.geometry()).weightGradUses4x6 }
+        let fourBySix = try cases.map { try conv2dDirectConvShape($0.cs.geometry()).weightGradUses4x6 }
         XCTAssertEqual(fourBySix[0], false)
         XCTAssertEqual(fourBySix[1], true)
-        XCTAssertTrue(cases.contains { $0.cs.k == 4 && (try? conv2dChannelLaneShape($0.cs.geometry()).weightGradUses4x6) == true })
+        XCTAssertTrue(cases.contains { $0.cs.k == 4 && (try? conv2dDirectConvShape($0.cs.geometry()).weightGradUses4x6) == true })
         XCTAssertTrue(try conv2dUsesRowDirect(cases.first { $0.cs.c == 4 && $0.cs.k == 4 }!.cs.geometry()))
         for (index, (cs, forwardKernel, gradXKernel)) in cases.enumerated() {
             let g = try cs.geometry()

@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class DropoutTests: XCTestCase {
     func testProbabilityValidation() throws {
@@ -24,7 +25,7 @@ final class DropoutTests: XCTestCase {
     /// (sqrt(p (1-p) / n) ~ 0.0015 for n = 10^5), and every kept element is x / (1 - p).
     func testStatisticsAndScale() throws {
         let n = 100_000
-        let x = randomTensor([n], seed: 1, low: 0.5, high: 1.5, as: Double.self)   // no zeros in x
+        let x = randomTensor([n], seed: 1, 0.5, 1.5, as: Double.self)   // no zeros in x
         for p in [0.1, 0.3, 0.5, 0.9] {
             var generator = RandomGenerator(seed: 7)
             let (y, mask) = try dropout(x, p: p, generator: &generator)
@@ -47,7 +48,7 @@ final class DropoutTests: XCTestCase {
     }
 
     func testSameSeedSameMaskAndFreshMasksPerForward() throws {
-        let x = randomTensor([64, 32], seed: 2, low: 1, high: 2, as: Double.self)
+        let x = randomTensor([64, 32], seed: 2, 1, 2, as: Double.self)
         let a = try Dropout<Double>(p: 0.4, seed: 123), b = try Dropout<Double>(p: 0.4, seed: 123)
         let a1 = try a.forward(x).scalars, b1 = try b.forward(x).scalars
         XCTAssertEqual(a1, b1)
@@ -67,9 +68,9 @@ final class DropoutTests: XCTestCase {
     /// Backward applies the forward's mask: zero exactly where the forward dropped, 1/(1-p) elsewhere.
     func testBackwardUsesTheForwardMask() throws {
         let layer = try Dropout<Double>(p: 0.5, seed: 9)
-        let x = randomTensor([10, 20], seed: 3, low: 1, high: 2, as: Double.self)
+        let x = randomTensor([10, 20], seed: 3, 1, 2, as: Double.self)
         let y = try layer.forward(x).scalars
-        let g = randomTensor([10, 20], seed: 4, low: 1, high: 2, as: Double.self)
+        let g = randomTensor([10, 20], seed: 4, 1, 2, as: Double.self)
         let dx = try layer.backward(g).scalars
         for i in 0..<y.count {
             XCTAssertEqual(dx[i], y[i] == 0 ? 0 : g[flat: i] * 2)
@@ -124,7 +125,7 @@ final class DropoutTests: XCTestCase {
     }
 
     func testInPlaceFunctional() throws {
-        let x = randomTensor([50], seed: 10, low: 1, high: 2, as: Double.self)
+        let x = randomTensor([50], seed: 10, 1, 2, as: Double.self)
         let copy = try x.copy()
         var generator = RandomGenerator(seed: 11)
         let (y, mask) = try dropout(x, p: 0.5, generator: &generator, into: x)

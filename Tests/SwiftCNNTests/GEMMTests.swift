@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class GEMMTests: XCTestCase {
     /// gemm vs gemmNaive for one problem; lda/ldb/ldc get `pad` extra columns to test strides.

@@ -1,8 +1,9 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 // Helpers of the layer, Sequential and lecture-network tests (H2's; the op-level helpers are in
-// TestSupport.swift).
+// the SwiftCNNTestSupport target).
 
 /// Checks a Double layer's backward against central finite differences of
 /// L(x, params) = sum(layer.forward(x) * R), R uniform in [-1, 1) from `seed`:

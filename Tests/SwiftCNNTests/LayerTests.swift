@@ -1,6 +1,7 @@
 import Dispatch
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class LayerTests: XCTestCase {
     // MARK: gradients vs finite differences (Double)
@@ -32,7 +33,7 @@ final class LayerTests: XCTestCase {
     }
 
     func testActivationAndFlattenGradients() throws {
-        try assertLayerGradients(Sigmoid<Double>(), input: randomTensor([3, 2, 4], seed: 10, low: -4, high: 4, as: Double.self))
+        try assertLayerGradients(Sigmoid<Double>(), input: randomTensor([3, 2, 4], seed: 10, -4, 4, as: Double.self))
         // ReLU: inputs at least 0.01 away from the kink.
         try assertLayerGradients(ReLU<Double>(), input: distinctRandomTensor([2, 3, 5], seed: 11, spacing: 0.02, as: Double.self))
         try assertLayerGradients(Flatten<Double>(), input: randomTensor([2, 3, 2, 2], seed: 12, as: Double.self))

@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class LeakyReLUTests: XCTestCase {
     func testValuesAndKink() throws {
@@ -46,7 +47,7 @@ final class LeakyReLUTests: XCTestCase {
     }
 
     func testFloatMatchesDouble() throws {
-        let xd = randomTensor([300], seed: 3, low: -4, high: 4, as: Double.self)
+        let xd = randomTensor([300], seed: 3, -4, 4, as: Double.self)
         let gd = randomTensor([300], seed: 4, as: Double.self)
         let xf = converted(xd, to: Float.self), gf = converted(gd, to: Float.self)
         assertRelativeError(try leakyRelu(xf, negativeSlope: 0.2).scalars, try leakyRelu(xd, negativeSlope: 0.2).scalars, 1e-6)

@@ -1,11 +1,12 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 /// The lecture's network end to end: LeNet-5 with sigmoids on (N, 1, 28, 28), Flatten included.
 final class LectureNetworkTests: XCTestCase {
     /// A fixed batch: class k is a bright horizontal bar at rows 2k+4...2k+5 on uniform noise.
     func batch<T: CNNScalar>(_ n: Int, as: T.Type = T.self) -> (x: Tensor<T>, labels: [Int64]) {
-        let x = randomTensor([n, 1, 28, 28], seed: 100, low: -0.5, high: 0.5, as: T.self)
+        let x = randomTensor([n, 1, 28, 28], seed: 100, -0.5, 0.5, as: T.self)
         let labels = (0..<n).map { Int64($0 % 10) }
         for (i, label) in labels.enumerated() {
             for row in (2 * Int(label) + 4)...(2 * Int(label) + 5) {

@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class LinearTests: XCTestCase {
     func testSmallExampleByHand() throws {

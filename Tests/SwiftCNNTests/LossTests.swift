@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class LossTests: XCTestCase {
     // MARK: softmax
@@ -32,7 +33,7 @@ final class LossTests: XCTestCase {
     // MARK: cross-entropy with class indices
 
     func testCrossEntropyMatchesNaiveAndLectureGradient() throws {
-        let z = randomTensor([5, 7], seed: 1, low: -3, high: 3, as: Double.self)
+        let z = randomTensor([5, 7], seed: 1, -3, 3, as: Double.self)
         let labels: [Int64] = [0, 6, 3, 3, 1]
         let (loss, grad) = try softmaxCrossEntropy(logits: z, labels: labels)
         let naive = labels.withUnsafeBufferPointer {
@@ -51,7 +52,7 @@ final class LossTests: XCTestCase {
     }
 
     func testCrossEntropyGradientMatchesFiniteDifferences() throws {
-        let z = randomTensor([4, 6], seed: 2, low: -2, high: 2, as: Double.self)
+        let z = randomTensor([4, 6], seed: 2, -2, 2, as: Double.self)
         let labels: [Int64] = [5, 0, 2, 2]
         let numeric = numericalGradient(of: { try! softmaxCrossEntropy(logits: $0, labels: labels).loss }, at: z)
         assertRelativeError(try softmaxCrossEntropy(logits: z, labels: labels).grad.scalars, numeric, 1e-7)
@@ -107,8 +108,8 @@ final class LossTests: XCTestCase {
     /// Rows that do not sum to 1: PyTorch's gradient (softmax * rowsum(t) - t) / N, which is the true
     /// gradient of -mean sum t log softmax(z); checked against finite differences and a PyTorch value.
     func testProbabilityTargetsNotSummingToOne() throws {
-        let z = randomTensor([3, 5], seed: 5, low: -2, high: 2, as: Double.self)
-        let t = randomTensor([3, 5], seed: 6, low: 0, high: 1, as: Double.self)  // rows sum to ~2.5
+        let z = randomTensor([3, 5], seed: 5, -2, 2, as: Double.self)
+        let t = randomTensor([3, 5], seed: 6, 0, 1, as: Double.self)  // rows sum to ~2.5
         let (_, grad) = try softmaxCrossEntropy(logits: z, targetProbabilities: t)
         let numeric = numericalGradient(of: { try! softmaxCrossEntropy(logits: $0, targetProbabilities: t).loss }, at: z)
         assertRelativeError(grad.scalars, numeric, 1e-7)
@@ -127,8 +128,8 @@ final class LossTests: XCTestCase {
     // MARK: binary cross-entropy with logits
 
     func testBCEMatchesDefinitionAndFiniteDifferences() throws {
-        let z = randomTensor([4, 3], seed: 7, low: -4, high: 4, as: Double.self)
-        let t = randomTensor([4, 3], seed: 8, low: 0, high: 1, as: Double.self)
+        let z = randomTensor([4, 3], seed: 7, -4, 4, as: Double.self)
+        let t = randomTensor([4, 3], seed: 8, 0, 1, as: Double.self)
         let (loss, grad) = try binaryCrossEntropyWithLogits(logits: z, target: t)
         var expected = 0.0
         for i in 0..<12 {
@@ -159,14 +160,14 @@ final class LossTests: XCTestCase {
     }
 
     func testFloatMatchesDouble() throws {
-        let zd = randomTensor([8, 10], seed: 9, low: -5, high: 5, as: Double.self)
+        let zd = randomTensor([8, 10], seed: 9, -5, 5, as: Double.self)
         let zf = converted(zd, to: Float.self)
         let labels: [Int64] = [0, 1, 2, 3, 4, 5, 6, 9]
         let d = try softmaxCrossEntropy(logits: zd, labels: labels)
         let f = try softmaxCrossEntropy(logits: zf, labels: labels)
         XCTAssertEqual(f.loss, d.loss, accuracy: 1e-4 * abs(d.loss))
         assertRelativeError(f.grad.scalars, d.grad.scalars, 1e-4)
-        let td = randomTensor([8, 10], seed: 10, low: 0, high: 1, as: Double.self)
+        let td = randomTensor([8, 10], seed: 10, 0, 1, as: Double.self)
         let bd = try binaryCrossEntropyWithLogits(logits: zd, target: td)
         let bf = try binaryCrossEntropyWithLogits(logits: zf, target: converted(td, to: Float.self))
         XCTAssertEqual(bf.loss, bd.loss, accuracy: 1e-4 * abs(bd.loss))

@@ -1,6 +1,7 @@
 import Dispatch
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 /// SGD and Adam against values worked out by hand from PyTorch's documented algorithms (and
 /// confirmed with torch 2.x in float64): parameters p = (1, -2), lr 0.1, three steps.

@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class ResidualTests: XCTestCase {
     func testForwardIsInputPlusBranch() throws {

@@ -1,6 +1,7 @@
 import Dispatch
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class SequentialTests: XCTestCase {
     func testParameterNamesFollowPyTorch() throws {

@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class Signal2DTests: XCTestCase {
     // Expected values from scipy.signal 1.17 (correlate2d / convolve2d, boundary="fill", fillvalue=0).

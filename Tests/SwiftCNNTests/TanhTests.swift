@@ -1,5 +1,6 @@
 import XCTest
-@testable import SwiftCNN
+@_spi(Engine) @testable import SwiftCNN
+import SwiftCNNTestSupport
 
 final class TanhTests: XCTestCase {
     func testValuesSaturationAndNaN() throws {
@@ -21,7 +22,7 @@ final class TanhTests: XCTestCase {
 
     /// tanh'(x) = 1 - tanh(x)^2, from the output, against central differences.
     func testBackwardMatchesFiniteDifferences() throws {
-        let x = randomTensor([3, 5, 4], seed: 1, low: -3, high: 3, as: Double.self)
+        let x = randomTensor([3, 5, 4], seed: 1, -3, 3, as: Double.self)
         let r = randomArray(x.count, seed: 2, as: Double.self)
         let numeric = numericalGradient(of: { weightedSum(try! tanh($0), r) }, at: x)
         let analytic = try tanhBackward(gradOut: Tensor(shape: x.shape, scalars: r), y: tanh(x)).scalars
@@ -29,7 +30,7 @@ final class TanhTests: XCTestCase {
     }
 
     func testFloatMatchesDouble() throws {
-        let xd = randomTensor([200], seed: 3, low: -5, high: 5, as: Double.self)
+        let xd = randomTensor([200], seed: 3, -5, 5, as: Double.self)
         let gd = randomTensor([200], seed: 4, as: Double.self)
         let xf = converted(xd, to: Float.self), gf = converted(gd, to: Float.self)
         assertRelativeError(try tanh(xf).scalars, try tanh(xd).scalars, 1e-6)
@@ -64,7 +65,7 @@ final class TanhTests: XCTestCase {
         assertThrowsKind(.runtime, contains: "backward called before forward") {
             try layer.backward(Tensor<Double>(zeros: [2]))
         }
-        try assertLayerGradients(layer, input: randomTensor([4, 3, 2], seed: 7, low: -2, high: 2, as: Double.self))
+        try assertLayerGradients(layer, input: randomTensor([4, 3, 2], seed: 7, -2, 2, as: Double.self))
         XCTAssertEqual(layer.lastInputShape, [4, 3, 2])
         assertThrowsKind(.value, contains: "Tanh.backward: grad_out must have shape (4, 3, 2)") {
             try layer.backward(Tensor<Double>(zeros: [4, 3]))

@@ -13,7 +13,7 @@
 
 /// `a * b + c`, lane-wise.
 @inlinable @inline(__always)
-public func multiplyAdd<V: SIMD>(_ a: V, _ b: V, _ c: V) -> V where V.Scalar: FloatingPoint {
+func multiplyAdd<V: SIMD>(_ a: V, _ b: V, _ c: V) -> V where V.Scalar: FloatingPoint {
     #if SWIFTCNN_FMA
     return c.addingProduct(a, b)
     #else
@@ -23,7 +23,7 @@ public func multiplyAdd<V: SIMD>(_ a: V, _ b: V, _ c: V) -> V where V.Scalar: Fl
 
 /// `a * b + c` for scalars.
 @inlinable @inline(__always)
-public func multiplyAdd<T: FloatingPoint>(_ a: T, _ b: T, _ c: T) -> T {
+func multiplyAdd<T: FloatingPoint>(_ a: T, _ b: T, _ c: T) -> T {
     #if SWIFTCNN_FMA
     return c.addingProduct(a, b)
     #else

@@ -58,9 +58,9 @@ import Darwin
 ///
 /// Runs on up to `Threading.numThreads` threads when the problem is big enough.
 @inlinable
-public func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
-                               a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-                               beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                        a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                        beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     gemmDispatch(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                  beta: beta, c: c, ldc: ldc, threads: Threading.numThreads)
 }
@@ -79,15 +79,13 @@ func gemmDispatch<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: I
     }
     let plan = GEMMPlan(T.self, m: m, n: n, k: k, threads: threads)
     // gemm does not throw and must not trap: if the packing buffers cannot be had, use the simple loops.
-    let (total, overflow) = plan.bufferCount.multipliedReportingOverflow(by: plan.chunks * MemoryLayout<T>.stride)
-    var raw: UnsafeMutableRawPointer? = nil
-    guard !overflow, posix_memalign(&raw, 64, total) == 0, let raw else {
+    let (total, overflow) = plan.bufferCount.multipliedReportingOverflow(by: plan.chunks)
+    guard !overflow, let base = try? allocateAligned(T.self, count: total, what: "gemm: packing buffers") else {
         gemmSmall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         return
     }
-    defer { free(raw) }
-    let base = raw.bindMemory(to: T.self, capacity: plan.bufferCount * plan.chunks)
+    defer { deallocateAligned(base) }
     gemmRun(plan, m: m, n: n, k: k, alpha: alpha, a: GEMMDenseA(a: a, lda: lda, trans: transA),
             b: GEMMDenseB(b: b, ldb: ldb, trans: transB), beta: beta, c: c, ldc: ldc,
             buffer: { base + $0 * plan.bufferCount })
@@ -538,9 +536,9 @@ func gemmScaleC<T: CNNScalar>(m: Int, n: Int, beta: T, c: UnsafeMutablePointer<T
 /// The textbook triple loop, the test oracle of `gemm`:
 /// C[i,j] = alpha * sum_p op(A)[i,p] * op(B)[p,j] + beta * C[i,j]  (beta == 0: C is not read).
 @inlinable
-public func gemmNaive<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
-                                    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-                                    beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+func gemmNaive<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
+                             a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                             beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
     for i in 0..<max(m, 0) {
         for j in 0..<max(n, 0) {
             var sum: T = 0

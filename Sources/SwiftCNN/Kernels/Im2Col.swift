@@ -80,7 +80,7 @@ struct Im2ColRow<T: CNNScalar> {
 
 /// Unfolds one image x (C, H, W) into col (C*kH*kW, Ho*Wo); see the file comment for the formula.
 @inlinable
-public func im2col<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, col: UnsafeMutablePointer<T>) {
+func im2col<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, col: UnsafeMutablePointer<T>) {
     let hw = g.colCols
     for q in 0..<g.colRows { Im2ColRow(g, x: x, row: q).copy(g, from: 0, to: hw, into: col + q * hw, dstStride: 1) }
 }
@@ -91,7 +91,7 @@ public func im2col<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, col: 
 /// Row (c, r, s) of col only touches channel c, so channels run in parallel chunks with disjoint
 /// outputs, each summing in a fixed order (deterministic).
 @inlinable
-public func col2im<T: CNNScalar>(_ g: Conv2DGeometry, col: UnsafePointer<T>, x: UnsafeMutablePointer<T>) {
+func col2im<T: CNNScalar>(_ g: Conv2DGeometry, col: UnsafePointer<T>, x: UnsafeMutablePointer<T>) {
     col2im(g, col: col, x: x, threads: Threading.numThreads)
 }
 

@@ -42,7 +42,7 @@ public enum Threading {
 /// thread runs which chunk is unspecified, so each chunk must write its own disjoint outputs.
 /// With one chunk, or one thread, the chunks run in order on the calling thread.
 @inlinable
-public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+func parallelFor(_ count: Int, _ body: (Int) -> Void) {
     if count <= 0 { return }
     if count == 1 || Threading.numThreads == 1 {
         for i in 0..<count { body(i) }
@@ -55,7 +55,7 @@ public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
 /// operations), when each chunk should get at least `minPerThread` units: between 1 and
 /// `Threading.numThreads`. Depends only on its arguments and the thread setting (deterministic).
 @inlinable
-public func parallelChunks(work: Int, minPerThread: Int = 100_000) -> Int {
+func parallelChunks(work: Int, minPerThread: Int = 100_000) -> Int {
     let threads = Threading.numThreads
     if threads <= 1 || work < 2 * minPerThread { return 1 }
     return max(1, min(threads, work / minPerThread))
@@ -64,7 +64,7 @@ public func parallelChunks(work: Int, minPerThread: Int = 100_000) -> Int {
 /// The half-open range of chunk `index` when `total` items are split as evenly as possible into
 /// `chunks` contiguous chunks (the first `total % chunks` chunks get one more item).
 @inlinable
-public func chunkRange(_ index: Int, of chunks: Int, total: Int) -> Range<Int> {
+func chunkRange(_ index: Int, of chunks: Int, total: Int) -> Range<Int> {
     let base = total / chunks, extra = total % chunks
     let start = index * base + min(index, extra)
     return start..<(start + base + (index < extra ? 1 : 0))

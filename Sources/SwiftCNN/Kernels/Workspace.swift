@@ -9,27 +9,41 @@
 /// steady state); a functional call makes a fresh one. A workspace is not thread-safe: one call at a
 /// time (layers guard themselves with ExclusiveAccess). Kernels that fan out to threads take one
 /// slot per chunk before starting them.
-public final class Workspace<T: CNNScalar> {
+@usableFromInline
+final class ScratchSlots<T: CNNScalar> {
     @usableFromInline
-    var slots: [TensorStorage<T>?] = []
+    var slots: [AlignedBuffer<T>?] = []
 
-    public init() {}
+    @inlinable
+    init() {}
 
     /// A buffer of at least `count` elements for `slot` (>= 0). Throws `.memory` if it cannot be
     /// allocated, `.overflow` if `count * stride` overflows.
-    public func buffer(_ slot: Int, count: Int) throws -> UnsafeMutablePointer<T> {
-        precondition(slot >= 0, "Workspace slot must be >= 0")  // internal use only, never user input
+    @usableFromInline
+    func buffer(_ slot: Int, count: Int) throws -> UnsafeMutablePointer<T> {
+        precondition(slot >= 0, "scratch slot must be >= 0")  // internal use only, never user input
         while slots.count <= slot { slots.append(nil) }
         if let s = slots[slot], s.count >= count { return s.pointer }
         slots[slot] = nil  // free the old buffer before allocating the bigger one
-        let s = try TensorStorage<T>(count: count)
+        let s = try AlignedBuffer<T>(count: count, what: "workspace slot \(slot)")
         slots[slot] = s
         return s.pointer
     }
 
     /// Frees every slot.
-    public func release() { slots.removeAll() }
+    func release() { slots.removeAll() }
 
     /// Total elements held (for tests and diagnostics).
-    public var allocatedCount: Int { slots.reduce(0) { $0 + ($1?.count ?? 0) } }
+    var allocatedCount: Int { slots.reduce(0) { $0 + ($1?.count ?? 0) } }
+}
+
+/// The scratch of one C ABI call: `conv2dForward(..., workspace: Workspace())`.
+///
+/// A struct around the engine's `ScratchSlots` rather than that class itself: inlinable engine code
+/// cannot name an SPI type, so the kernels take `ScratchSlots` and only this entry type is SPI.
+@_spi(Engine) public struct Workspace<T: CNNScalar> {
+    @usableFromInline let slots: ScratchSlots<T>
+
+    @inlinable
+    public init() { slots = ScratchSlots() }
 }

@@ -10,7 +10,7 @@ public final class AdaptiveAvgPool2d<T: CNNScalar>: Layer, CustomStringConvertib
     /// (Ho, Wo).
     public let outputSize: (Int, Int)
 
-    @usableFromInline let access = ExclusiveAccess(name: "AdaptiveAvgPool2d")
+    let access = ExclusiveAccess(name: "AdaptiveAvgPool2d")
     @usableFromInline var geometry: AdaptivePool2DGeometry?
     @usableFromInline var output: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?

@@ -41,7 +41,7 @@ public final class BatchNorm<T: CNNScalar>: Layer, CustomStringConvertible {
     /// 0-d, 0; nil unless trackRunningStats.
     public let numBatchesTracked: Int64Tensor?
 
-    @usableFromInline let access: ExclusiveAccess
+    let access: ExclusiveAccess
     @usableFromInline let training = TrainingFlag()
     /// (3, C): the statistics the last forward used (mean, invstd), and the unbiased variance scratch.
     @usableFromInline let saved: Tensor<T>

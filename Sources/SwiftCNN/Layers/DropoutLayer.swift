@@ -14,7 +14,7 @@ public final class Dropout<T: CNNScalar>: Layer, CustomStringConvertible {
     /// The probability of zeroing an element, in [0, 1].
     public let p: Double
 
-    @usableFromInline let access = ExclusiveAccess(name: "Dropout")
+    let access = ExclusiveAccess(name: "Dropout")
     @usableFromInline let training = TrainingFlag()
     @usableFromInline var generator: RandomGenerator
     /// The last forward's mask (0 or 1/(1-p) per element); nil when that forward was the identity.

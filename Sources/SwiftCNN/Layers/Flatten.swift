@@ -7,7 +7,7 @@
 public final class Flatten<T: CNNScalar>: Layer, CustomStringConvertible {
     public typealias Scalar = T
 
-    @usableFromInline let access = ExclusiveAccess(name: "Flatten")
+    let access = ExclusiveAccess(name: "Flatten")
     @usableFromInline var inputShape: [Int]?
 
     public init() {}

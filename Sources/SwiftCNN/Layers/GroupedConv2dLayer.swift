@@ -12,8 +12,8 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     /// (K), same initialization, or nil.
     public let bias: Parameter<T>?
 
-    @usableFromInline let access = ExclusiveAccess(name: "Conv2d")
-    @usableFromInline let workspace = Workspace<T>()
+    let access = ExclusiveAccess(name: "Conv2d")
+    let workspace = Workspace<T>()
     @usableFromInline var geometry: GroupedConv2DGeometry?
     @usableFromInline var input: Tensor<T>?
     @usableFromInline var output: Tensor<T>?

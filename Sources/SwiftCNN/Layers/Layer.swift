@@ -1,13 +1,5 @@
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A stateful building block of a network: forward keeps what backward needs, backward returns the
 /// input gradient and adds into the parameter gradients (caffe's Layer, PyTorch's Module with a
 /// hand-written backward).
@@ -119,7 +111,7 @@ public struct Parameter<T: CNNScalar> {
 /// body returns or throws. A second thread arriving meanwhile does not wait: it gets
 /// `.runtime("<name> is in use by another thread")`, which Python raises as RuntimeError. Not
 /// re-entrant: the same thread entering twice gets the same error (a layer never calls itself).
-public final class ExclusiveAccess: Sendable {
+@_spi(Engine) public final class ExclusiveAccess: Sendable {
     /// The object's name in the error message ("Conv2d", "Sequential", "SGD").
     public let name: String
     let busy = Atomic<Bool>(false)
@@ -182,25 +174,6 @@ func requirePair(_ op: String, _ name: String, _ pair: (Int, Int), atLeast minim
     guard pair.0 >= minimum, pair.1 >= minimum else {
         throw SwiftCNNError.value("\(op): \(name) must be >= \(minimum), got \(describePair(pair))")
     }
-}
-
-/// A malloc'd buffer of Int32 (max pooling's argmax), failing with `.memory` instead of trapping.
-@usableFromInline
-final class IndexBuffer {
-    @usableFromInline let pointer: UnsafeMutablePointer<Int32>
-    @usableFromInline let count: Int
-
-    @usableFromInline
-    init(count: Int) throws {
-        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Int32>.stride)
-        guard !overflow, let raw = malloc(max(bytes, 1)) else {
-            throw SwiftCNNError.memory("cannot allocate \(count) argmax indices")
-        }
-        pointer = raw.bindMemory(to: Int32.self, capacity: max(count, 1))
-        self.count = count
-    }
-
-    deinit { free(pointer) }
 }
 
 extension Layer {

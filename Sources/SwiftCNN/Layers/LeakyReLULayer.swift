@@ -7,7 +7,7 @@ public final class LeakyReLU<T: CNNScalar>: Layer, CustomStringConvertible {
     /// The slope for x <= 0, as given (used as T(negativeSlope)).
     public let negativeSlope: Double
 
-    @usableFromInline let access = ExclusiveAccess(name: "LeakyReLU")
+    let access = ExclusiveAccess(name: "LeakyReLU")
     @usableFromInline var input: Tensor<T>?
     @usableFromInline var output: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?

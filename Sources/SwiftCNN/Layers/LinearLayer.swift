@@ -14,7 +14,7 @@ public final class Linear<T: CNNScalar>: Layer, CustomStringConvertible {
     /// (out), same distribution; nil when created with `bias: false`.
     public let bias: Parameter<T>?
 
-    @usableFromInline let access = ExclusiveAccess(name: "Linear")
+    let access = ExclusiveAccess(name: "Linear")
     @usableFromInline var geometry: LinearGeometry?
     @usableFromInline var input: Tensor<T>?
     @usableFromInline var output: Tensor<T>?

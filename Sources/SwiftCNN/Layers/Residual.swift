@@ -15,7 +15,7 @@ public final class Residual<T: CNNScalar>: Layer, CustomStringConvertible {
     /// f: the branch.
     public let body: Sequential<T>
 
-    @usableFromInline let access = ExclusiveAccess(name: "Residual")
+    let access = ExclusiveAccess(name: "Residual")
     @usableFromInline let training = TrainingFlag()
     @usableFromInline var inputShape: [Int]?
     @usableFromInline var output: Tensor<T>?

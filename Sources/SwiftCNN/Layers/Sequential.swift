@@ -15,7 +15,7 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
     /// The children, in order.
     public let layers: [any Layer<T>]
 
-    @usableFromInline let access = ExclusiveAccess(name: "Sequential")
+    let access = ExclusiveAccess(name: "Sequential")
     /// Shapes of the last successful forward: input, then each child's output.
     @usableFromInline var activationShapes: [[Int]]?
 

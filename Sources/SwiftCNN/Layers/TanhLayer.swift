@@ -4,7 +4,7 @@
 public final class Tanh<T: CNNScalar>: Layer, CustomStringConvertible {
     public typealias Scalar = T
 
-    @usableFromInline let access = ExclusiveAccess(name: "Tanh")
+    let access = ExclusiveAccess(name: "Tanh")
     /// The last forward's output: returned as a view and read back by backward.
     @usableFromInline var output: Tensor<T>?
     /// Set once `output` holds a complete forward result (nil after a failed forward).

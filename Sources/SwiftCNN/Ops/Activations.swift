@@ -14,7 +14,7 @@
 /// exponent is never positive, so nothing overflows for any |x| (x = -1e4 gives 0, not 0/inf), and for
 /// very negative x the result keeps full relative precision instead of underflowing through 1 - tiny.
 /// NaN propagates.
-@inlinable
+@_spi(Engine) @inlinable
 public func sigmoidForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>) {
     // Float takes the 16-lane path: scalar expf (a libm call per element) was ~15-20% of the lecture
     // network's time. Double keeps libm's exp (its gradient checks want ~1e-7 relative accuracy).
@@ -100,7 +100,7 @@ func expNegativeFloat16(_ t: SIMD16<Float>) -> SIMD16<Float> {
 ///
 /// The lecture's identity sigma'(x) = sigma(x) (1 - sigma(x)): the derivative needs only the output,
 /// so the layer keeps y, not x. `gradX` may be `gradOut`.
-@inlinable
+@_spi(Engine) @inlinable
 public func sigmoidBackward<T: CNNScalar>(count: Int, gradOut: UnsafePointer<T>, y: UnsafePointer<T>,
                                           gradX: UnsafeMutablePointer<T>) {
     forEachChunk(count: count, costPerElement: 2) { range in
@@ -113,7 +113,7 @@ public func sigmoidBackward<T: CNNScalar>(count: Int, gradOut: UnsafePointer<T>,
 
 /// One stable sigmoid (see `sigmoidForward`).
 @inlinable @inline(__always)
-public func stableSigmoid<T: CNNScalar>(_ x: T) -> T {
+func stableSigmoid<T: CNNScalar>(_ x: T) -> T {
     let e = T.exp(-x.magnitude)
     return x >= 0 ? 1 / (1 + e) : e / (1 + e)
 }
@@ -121,7 +121,7 @@ public func stableSigmoid<T: CNNScalar>(_ x: T) -> T {
 // MARK: - ReLU
 
 /// y = max(x, 0), elementwise; `y` may be `x`. NaN propagates (as PyTorch's relu).
-@inlinable
+@_spi(Engine) @inlinable
 public func reluForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: UnsafeMutablePointer<T>) {
     forEachChunk(count: count, costPerElement: 1) { range in
         var i = range.lowerBound
@@ -145,7 +145,7 @@ public func reluForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: Unsafe
 /// gradX = gradOut where x > 0, else 0; x is the forward INPUT. `gradX` may be `gradOut`.
 ///
 /// At the kink x = 0 the subgradient 0 is used, as PyTorch does.
-@inlinable
+@_spi(Engine) @inlinable
 public func reluBackward<T: CNNScalar>(count: Int, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                        gradX: UnsafeMutablePointer<T>) {
     forEachChunk(count: count, costPerElement: 1) { range in
@@ -179,14 +179,15 @@ func forEachChunk(count: Int, costPerElement: Int, _ body: (Range<Int>) -> Void)
 /// An activation applied by a convolution to its own output (`Sequential` fuses Conv2d + ReLU or
 /// Conv2d + Sigmoid this way): each image's output is activated right after it is computed, while
 /// it is in cache, instead of in a separate pass over the whole batch.
-public enum ConvEpilogue: Sendable {
+@usableFromInline
+enum ConvEpilogue: Sendable {
     case none, relu, sigmoid
 }
 
 /// y = activation(y) in place, for `count` elements (serial for a cache-sized slice of one image;
 /// the same formulas as `reluForward` / `sigmoidForward`, so fused and separate layers agree
-/// exactly).
-@inlinable
+/// exactly). Not inlinable (it calls the C ABI's SPI kernels), so pre-specialized.
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func applyEpilogue<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: UnsafeMutablePointer<T>, count: Int) {
     switch epilogue {
     case .none:
@@ -212,7 +213,7 @@ func applyEpilogue<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: UnsafeMutablePoi
 }
 
 /// `applyEpilogue` over a whole batch's output, split over the threads like the activations.
-@inlinable
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func applyEpilogueInParallel<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: UnsafeMutablePointer<T>, count: Int) {
     switch epilogue {
     case .none: return
@@ -224,7 +225,7 @@ func applyEpilogueInParallel<T: CNNScalar>(_ epilogue: ConvEpilogue, _ y: Unsafe
 // MARK: - Tensor level
 
 /// `sigmoid(x, out=None)`: a new tensor, or `out` (which may be `x` itself).
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func sigmoid<T: CNNScalar>(_ x: Tensor<T>, into out: Tensor<T>? = nil) throws -> Tensor<T> {
     let y = try makeOutput(out, shape: x.shape, op: "sigmoid", inputs: [("x", x)], allowInPlace: true)
     sigmoidForward(count: x.count, x: x.pointer, y: y.pointer)
@@ -232,7 +233,7 @@ public func sigmoid<T: CNNScalar>(_ x: Tensor<T>, into out: Tensor<T>? = nil) th
 }
 
 /// `sigmoid_backward(grad_out, y)`: grad_out * y * (1 - y); `y` is sigmoid's output.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func sigmoidBackward<T: CNNScalar>(gradOut: Tensor<T>, y: Tensor<T>, into out: Tensor<T>? = nil) throws -> Tensor<T> {
     try requireSameShape(op: "sigmoid_backward", "grad_out", gradOut, "y", y)
     let gradX = try makeOutput(out, shape: y.shape, op: "sigmoid_backward", inputs: [("grad_out", gradOut), ("y", y)],
@@ -242,7 +243,7 @@ public func sigmoidBackward<T: CNNScalar>(gradOut: Tensor<T>, y: Tensor<T>, into
 }
 
 /// `relu(x, out=None)`: a new tensor, or `out` (which may be `x` itself).
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func relu<T: CNNScalar>(_ x: Tensor<T>, into out: Tensor<T>? = nil) throws -> Tensor<T> {
     let y = try makeOutput(out, shape: x.shape, op: "relu", inputs: [("x", x)], allowInPlace: true)
     reluForward(count: x.count, x: x.pointer, y: y.pointer)
@@ -250,7 +251,7 @@ public func relu<T: CNNScalar>(_ x: Tensor<T>, into out: Tensor<T>? = nil) throw
 }
 
 /// `relu_backward(grad_out, x)`: grad_out * (x > 0); `x` is relu's input.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func reluBackward<T: CNNScalar>(gradOut: Tensor<T>, x: Tensor<T>, into out: Tensor<T>? = nil) throws -> Tensor<T> {
     try requireSameShape(op: "relu_backward", "grad_out", gradOut, "x", x)
     let gradX = try makeOutput(out, shape: x.shape, op: "relu_backward", inputs: [("grad_out", gradOut), ("x", x)],

@@ -80,7 +80,6 @@ public struct BatchNormGeometry: Equatable, Sendable {
     }
 
     /// Throws `.value` unless `t` is absent or has shape (C,): "batch_norm: weight must have shape (3,), got (4,)".
-    @inlinable
     public func checkPerChannel<T: CNNScalar>(op: String, _ name: String, _ t: Tensor<T>?) throws {
         guard let t else { return }
         guard t.shape == [channels] else {
@@ -92,7 +91,6 @@ public struct BatchNormGeometry: Equatable, Sendable {
 
     /// Throws `.value` if batch statistics would be computed from one value per channel (PyTorch's
     /// "Expected more than 1 value per channel when training").
-    @inlinable
     public func checkBatchStatisticsDefined(op: String) throws {
         guard valuesPerChannel != 1 else {
             throw SwiftCNNError.value(

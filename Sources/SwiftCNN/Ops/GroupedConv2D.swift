@@ -142,7 +142,7 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
 /// Forward of a grouped / "same" convolution into y (N, K, Ho, Wo).
 ///
 ///     x (N, C, H, W), weight (K, C/G, kH, kW), bias (K)? -> y (N, K, Ho, Wo)
-public func groupedConv2dForward<T: CNNScalar>(_ g: GroupedConv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+@_spi(Engine) public func groupedConv2dForward<T: CNNScalar>(_ g: GroupedConv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
                                                bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
                                                workspace: Workspace<T>) throws {
     if g.isPlain {
@@ -163,7 +163,7 @@ public func groupedConv2dForward<T: CNNScalar>(_ g: GroupedConv2DGeometry, x: Un
 ///
 ///     gradOut (N, K, Ho, Wo) -> gradX (N, C, H, W)?, gradWeight (K, C/G, kH, kW)?, gradBias (K)?
 /// With `accumulate`, gradWeight and gradBias are added into (layers); gradX is always written.
-public func groupedConv2dBackward<T: CNNScalar>(_ g: GroupedConv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
+@_spi(Engine) public func groupedConv2dBackward<T: CNNScalar>(_ g: GroupedConv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
                                                 weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                                 gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
                                                 accumulate: Bool, workspace: Workspace<T>) throws {

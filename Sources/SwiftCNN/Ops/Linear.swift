@@ -75,7 +75,7 @@ public struct LinearGeometry: Equatable, Sendable {
 ///     x (N, in)   weight (out, in)   bias (out) or nil   y (N, out), overwritten
 ///
 /// One GEMM with the bias pre-loaded into y (beta = 1), so the bias costs one pass over y.
-@inlinable
+@_spi(Engine) @inlinable
 public func linearForward<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures: Int,
                                         x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
                                         y: UnsafeMutablePointer<T>) {
@@ -95,7 +95,7 @@ public func linearForward<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures
 ///
 /// Any output may be nil to skip it. `accumulate`: gradWeight/gradBias += (layers, which add into
 /// their parameter grads as PyTorch does) instead of being overwritten; gradX is always overwritten.
-@inlinable
+@_spi(Engine) @inlinable
 public func linearBackward<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures: Int,
                                          gradOut: UnsafePointer<T>, x: UnsafePointer<T>, weight: UnsafePointer<T>,
                                          gradX: UnsafeMutablePointer<T>?, gradWeight: UnsafeMutablePointer<T>?,
@@ -124,9 +124,9 @@ public func linearBackward<T: CNNScalar>(batch: Int, inFeatures: Int, outFeature
 
 /// y[n, o] = b[o] + sum_i x[n, i] W[o, i], by the definition (test oracle of `linearForward`).
 @inlinable
-public func linearForwardNaive<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures: Int,
-                                             x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
-                                             y: UnsafeMutablePointer<T>) {
+func linearForwardNaive<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures: Int,
+                                      x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
+                                      y: UnsafeMutablePointer<T>) {
     for n in 0..<batch {
         for o in 0..<outFeatures {
             var sum: T = bias?[o] ?? 0
@@ -138,10 +138,10 @@ public func linearForwardNaive<T: CNNScalar>(batch: Int, inFeatures: Int, outFea
 
 /// The three gradients by their definitions (test oracle of `linearBackward`), same arguments.
 @inlinable
-public func linearBackwardNaive<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures: Int,
-                                              gradOut: UnsafePointer<T>, x: UnsafePointer<T>, weight: UnsafePointer<T>,
-                                              gradX: UnsafeMutablePointer<T>?, gradWeight: UnsafeMutablePointer<T>?,
-                                              gradBias: UnsafeMutablePointer<T>?, accumulate: Bool) {
+func linearBackwardNaive<T: CNNScalar>(batch: Int, inFeatures: Int, outFeatures: Int,
+                                       gradOut: UnsafePointer<T>, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                       gradX: UnsafeMutablePointer<T>?, gradWeight: UnsafeMutablePointer<T>?,
+                                       gradBias: UnsafeMutablePointer<T>?, accumulate: Bool) {
     if let gradX {
         for n in 0..<batch {
             for i in 0..<inFeatures {
@@ -173,7 +173,7 @@ public func linearBackwardNaive<T: CNNScalar>(batch: Int, inFeatures: Int, outFe
 
 /// `linear(x, weight, bias=None, out=None)`: y = x @ weight.T + bias; x (N, in), weight (out, in),
 /// bias (out). Returns a new tensor, or `out` (N, out), which must not overlap the inputs.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func linear<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor<T>? = nil,
                                  into out: Tensor<T>? = nil) throws -> Tensor<T> {
     let g = try LinearGeometry(op: "linear", xShape: x.shape, weightShape: weight.shape, biasShape: bias?.shape)
@@ -187,7 +187,7 @@ public func linear<T: CNNScalar>(_ x: Tensor<T>, weight: Tensor<T>, bias: Tensor
 
 /// `linear_backward(grad_out, x, weight)`: (grad_x (N, in), grad_weight (out, in), grad_bias (out)),
 /// new tensors.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func linearBackward<T: CNNScalar>(gradOut: Tensor<T>, x: Tensor<T>, weight: Tensor<T>) throws
     -> (gradX: Tensor<T>, gradWeight: Tensor<T>, gradBias: Tensor<T>) {
     let g = try LinearGeometry(op: "linear_backward", xShape: x.shape, weightShape: weight.shape, biasShape: nil)

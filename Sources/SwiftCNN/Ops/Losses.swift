@@ -13,7 +13,7 @@
 /// Subtracting the row maximum changes nothing mathematically (it cancels between numerator and
 /// denominator) but keeps every exponent <= 0: no overflow for large logits, and the denominator is
 /// >= 1, so no division by an underflowed zero. `probs` may be `logits`.
-@inlinable
+@_spi(Engine) @inlinable
 public func softmaxForward<T: CNNScalar>(batch: Int, classes: Int, logits: UnsafePointer<T>,
                                          probs: UnsafeMutablePointer<T>) {
     for n in 0..<batch {
@@ -61,7 +61,7 @@ func rowLogSumExp<T: CNNScalar>(_ z: UnsafePointer<T>, _ count: Int) -> (lse: T,
 /// The gradient is the lecture's y_hat - y: the log-softmax's Jacobian and the one-hot target
 /// collapse to probabilities minus one-hot, divided by N because the loss is a mean.
 /// Throws `.value` if a label is outside [0, K), before writing anything.
-@inlinable
+@_spi(Engine) @inlinable
 public func softmaxCrossEntropy<T: CNNScalar>(batch: Int, classes: Int, logits: UnsafePointer<T>,
                                               labels: UnsafePointer<Int64>,
                                               gradLogits: UnsafeMutablePointer<T>?) throws -> Double {
@@ -102,7 +102,7 @@ public func softmaxCrossEntropy<T: CNNScalar>(batch: Int, classes: Int, logits: 
 ///
 /// PyTorch's gradient when rows do not sum to 1 (S_n = 1 gives the familiar softmax - t). No
 /// requirement that t be a distribution. NaN loss when N = 0.
-@inlinable
+@_spi(Engine) @inlinable
 public func softmaxCrossEntropy<T: CNNScalar>(batch: Int, classes: Int, logits: UnsafePointer<T>,
                                               targetProbabilities: UnsafePointer<T>,
                                               gradLogits: UnsafeMutablePointer<T>?) -> Double {
@@ -142,7 +142,7 @@ public func softmaxCrossEntropy<T: CNNScalar>(batch: Int, classes: Int, logits: 
 /// The loss term is -[t log sigma(z) + (1 - t) log(1 - sigma(z))] rewritten so that no exponent is
 /// positive and no log sees 0: stable for |z| up to and beyond 1e4. The gradient is the lecture's
 /// delta = a - y for a sigmoid output with cross-entropy, divided by count for the mean.
-@inlinable
+@_spi(Engine) @inlinable
 public func binaryCrossEntropyWithLogits<T: CNNScalar>(count: Int, logits: UnsafePointer<T>, target: UnsafePointer<T>,
                                                        gradLogits: UnsafeMutablePointer<T>?) -> Double {
     guard count > 0 else { return .nan }
@@ -162,8 +162,9 @@ public func binaryCrossEntropyWithLogits<T: CNNScalar>(count: Int, logits: Unsaf
 
 /// Softmax cross-entropy with class indices straight from the definition, in Double:
 /// loss = -(1/N) sum_n log(softmax(z)[n, y_n]). For tests.
-public func softmaxCrossEntropyNaive<T: CNNScalar>(batch: Int, classes: Int, logits: UnsafePointer<T>,
-                                                   labels: UnsafePointer<Int64>) -> (loss: Double, grad: [Double]) {
+@usableFromInline
+func softmaxCrossEntropyNaive<T: CNNScalar>(batch: Int, classes: Int, logits: UnsafePointer<T>,
+                                            labels: UnsafePointer<Int64>) -> (loss: Double, grad: [Double]) {
     var loss: Double = 0
     var grad = [Double](repeating: 0, count: batch * classes)
     for n in 0..<batch {
@@ -183,7 +184,7 @@ public func softmaxCrossEntropyNaive<T: CNNScalar>(batch: Int, classes: Int, log
 // MARK: - Tensor level
 
 /// `softmax(logits)`: probabilities over axis 1; logits (N, K) with K >= 1.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func softmax<T: CNNScalar>(_ logits: Tensor<T>, into out: Tensor<T>? = nil) throws -> Tensor<T> {
     let (batch, classes) = try logitsShape(op: "softmax", logits)
     let probs = try makeOutput(out, shape: logits.shape, op: "softmax", inputs: [("logits", logits)])
@@ -193,7 +194,7 @@ public func softmax<T: CNNScalar>(_ logits: Tensor<T>, into out: Tensor<T>? = ni
 
 /// `softmax_cross_entropy(logits, target)` with class indices: (batch-mean loss, grad_logits).
 /// `labels` holds N values in [0, K); `gradInto` receives the gradient if given.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, labels: UnsafeBufferPointer<Int64>,
                                               gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
     let (batch, classes) = try logitsShape(op: "softmax_cross_entropy", logits)
@@ -218,7 +219,7 @@ public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, labels: [Int64]
 }
 
 /// `softmax_cross_entropy(logits, target)` with class probabilities of the logits' shape.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, targetProbabilities target: Tensor<T>,
                                               gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
     let (batch, classes) = try logitsShape(op: "softmax_cross_entropy", logits)
@@ -232,7 +233,7 @@ public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, targetProbabili
 
 /// `binary_cross_entropy_with_logits(logits, target)`: (mean loss, grad_logits); any shape, target
 /// of the logits' shape.
-@inlinable
+@_specialize(where T == Float) @_specialize(where T == Double)
 public func binaryCrossEntropyWithLogits<T: CNNScalar>(logits: Tensor<T>, target: Tensor<T>,
                                                        gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
     try requireSameShape(op: "binary_cross_entropy_with_logits", "target", target, "logits", logits)

@@ -41,22 +41,28 @@ func poolWindow(_ g: Pool2DGeometry, _ i: Int, _ j: Int) -> (h0: Int, h1: Int, w
 /// flat index h*W + w, within its (n, c) input plane, of the window's first maximum.
 ///
 ///     x (N, C, H, W) -> y (N, C, Ho, Wo) overwritten; argmax (N, C, Ho, Wo) Int32 (max only)
-@inlinable
+@_spi(Engine) @inlinable
 public func pool2dForward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: UnsafePointer<T>,
                                         y: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>?) {
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     let divisor = T(g.kernelH * g.kernelW)
-    if poolIs2x2Stride2(g) {
+    // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and as many indices per chunk (not per
+    // plane), one block taken before the threads start: per chunk its values, then after all the
+    // values the indices. This function does not throw: if the scratch cannot be had, the general
+    // loop below (same results, no scratch) runs instead.
+    let scratchCount = 2 * outPlane + 32
+    let (values, overflow) = chunks.multipliedReportingOverflow(by: scratchCount)
+    if poolIs2x2Stride2(g), !overflow,
+       let block = try? allocateAligned(UInt8.self, count: values * (MemoryLayout<T>.stride + 4), what: "pool2d: scratch") {
+        defer { deallocateAligned(block) }
+        let scratch = UnsafeMutableRawPointer(block).bindMemory(to: T.self, capacity: values)
+        let scratchIndex = UnsafeMutableRawPointer(block + values * MemoryLayout<T>.stride)
+            .bindMemory(to: Int32.self, capacity: values)
         parallelFor(chunks) { chunk in
-            // Pass-1 scratch of pool2x2Plane: 2*Ho*Wo + 32 values and indices, per chunk (not per plane).
-            let scratchCount = 2 * outPlane + 32
-            let scratch = UnsafeMutablePointer<T>.allocate(capacity: scratchCount)
-            let scratchIndex = UnsafeMutablePointer<Int32>.allocate(capacity: scratchCount)
-            defer { scratch.deallocate(); scratchIndex.deallocate() }
             for p in chunkRange(chunk, of: chunks, total: g.batch * g.channels) {
-                pool2x2Plane(g, kind: kind, x: x + p * inPlane, y: y + p * outPlane,
-                             argmax: argmax.map { $0 + p * outPlane }, scratch: scratch, scratchIndex: scratchIndex)
+                pool2x2Plane(g, kind: kind, x: x + p * inPlane, y: y + p * outPlane, argmax: argmax.map { $0 + p * outPlane },
+                             scratch: scratch + chunk * scratchCount, scratchIndex: scratchIndex + chunk * scratchCount)
             }
         }
         return
@@ -245,10 +251,10 @@ func pool2x2VerticalFloat16(count: Int, top: UnsafePointer<Float>, bottom: Unsaf
 /// dx for max pooling from saved argmax indices (layers keep them from the forward).
 ///
 ///     gradOut (N, C, Ho, Wo), argmax (N, C, Ho, Wo) from `pool2dForward` -> gradX (N, C, H, W) overwritten
-@inlinable
-public func maxPool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, gradOut: UnsafePointer<T>,
-                                            argmax: UnsafePointer<Int32>, gradX: UnsafeMutablePointer<T>,
-                                            then activation: ActivationBackward<T> = .none) {
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
+func maxPool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, gradOut: UnsafePointer<T>,
+                                     argmax: UnsafePointer<Int32>, gradX: UnsafeMutablePointer<T>,
+                                     then activation: ActivationBackward<T> = .none) {
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let chunks = poolPlaneChunks(g)
     parallelFor(chunks) { chunk in
@@ -277,7 +283,8 @@ public func maxPool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, gradOut: Unsafe
 /// The backward of an activation that precedes a max pool, fused into the pool's backward by
 /// `Sequential`: the activation's saved tensor (ReLU's input, Sigmoid's output), laid out as the
 /// pool's input.
-public enum ActivationBackward<T: CNNScalar> {
+@usableFromInline
+enum ActivationBackward<T: CNNScalar> {
     case none
     case relu(x: UnsafePointer<T>)
     case sigmoid(y: UnsafePointer<T>)
@@ -286,7 +293,7 @@ public enum ActivationBackward<T: CNNScalar> {
 /// dx of pooling, recomputing max pooling's argmax from x.
 ///
 ///     gradOut (N, C, Ho, Wo), x (N, C, H, W) -> gradX (N, C, H, W) overwritten
-@inlinable
+@_spi(Engine) @inlinable
 public func pool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, gradOut: UnsafePointer<T>,
                                          x: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>) {
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
@@ -348,8 +355,8 @@ public func pool2dBackward<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, gr
 /// The definition, tap by tap over the unclipped window (test oracle; same contract as
 /// `pool2dForward`).
 @inlinable
-public func pool2dForwardNaive<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: UnsafePointer<T>,
-                                             y: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>?) {
+func pool2dForwardNaive<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, x: UnsafePointer<T>,
+                                      y: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>?) {
     for p in 0..<(g.batch * g.channels) {
         for i in 0..<g.outH {
             for j in 0..<g.outW {
@@ -377,8 +384,8 @@ public func pool2dForwardNaive<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind
 
 /// The definition of pooling's dx (test oracle; same contract as `pool2dBackward`).
 @inlinable
-public func pool2dBackwardNaive<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, gradOut: UnsafePointer<T>,
-                                              x: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>) {
+func pool2dBackwardNaive<T: CNNScalar>(_ g: Pool2DGeometry, kind: PoolKind, gradOut: UnsafePointer<T>,
+                                       x: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>) {
     gradX.update(repeating: 0, count: g.batch * g.channels * g.height * g.width)
     for p in 0..<(g.batch * g.channels) {
         for i in 0..<g.outH {
@@ -413,7 +420,7 @@ func poolGeometry(op: String, kind: PoolKind, xShape: [Int], kernelSize: (Int, I
                        padding: padding)
 }
 
-@inlinable
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func pool2dTensor<T: CNNScalar>(op: String, kind: PoolKind, _ x: Tensor<T>, kernelSize: (Int, Int),
                                 stride: (Int, Int)?, padding: (Int, Int), into out: Tensor<T>?) throws -> Tensor<T> {
     let g = try poolGeometry(op: op, kind: kind, xShape: x.shape, kernelSize: kernelSize, stride: stride, padding: padding)
@@ -429,7 +436,7 @@ func pool2dTensor<T: CNNScalar>(op: String, kind: PoolKind, _ x: Tensor<T>, kern
     return y
 }
 
-@inlinable
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func pool2dBackwardTensor<T: CNNScalar>(op: String, kind: PoolKind, gradOut: Tensor<T>, x: Tensor<T>,
                                         kernelSize: (Int, Int), stride: (Int, Int)?, padding: (Int, Int)) throws -> Tensor<T> {
     let g = try poolGeometry(op: op, kind: kind, xShape: x.shape, kernelSize: kernelSize, stride: stride, padding: padding)

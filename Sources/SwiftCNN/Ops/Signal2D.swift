@@ -102,10 +102,10 @@ public struct Correlation2DGeometry: Equatable, Sendable {
 /// and each output element sums its taps in the same order as the naive oracle. Output rows are split
 /// over threads; each row is written by one thread.
 @inlinable
-public func correlate2dShifted<T: CNNScalar>(image: UnsafePointer<T>, height: Int, width: Int,
-                                             kernel: UnsafePointer<T>, kernelH: Int, kernelW: Int, flip: Bool,
-                                             shiftH: Int, shiftW: Int,
-                                             out: UnsafeMutablePointer<T>, outH: Int, outW: Int) {
+func correlate2dShifted<T: CNNScalar>(image: UnsafePointer<T>, height: Int, width: Int,
+                                      kernel: UnsafePointer<T>, kernelH: Int, kernelW: Int, flip: Bool,
+                                      shiftH: Int, shiftW: Int,
+                                      out: UnsafeMutablePointer<T>, outH: Int, outW: Int) {
     // Multiply-adds, saturated: both factors are validated element counts but their product need not fit.
     let (work, overflow) = (outH * outW).multipliedReportingOverflow(by: kernelH * kernelW)
     let chunks = parallelChunks(work: overflow ? Int.max : work)
@@ -136,8 +136,8 @@ public func correlate2dShifted<T: CNNScalar>(image: UnsafePointer<T>, height: In
 
 /// `correlate2d` / `convolve2d` (g.flipKernel) into `out` (g.outputShape), overwritten.
 @inlinable
-public func correlate2dForward<T: CNNScalar>(_ g: Correlation2DGeometry, image: UnsafePointer<T>, kernel: UnsafePointer<T>,
-                                             out: UnsafeMutablePointer<T>) {
+func correlate2dForward<T: CNNScalar>(_ g: Correlation2DGeometry, image: UnsafePointer<T>, kernel: UnsafePointer<T>,
+                                      out: UnsafeMutablePointer<T>) {
     correlate2dShifted(image: image, height: g.height, width: g.width,
                        kernel: kernel, kernelH: g.kernelH, kernelW: g.kernelW, flip: g.flipKernel,
                        shiftH: g.shiftH, shiftW: g.shiftW, out: out, outH: g.outH, outW: g.outW)
@@ -151,9 +151,9 @@ public func correlate2dForward<T: CNNScalar>(_ g: Correlation2DGeometry, image: 
 ///
 /// Either output may be nil; both are overwritten.
 @inlinable
-public func correlate2dBackward<T: CNNScalar>(_ g: Correlation2DGeometry, gradOut: UnsafePointer<T>,
-                                              image: UnsafePointer<T>, kernel: UnsafePointer<T>,
-                                              gradImage: UnsafeMutablePointer<T>?, gradKernel: UnsafeMutablePointer<T>?) {
+func correlate2dBackward<T: CNNScalar>(_ g: Correlation2DGeometry, gradOut: UnsafePointer<T>,
+                                       image: UnsafePointer<T>, kernel: UnsafePointer<T>,
+                                       gradImage: UnsafeMutablePointer<T>?, gradKernel: UnsafeMutablePointer<T>?) {
     if let gradImage {
         // Each image pixel (y, x) receives gradOut[i, j] * k[r, c] from every (i, j, r, c) with
         // y = i + shiftH + r: reading gradOut backwards from y is a correlation with k flipped.
@@ -181,8 +181,8 @@ public func correlate2dBackward<T: CNNScalar>(_ g: Correlation2DGeometry, gradOu
 /// The definition, one output element at a time with bounds tests (test oracle):
 /// out[i, j] = sum_{r,c} image[i + shiftH + r, j + shiftW + c] * k[r, c] over taps inside the image.
 @inlinable
-public func correlate2dForwardNaive<T: CNNScalar>(_ g: Correlation2DGeometry, image: UnsafePointer<T>,
-                                                  kernel: UnsafePointer<T>, out: UnsafeMutablePointer<T>) {
+func correlate2dForwardNaive<T: CNNScalar>(_ g: Correlation2DGeometry, image: UnsafePointer<T>,
+                                           kernel: UnsafePointer<T>, out: UnsafeMutablePointer<T>) {
     for i in 0..<g.outH {
         for j in 0..<g.outW {
             var sum: T = 0
@@ -245,7 +245,7 @@ func signal2d<T: CNNScalar>(op: String, _ image: Tensor<T>, _ kernel: Tensor<T>,
     return result
 }
 
-@inlinable
+@usableFromInline @_specialize(where T == Float) @_specialize(where T == Double)
 func signal2dBackward<T: CNNScalar>(op: String, gradOut: Tensor<T>, image: Tensor<T>, kernel: Tensor<T>,
                                     mode: CorrelationMode, flip: Bool) throws -> (gradImage: Tensor<T>, gradKernel: Tensor<T>) {
     let g = try Correlation2DGeometry(op: op, imageShape: image.shape, kernelShape: kernel.shape, mode: mode, flipKernel: flip)

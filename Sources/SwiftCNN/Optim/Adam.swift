@@ -28,7 +28,7 @@ public final class Adam<T: CNNScalar>: Optimizer {
     /// p <- p * (1 - lr * weight_decay), instead of adding weight_decay * p to the gradient.
     public let decoupledWeightDecay: Bool
 
-    @usableFromInline let access = ExclusiveAccess(name: "Adam")
+    let access = ExclusiveAccess(name: "Adam")
     /// First and second moment estimates, one tensor each per parameter.
     @usableFromInline var firstMoment: [Tensor<T>]
     @usableFromInline var secondMoment: [Tensor<T>]

@@ -20,7 +20,7 @@ public final class SGD<T: CNNScalar>: Optimizer {
     public let weightDecay: Double
     public let nesterov: Bool
 
-    @usableFromInline let access = ExclusiveAccess(name: "SGD")
+    let access = ExclusiveAccess(name: "SGD")
     /// One velocity buffer per parameter (momentum != 0 only), valid after the first step.
     @usableFromInline var velocity: [Tensor<T>]
     @usableFromInline var stepCount = 0

@@ -44,9 +44,16 @@ extension Float: CNNScalar {
 }
 
 extension Double: CNNScalar {
-    @inlinable @inline(__always) public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
-    @inlinable @inline(__always) public static func log(_ x: Double) -> Double { Glibc.log(x) }
-    @inlinable @inline(__always) public static func log1p(_ x: Double) -> Double { Glibc.log1p(x) }
+    @inlinable @inline(__always) public static func exp(_ x: Double) -> Double { libmExp(x) }
+    @inlinable @inline(__always) public static func log(_ x: Double) -> Double { libmLog(x) }
+    @inlinable @inline(__always) public static func log1p(_ x: Double) -> Double { libmLog1p(x) }
     @inlinable @inline(__always) public static func squareRoot(of x: Double) -> Double { x.squareRoot() }
     public static var dtype: DType { .float64 }
 }
+
+// The C library's double-precision functions, named so that Double's `exp`, `log` and `log1p`
+// above can call them without a module-qualified name (Glibc.exp exists only on Linux; these
+// resolve to Glibc, Musl or Darwin, whichever was imported at the top of this file).
+@inlinable @inline(__always) func libmExp(_ x: Double) -> Double { exp(x) }
+@inlinable @inline(__always) func libmLog(_ x: Double) -> Double { log(x) }
+@inlinable @inline(__always) func libmLog1p(_ x: Double) -> Double { log1p(x) }

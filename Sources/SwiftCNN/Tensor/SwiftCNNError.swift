@@ -35,7 +35,7 @@ public struct SwiftCNNError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Formats a shape the way NumPy prints it: `(2, 3)`, `(5,)`, `()`.
-public func describeShape(_ shape: [Int]) -> String {
+@_spi(Engine) public func describeShape(_ shape: [Int]) -> String {
     if shape.count == 1 { return "(\(shape[0]),)" }
     return "(" + shape.map(String.init).joined(separator: ", ") + ")"
 }
@@ -46,7 +46,7 @@ public func describeShape(_ shape: [Int]) -> String {
 /// `what` (like the message arguments of `checkedMultiply` / `checkedAdd`) is an autoclosure: the
 /// callers pass interpolations such as `"\(op): \(name)"`, and building those eagerly cost more than
 /// the whole check on the hot path of a small functional call. They are built only when throwing.
-@inlinable
+@_spi(Engine) @inlinable
 public func checkedElementCount(_ dims: [Int], what: @autoclosure () -> String) throws -> Int {
     var product = 1
     for d in dims {
@@ -63,7 +63,7 @@ public func checkedElementCount(_ dims: [Int], what: @autoclosure () -> String) 
 }
 
 /// `a * b`, or an overflow error naming `what`.
-@inlinable
+@_spi(Engine) @inlinable
 public func checkedMultiply(_ a: Int, _ b: Int, what: @autoclosure () -> String) throws -> Int {
     let (p, overflow) = a.multipliedReportingOverflow(by: b)
     guard !overflow else { throw SwiftCNNError.overflow("\(what()): \(a) * \(b) overflows a 64-bit integer") }
@@ -72,7 +72,7 @@ public func checkedMultiply(_ a: Int, _ b: Int, what: @autoclosure () -> String)
 
 /// `a + b`, or an overflow error naming `what`.
 @inlinable
-public func checkedAdd(_ a: Int, _ b: Int, what: @autoclosure () -> String) throws -> Int {
+func checkedAdd(_ a: Int, _ b: Int, what: @autoclosure () -> String) throws -> Int {
     let (s, overflow) = a.addingReportingOverflow(b)
     guard !overflow else { throw SwiftCNNError.overflow("\(what()): \(a) + \(b) overflows a 64-bit integer") }
     return s

@@ -6,33 +6,6 @@ import Musl
 import Darwin
 #endif
 
-/// Heap memory a `Tensor` owns: 64-byte aligned (one cache line, one AVX-512 vector), zero-filled.
-///
-/// Allocation goes through `posix_memalign` rather than `UnsafeMutablePointer.allocate`, which
-/// traps on failure: a failed allocation must become a `MemoryError` in Python, not a crash.
-public final class TensorStorage<Scalar: CNNScalar> {
-    public let pointer: UnsafeMutablePointer<Scalar>
-    public let count: Int
-
-    /// Allocates `count` zeroed elements, or throws `.memory`.
-    public init(count: Int) throws {
-        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Scalar>.stride)
-        guard count >= 0, !overflow else {
-            throw SwiftCNNError.overflow("cannot allocate \(count) elements: the byte count overflows")
-        }
-        var raw: UnsafeMutableRawPointer? = nil
-        // Allocate at least one byte so that an empty tensor still has a valid, unique pointer.
-        guard posix_memalign(&raw, 64, max(bytes, 64)) == 0, let raw else {
-            throw SwiftCNNError.memory("cannot allocate \(bytes) bytes")
-        }
-        memset(raw, 0, max(bytes, 64))
-        self.pointer = raw.bindMemory(to: Scalar.self, capacity: max(count, 1))
-        self.count = count
-    }
-
-    deinit { free(pointer) }
-}
-
 /// A contiguous, row-major (NCHW for images) array of `Float` or `Double`.
 ///
 /// A tensor either owns its memory (`init(zeros:)`, `init(shape:scalars:)`) or borrows memory
@@ -47,12 +20,12 @@ public struct Tensor<Scalar: CNNScalar> {
     /// The first element. Valid for `count` elements while the owner (or the lender) is alive.
     public let pointer: UnsafeMutablePointer<Scalar>
     /// Keeps owned memory alive; `nil` for borrowed memory.
-    public let owner: AnyObject?
+    @usableFromInline let owner: AnyObject?
 
     /// A tensor of zeros that owns its memory. Throws on negative sizes, overflow, or allocation failure.
     public init(zeros shape: [Int]) throws {
         let count = try checkedElementCount(shape, what: "Tensor")
-        let storage = try TensorStorage<Scalar>(count: count)
+        let storage = try AlignedBuffer<Scalar>(count: count, what: "Tensor \(describeShape(shape))")
         self.shape = shape
         self.count = count
         self.pointer = storage.pointer
@@ -102,10 +75,24 @@ public struct Tensor<Scalar: CNNScalar> {
     /// The elements, copied into an array, in row-major order.
     public var scalars: [Scalar] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 
-    /// Row-major flat element access. Precondition: `0 <= index < count` (not for user input).
+    /// Row-major flat element access. Traps unless `0 <= index < count`, as `Array`'s subscript does
+    /// (an index out of range is a programming error in the calling Swift code, never user input).
     @inlinable public subscript(flat index: Int) -> Scalar {
-        get { pointer[index] }
-        nonmutating set { pointer[index] = newValue }
+        get {
+            checkFlatIndex(index)
+            return pointer[index]
+        }
+        nonmutating set {
+            checkFlatIndex(index)
+            pointer[index] = newValue
+        }
+    }
+
+    /// The bounds check of `subscript(flat:)`: one unsigned comparison covers both ends.
+    @inlinable @inline(__always)
+    func checkFlatIndex(_ index: Int) {
+        precondition(UInt(bitPattern: index) < UInt(bitPattern: count),
+                     "Tensor[flat:]: index \(index) is out of range for \(count) elements")
     }
 
     /// A tensor that owns a copy of this one's elements.

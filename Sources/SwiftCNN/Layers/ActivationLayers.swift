@@ -5,7 +5,7 @@
 public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
     public typealias Scalar = T
 
-    @usableFromInline let access = ExclusiveAccess(name: "Sigmoid")
+    let access = ExclusiveAccess(name: "Sigmoid")
     /// The last forward's output: returned to the caller as a view and read back by backward.
     /// (Nothing can fail between replacing it and filling it, so it is always a complete output.)
     @usableFromInline var output: Tensor<T>?
@@ -77,7 +77,7 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
 public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
     public typealias Scalar = T
 
-    @usableFromInline let access = ExclusiveAccess(name: "ReLU")
+    let access = ExclusiveAccess(name: "ReLU")
     @usableFromInline var input: Tensor<T>?
     @usableFromInline var output: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?

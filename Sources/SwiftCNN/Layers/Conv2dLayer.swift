@@ -20,8 +20,8 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     /// (K), same distribution; nil when created with `bias: false`.
     public let bias: Parameter<T>?
 
-    @usableFromInline let access = ExclusiveAccess(name: "Conv2d")
-    @usableFromInline let workspace = Workspace<T>()
+    let access = ExclusiveAccess(name: "Conv2d")
+    let workspace = ScratchSlots<T>()
     /// Geometry and input of the last successful forward.
     @usableFromInline var geometry: Conv2DGeometry?
     @usableFromInline var input: Tensor<T>?
@@ -73,7 +73,7 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     /// forward, with an activation applied to each image's output as it is computed (`Sequential`
     /// fuses a following ReLU or Sigmoid this way; the activation layer then adopts the result).
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>, epilogue: ConvEpilogue) throws -> Tensor<T> {
+    func forward(_ x: Tensor<T>, epilogue: ConvEpilogue) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)

@@ -1,12 +1,13 @@
-/// conv2d's forward, weight gradient and input gradient through the channel-lane direct kernels
-/// (Kernels/ChannelLaneConv.swift), Float, stride 1, no dilation. Images run in parallel chunks,
+/// The direct-convolution dispatch: conv2d's forward, weight gradient and input gradient through the
+/// direct kernels (Kernels/DirectConv*.swift: channel lanes, position lanes, weight gradient, scatter),
+/// Float, stride 1, no dilation, chosen by how full their register blocks are. Images run in parallel chunks,
 /// each chunk with its own padded copy, scratch and partial weight gradient.
 
 /// Whether the channel-lane kernels handle conv2d on this geometry at all.
 @inlinable
 func conv2dChannelLanesApply(_ g: Conv2DGeometry) -> Bool {
     g.strideH == 1 && g.strideW == 1 && g.dilationH == 1 && g.dilationW == 1 && g.batch > 0
-        && conv2dChannelLaneShape(g).fitsInt32Offsets
+        && conv2dDirectConvShape(g).fitsInt32Offsets
 }
 
 /// Which direct kernel computes the forward, if any.
@@ -28,13 +29,13 @@ enum Conv2DForwardKernel {
 @inlinable
 func conv2dForwardKernel(_ g: Conv2DGeometry) -> Conv2DForwardKernel {
     guard conv2dChannelLanesApply(g) else { return .other }
-    return directConvKernel(conv2dChannelLaneShape(g))
+    return directConvKernel(conv2dDirectConvShape(g))
 }
 
 /// The better-filled of the two direct kernels for a convolution of this shape, or .other when
 /// both would waste more than a quarter of their work (see `conv2dForwardKernel`).
 @usableFromInline
-func directConvKernel(_ s: ChannelLaneShape) -> Conv2DForwardKernel {
+func directConvKernel(_ s: DirectConvShape) -> Conv2DForwardKernel {
     let positionFill = s.positionFill
     let channelFill = channelLaneUse(s.outChannels) * Double(s.span)
         / Double((s.span + channelLanePixels - 1) / channelLanePixels * channelLanePixels)
@@ -54,7 +55,7 @@ enum Conv2DGradInputKernel {
     /// Lanes over positions, 6 channels per block, or one channel per block when C < 3 (LeNet's
     /// first layer). Chosen as for the forward, by `directConvKernel` on the dx convolution's shape.
     case positionLanes
-    /// Scattering the forward's positions (Kernels/ChannelLaneConv.swift, 6 channels x 48
+    /// Scattering the forward's positions (Kernels/DirectConvScatterGradInput.swift, 6 channels x 48
     /// positions): when it does fewer multiply-adds than the padded correlation (LeNet's second
     /// layer, C = 6: about 40% fewer; the GEMM + col2im route it replaced was a fifth of the
     /// network's training step).
@@ -65,7 +66,7 @@ enum Conv2DGradInputKernel {
 func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
     guard conv2dChannelLanesApply(g), g.padH <= g.kernelH - 1, g.padW <= g.kernelW - 1,
           conv2dGradInputLaneShape(g).fitsInt32Offsets else { return .other }
-    let sx = conv2dGradInputLaneShape(g), s = conv2dChannelLaneShape(g)
+    let sx = conv2dGradInputLaneShape(g), s = conv2dDirectConvShape(g)
     let correlation: Conv2DGradInputKernel
     switch directConvKernel(sx) {
     case .positionLanes: correlation = .positionLanes
@@ -92,15 +93,15 @@ func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
 }
 
 @usableFromInline
-func conv2dChannelLaneShape(_ g: Conv2DGeometry) -> ChannelLaneShape {
-    ChannelLaneShape(inChannels: g.inChannels, paddedH: g.height + 2 * g.padH, paddedW: g.width + 2 * g.padW,
+func conv2dDirectConvShape(_ g: Conv2DGeometry) -> DirectConvShape {
+    DirectConvShape(inChannels: g.inChannels, paddedH: g.height + 2 * g.padH, paddedW: g.width + 2 * g.padW,
                      outChannels: g.outChannels, kernelH: g.kernelH, kernelW: g.kernelW)
 }
 
 /// dx as a convolution: input g padded by (kH-1-ph, kW-1-pw), K input channels, C output channels.
 @usableFromInline
-func conv2dGradInputLaneShape(_ g: Conv2DGeometry) -> ChannelLaneShape {
-    ChannelLaneShape(inChannels: g.outChannels, paddedH: g.outH + 2 * (g.kernelH - 1 - g.padH),
+func conv2dGradInputLaneShape(_ g: Conv2DGeometry) -> DirectConvShape {
+    DirectConvShape(inChannels: g.outChannels, paddedH: g.outH + 2 * (g.kernelH - 1 - g.padH),
                      paddedW: g.outW + 2 * (g.kernelW - 1 - g.padW),
                      outChannels: g.inChannels, kernelH: g.kernelH, kernelW: g.kernelW)
 }
@@ -118,12 +119,12 @@ func conv2dChannelLaneChunks(_ g: Conv2DGeometry, flopsPerImage: Double) -> Int 
 @usableFromInline
 func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
-                               epilogue: ConvEpilogue = .none, workspace: Workspace<Float>) throws {
-    let s = conv2dChannelLaneShape(g)
+                               epilogue: ConvEpilogue = .none, workspace: ScratchSlots<Float>) throws {
+    let s = conv2dDirectConvShape(g)
     let taps = s.taps
     let positions = conv2dForwardKernel(g) == .positionLanes
-    let offsets = try IndexBuffer(count: taps)
-    channelLaneOffsets(s, into: offsets.pointer)
+    let offsets = try IndexBuffer(count: taps, what: "conv2d: tap offsets")
+    directConvOffsets(s, into: offsets.pointer)
     let packed = try workspace.buffer(0, count: positions ? s.positionPackedCount : s.packedWeightCount)
     if positions {
         positionLanePackWeights(s, w: { k, t in weight[k * taps + t] }, into: packed)
@@ -150,7 +151,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
             if unpadded && (n + 1) * xStride + directConvSlack <= g.batch * xStride {
                 image = x + n * xStride
             } else {
-                channelLaneCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
+                directConvCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
                                       top: g.padH, left: g.padW, dst: xpad)
             }
             if positions {
@@ -182,9 +183,9 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
 func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                 weight: UnsafePointer<Float>, gradX: UnsafeMutablePointer<Float>?,
                                 gradWeight: UnsafeMutablePointer<Float>?, gradBias: UnsafeMutablePointer<Float>?,
-                                accumulate: Bool, workspace: Workspace<Float>) throws {
+                                accumulate: Bool, workspace: ScratchSlots<Float>) throws {
     if gradX == nil && gradWeight == nil && gradBias == nil { return }
-    let s = conv2dChannelLaneShape(g)            // x padded: the forward's positions
+    let s = conv2dDirectConvShape(g)            // x padded: the forward's positions
     let sx = conv2dGradInputLaneShape(g)         // g padded: dx as a "full" correlation
     let (K, C, kH, kW) = (g.outChannels, g.inChannels, g.kernelH, g.kernelW)
     let taps = s.taps, accCount = K * taps * 16
@@ -195,8 +196,8 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     let scatter = xKernel == .scatter, correlate = xKernel == .positionLanes || xKernel == .channelLanes
     var offsets: IndexBuffer? = nil, offsetsX: IndexBuffer? = nil
     if gradWeight != nil {
-        offsets = try IndexBuffer(count: taps)
-        channelLaneOffsets(s, into: offsets!.pointer)
+        offsets = try IndexBuffer(count: taps, what: "conv2d: tap offsets")
+        directConvOffsets(s, into: offsets!.pointer)
     }
     // dx's packed weights: the scatter's [c block][r][s][k][6], or the flipped filter w'[c][k, r, s]
     // = w[k, c, kH-1-r, kW-1-s] of the full correlation (tap t = (k, r, s)).
@@ -206,8 +207,8 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
         scatterPackWeights(s, weight: weight, into: p)
         packedX = p
     } else if correlate {
-        offsetsX = try IndexBuffer(count: sx.taps)
-        channelLaneOffsets(sx, into: offsetsX!.pointer)
+        offsetsX = try IndexBuffer(count: sx.taps, what: "conv2d: tap offsets")
+        directConvOffsets(sx, into: offsetsX!.pointer)
         let flipped = { (c: Int, t: Int) -> Float in
             let (k, rs) = (t / (kH * kW), t % (kH * kW))
             let (r, col) = (rs / kW, rs % kW)
@@ -270,7 +271,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
                 let xpad = xpads[chunk]
                 if !inPlace {
                     for m in 0..<count {
-                        channelLaneCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
+                        directConvCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
                                               top: g.padH, left: g.padW, dst: xpad + m * s.paddedCount)
                     }
                 }
@@ -288,7 +289,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
                         continue
                     }
                     let gpad = gpads[chunk]
-                    channelLaneCopyPadded(sx, src: gradOut + n * gStride, height: g.outH, width: g.outW,
+                    directConvCopyPadded(sx, src: gradOut + n * gStride, height: g.outH, width: g.outW,
                                           top: kH - 1 - g.padH, left: kW - 1 - g.padW, dst: gpad)
                     if xKernel == .positionLanes {
                         positionLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX!.pointer, bias: nil,

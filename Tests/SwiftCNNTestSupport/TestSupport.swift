@@ -1,7 +1,8 @@
 import XCTest
-@testable import SwiftCNN
+import SwiftCNN
 
-// Shared helpers for SwiftCNN's tests (owned by H1; keep this API stable, other test files use it).
+// The helpers both test targets share (SwiftCNNTests and SwiftCNNCAPITests; a library target that
+// only they depend on). Public API of SwiftCNN only, so no @testable import here.
 //
 //   TestRNG                       seeded SplitMix64 (independent of the library's generator)
 //   randomArray / randomTensor    uniform values, seeded
@@ -13,11 +14,11 @@ import XCTest
 //   converted                     Tensor<Double> -> Tensor<Float> (and back) with the same values
 
 /// A small seeded generator (SplitMix64), so tests do not depend on the library's RandomGenerator.
-struct TestRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
+public struct TestRNG {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -26,38 +27,38 @@ struct TestRNG {
     }
 
     /// Uniform in [0, 1) with 53 random bits.
-    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    public mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
 
-    /// Uniform in [low, high).
-    mutating func uniform(_ low: Double, _ high: Double) -> Double { low + (high - low) * unit() }
+    /// Uniform in [low, high) (default [-1, 1)).
+    public mutating func uniform(_ low: Double = -1, _ high: Double = 1) -> Double { low + (high - low) * unit() }
 
     /// Uniform integer in range.
-    mutating func int(_ range: ClosedRange<Int>) -> Int {
+    public mutating func int(_ range: ClosedRange<Int>) -> Int {
         range.lowerBound + Int(next() % UInt64(range.upperBound - range.lowerBound + 1))
     }
 }
 
-/// `count` values uniform in [low, high), seeded. Float arrays are the Double values rounded, so
-/// the same seed gives "the same" data in both types.
-func randomArray<T: CNNScalar>(_ count: Int, seed: UInt64, low: Double = -1, high: Double = 1,
-                               as: T.Type = T.self) -> [T] {
+/// `count` values uniform in [low, high) (default [-1, 1)), seeded. Float arrays are the Double
+/// values rounded, so the same seed gives "the same" data in both types.
+public func randomArray<T: CNNScalar>(_ count: Int, seed: UInt64, _ low: Double = -1, _ high: Double = 1,
+                                      as: T.Type = T.self) -> [T] {
     var rng = TestRNG(seed: seed)
     return (0..<count).map { _ in T(rng.uniform(low, high)) }
 }
 
 /// A tensor of `shape` filled by `randomArray`.
-func randomTensor<T: CNNScalar>(_ shape: [Int], seed: UInt64, low: Double = -1, high: Double = 1,
-                                as: T.Type = T.self) -> Tensor<T> {
+public func randomTensor<T: CNNScalar>(_ shape: [Int], seed: UInt64, _ low: Double = -1, _ high: Double = 1,
+                                       as: T.Type = T.self) -> Tensor<T> {
     let count = shape.reduce(1, *)
-    return try! Tensor(shape: shape, scalars: randomArray(count, seed: seed, low: low, high: high, as: T.self))
+    return try! Tensor(shape: shape, scalars: randomArray(count, seed: seed, low, high, as: T.self))
 }
 
 /// A tensor whose values are a seeded random permutation of `offset + spacing * (0..<count)`
 /// (centred on 0 by default), plus a little jitter below spacing/4: every pair of values differs by
 /// more than spacing/2. Keeps max-pool windows and ReLU inputs away from ties and kinks for finite
 /// differences with eps << spacing.
-func distinctRandomTensor<T: CNNScalar>(_ shape: [Int], seed: UInt64, spacing: Double = 0.01,
-                                        as: T.Type = T.self) -> Tensor<T> {
+public func distinctRandomTensor<T: CNNScalar>(_ shape: [Int], seed: UInt64, spacing: Double = 0.01,
+                                               as: T.Type = T.self) -> Tensor<T> {
     let count = shape.reduce(1, *)
     var rng = TestRNG(seed: seed)
     var values = (0..<count).map { Double($0) - Double(count - 1) / 2 }
@@ -71,8 +72,8 @@ func distinctRandomTensor<T: CNNScalar>(_ shape: [Int], seed: UInt64, spacing: D
 /// Central finite differences: d f / d x[i] ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps), for every
 /// element of `x` (or only those in `indices`; the others are reported as 0). `x` is perturbed in
 /// place and restored exactly.
-func numericalGradient(of f: (Tensor<Double>) throws -> Double, at x: Tensor<Double>,
-                       eps: Double = 1e-6, indices: [Int]? = nil) rethrows -> [Double] {
+public func numericalGradient(of f: (Tensor<Double>) throws -> Double, at x: Tensor<Double>,
+                              eps: Double = 1e-6, indices: [Int]? = nil) rethrows -> [Double] {
     var grad = [Double](repeating: 0, count: x.count)
     for i in indices ?? Array(0..<x.count) {
         let saved = x[flat: i]
@@ -87,7 +88,7 @@ func numericalGradient(of f: (Tensor<Double>) throws -> Double, at x: Tensor<Dou
 }
 
 /// sum_i t[i] * r[i], accumulated in Double.
-func weightedSum<T: CNNScalar>(_ t: Tensor<T>, _ r: [Double]) -> Double {
+public func weightedSum<T: CNNScalar>(_ t: Tensor<T>, _ r: [Double]) -> Double {
     precondition(t.count == r.count)
     var s = 0.0
     for i in 0..<t.count { s += Double(t[flat: i]) * r[i] }
@@ -95,13 +96,13 @@ func weightedSum<T: CNNScalar>(_ t: Tensor<T>, _ r: [Double]) -> Double {
 }
 
 /// max |a|.
-func maxAbs<T: BinaryFloatingPoint>(_ a: [T]) -> Double {
+public func maxAbs<T: BinaryFloatingPoint>(_ a: [T]) -> Double {
     a.reduce(0.0) { max($0, Swift.abs(Double($1))) }
 }
 
 /// max|a - b| / max|b|, the spec's per-tensor error (b is the reference). If b is all zeros,
 /// returns max|a - b|. NaN anywhere gives .infinity.
-func relativeError<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(_ a: [A], _ b: [B]) -> Double {
+public func relativeError<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(_ a: [A], _ b: [B]) -> Double {
     precondition(a.count == b.count, "relativeError: \(a.count) vs \(b.count) elements")
     var diff = 0.0, scale = 0.0
     for i in 0..<a.count {
@@ -114,7 +115,7 @@ func relativeError<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(_ a: [A], _ b
 }
 
 /// Asserts relativeError(actual, expected) <= tolerance.
-func assertRelativeError<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
+public func assertRelativeError<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
     _ actual: [A], _ expected: [B], _ tolerance: Double, _ message: @autoclosure () -> String = "",
     file: StaticString = #filePath, line: UInt = #line
 ) {
@@ -123,14 +124,14 @@ func assertRelativeError<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
 }
 
 /// A tensor of another scalar type holding the same values (rounded).
-func converted<A: CNNScalar, B: CNNScalar>(_ t: Tensor<A>, to: B.Type = B.self) -> Tensor<B> {
+public func converted<A: CNNScalar, B: CNNScalar>(_ t: Tensor<A>, to: B.Type = B.self) -> Tensor<B> {
     try! Tensor(shape: t.shape, scalars: t.scalars.map { B($0) })
 }
 
 /// Asserts that `body` throws a SwiftCNNError of `kind` (and, if given, that its message contains
 /// `contains`).
-func assertThrowsKind<R>(_ kind: SwiftCNNError.Kind, contains: String? = nil,
-                         file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> R) {
+public func assertThrowsKind<R>(_ kind: SwiftCNNError.Kind, contains: String? = nil,
+                                file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> R) {
     do {
         _ = try body()
         XCTFail("expected a \(kind) error, nothing was thrown", file: file, line: line)

@@ -13,7 +13,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public let stride: (Int, Int)
     public let padding: (Int, Int)
 
-    @usableFromInline let access = ExclusiveAccess(name: "MaxPool2d")
+    let access = ExclusiveAccess(name: "MaxPool2d")
     @usableFromInline var geometry: Pool2DGeometry?
     @usableFromInline var output: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?
@@ -42,7 +42,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
                                        stride: stride, padding: padding)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
             let indices: IndexBuffer
-            if let a = argmax, a.count == y.count { indices = a } else { indices = try IndexBuffer(count: y.count) }
+            if let a = argmax, a.count == y.count { indices = a } else { indices = try IndexBuffer(count: y.count, what: "MaxPool2d: argmax") }
             argmax = indices
             pool2dForward(g, kind: .max, x: x.pointer, y: y.pointer, argmax: indices.pointer)
             geometry = g
@@ -97,7 +97,7 @@ public final class AvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public let stride: (Int, Int)
     public let padding: (Int, Int)
 
-    @usableFromInline let access = ExclusiveAccess(name: "AvgPool2d")
+    let access = ExclusiveAccess(name: "AvgPool2d")
     @usableFromInline var geometry: Pool2DGeometry?
     @usableFromInline var input: Tensor<T>?
     @usableFromInline var output: Tensor<T>?
