@@ -344,3 +344,10 @@ func trainStep(_ model: LayerRef, _ opt: OptRef?, _ x: TensorDesc, _ labels: Ten
     let o = call { scnn_train_step_cross_entropy(model.raw, opt?.raw, &xd, &ld, &loss, &correct, $0, $1) }
     return (o, loss, correct)
 }
+
+/// conv2d's ints from the six of a plain convolution (stride pair, padding pair, dilation pair):
+/// the ABI's eight, (stride pair, padding (mode 0 = explicit, h, w), dilation pair, groups 1).
+func convInts(_ six: [Int64]) -> [Int64] {
+    precondition(six.count == 6, "convInts takes (sh, sw, ph, pw, dh, dw)")
+    return [six[0], six[1], 0, six[2], six[3], six[4], six[5], 1]
+}

@@ -6,8 +6,8 @@ import SwiftCNNTestSupport
 /// Every `scnn_op_fn` of swiftcnn.h with its operand and setting counts: the one table the fuzzer
 /// and the count tests run over (`testOpTableCoversTheHeader` checks it against the header).
 let opTable: [(name: String, fn: OpFn, arity: (inputs: Int, ints: Int, reals: Int, outputs: Int))] = [
-    ("conv2d", scnn_conv2d, (3, 6, 0, 1)),
-    ("conv2d_backward", scnn_conv2d_backward, (3, 6, 0, 3)),
+    ("conv2d", scnn_conv2d, (3, 8, 0, 1)),
+    ("conv2d_backward", scnn_conv2d_backward, (3, 8, 0, 3)),
     ("max_pool2d", scnn_max_pool2d, (1, 7, 0, 1)),
     ("avg_pool2d", scnn_avg_pool2d, (1, 7, 0, 1)),
     ("max_pool2d_backward", scnn_max_pool2d_backward, (2, 7, 0, 1)),
@@ -23,6 +23,14 @@ let opTable: [(name: String, fn: OpFn, arity: (inputs: Int, ints: Int, reals: In
     ("binary_cross_entropy_with_logits", scnn_binary_cross_entropy_with_logits, (2, 0, 0, 2)),
     ("correlate2d", scnn_correlate2d, (2, 1, 0, 1)),
     ("convolve2d", scnn_convolve2d, (2, 1, 0, 1)),
+    ("tanh", scnn_tanh, (1, 0, 0, 1)),
+    ("tanh_backward", scnn_tanh_backward, (2, 0, 0, 1)),
+    ("leaky_relu", scnn_leaky_relu, (1, 0, 1, 1)),
+    ("leaky_relu_backward", scnn_leaky_relu_backward, (2, 0, 1, 1)),
+    ("batch_norm", scnn_batch_norm, (5, 1, 2, 1)),
+    ("batch_norm_backward", scnn_batch_norm_backward, (3, 0, 1, 3)),
+    ("adaptive_avg_pool2d", scnn_adaptive_avg_pool2d, (1, 2, 0, 1)),
+    ("adaptive_avg_pool2d_backward", scnn_adaptive_avg_pool2d_backward, (2, 2, 0, 1)),
 ]
 
 /// Random, mostly plausible and often hostile arguments for every op and layer call. Each call
@@ -40,7 +48,7 @@ final class FuzzCAPITests: XCTestCase {
     var rng = SeededRNG(2024)
 
     override func setUp() {
-        inBufs = (0..<3).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.capacity * 8, alignment: 64) }
+        inBufs = (0..<5).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.capacity * 8, alignment: 64) }
         outBufs = (0..<3).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.capacity * 8, alignment: 64) }
         for b in inBufs + outBufs {
             let d = b.bindMemory(to: Double.self, capacity: Self.capacity)
@@ -89,13 +97,16 @@ final class FuzzCAPITests: XCTestCase {
         let n = int(0...3), c = int(1...3), h = int(1...7), w = int(1...7)
         switch name {
         case "conv2d", "conv2d_backward":
-            let k = int(1...3), kh = int(1...3), kw = int(1...3)
-            let ints = [int(1...3), int(1...3), int(0...1), int(0...1), int(1...2), int(1...2)]
-            let x = desc(1, [n, c, h, w], dt), wt = desc(2, [k, c, kh, kw], dt)
-            if name == "conv2d" { return ([x, wt, chance(2) ? .absent : desc(0, [k], dt)], ints) }
+            // ints: stride pair, padding (mode, h, w), dilation pair, groups (1 or c: depthwise);
+            // "same" (mode 1) needs stride 1.
+            let k = int(1...3), kh = int(1...3), kw = int(1...3), same = chance(4), groups = chance(3) ? c : 1
+            let ints = [same ? 1 : int(1...3), same ? 1 : int(1...3), same ? 1 : 0, int(0...1), int(0...1),
+                        int(1...2), int(1...2), groups]
+            let x = desc(1, [n, c, h, w], dt), wt = desc(2, [k * groups, c / groups, kh, kw], dt)
+            if name == "conv2d" { return ([x, wt, chance(2) ? .absent : desc(0, [k * groups], dt)], ints) }
             var outs = [TensorDesc.garbage]
             _ = callOp(scnn_conv2d, inputs: [x, wt, .absent], ints: ints, outputs: &outs, compute: false)
-            return ([desc(0, outs[0].ndim == -9 ? [n, k, 1, 1] : outs[0].dims, dt), x, wt], ints)
+            return ([desc(0, outs[0].ndim == -9 ? [n, k * groups, 1, 1] : outs[0].dims, dt), x, wt], ints)
         case "max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backward":
             let kh = int(1...3), kw = int(1...3)
             let ints = [kh, kw, int(0...1), int(1...3), int(1...3), int(0...Int(kh) / 2), int(0...Int(kw) / 2)]
@@ -121,8 +132,35 @@ final class FuzzCAPITests: XCTestCase {
         case "binary_cross_entropy_with_logits":
             let shape = (0..<int(0...4)).map { _ in int(0...3) }
             return ([desc(0, shape, dt), desc(1, shape, dt)], [])
+        case "tanh", "leaky_relu", "tanh_backward", "leaky_relu_backward":
+            let shape = (0..<int(0...8)).map { _ in int(0...3) }
+            return (name.hasSuffix("backward") ? [desc(0, shape, dt), desc(1, shape, dt)] : [desc(0, shape, dt)], [])
+        case "batch_norm":
+            // x, running_mean?, running_var?, weight?, bias?; ints (training)
+            let stats = chance(2)
+            return ([desc(0, [n + 1, c, h], dt), stats ? desc(1, [c], dt) : .absent, stats ? desc(2, [c], dt) : .absent,
+                     chance(2) ? desc(3, [c], dt) : .absent, chance(2) ? .absent : desc(4, [c], dt)],
+                    [stats && chance(2) ? 0 : 1])
+        case "batch_norm_backward":
+            return ([desc(0, [n + 1, c, h], dt), desc(1, [n + 1, c, h], dt), chance(2) ? .absent : desc(2, [c], dt)], [])
+        case "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward":
+            let ints = [int(1...4), int(1...4)]
+            let x = desc(1, [n, c, h, w], dt)
+            if !name.hasSuffix("backward") { return ([x], ints) }
+            return ([desc(0, [n, c, ints[0], ints[1]], dt), x], ints)
         default:   // correlate2d, convolve2d
             return ([desc(0, [h, w], dt), desc(1, [int(1...4), int(1...4)], dt)], [int(0...2)])
+        }
+    }
+
+    /// The reals of op `name`: leaky_relu's slope, batch_norm's (momentum, eps), its backward's eps;
+    /// hostile values included (they must be rejected or handled, never trap).
+    func templateReals(_ name: String) -> [Double] {
+        switch name {
+        case "leaky_relu", "leaky_relu_backward": return [pick([0.01, -2, .nan, .infinity])]
+        case "batch_norm": return [pick([0.1, 1, -1, .nan]), pick([1e-5, 0, -1])]
+        case "batch_norm_backward": return [pick([1e-5, 0, .nan])]
+        default: return []
         }
     }
 
@@ -163,7 +201,7 @@ final class FuzzCAPITests: XCTestCase {
             let a = entry.arity
             let dt: Int32 = chance(8) ? pick([2, 3, -1]) : pick([F32, F64])
             var (inputs, ints) = template(entry.name, dt)
-            var reals: [Double] = []
+            var reals = templateReals(entry.name)
             var nInputs: Int32? = nil, nInts: Int32? = nil, nOutputs: Int32? = nil
             var nullInputs = false, nullInts = false
             if chance(2) {
@@ -177,7 +215,7 @@ final class FuzzCAPITests: XCTestCase {
                     switch rng.next() % 6 {
                     case 0: nInputs = Int32(a.inputs) + pick([-1, 1, -100])
                     case 1: nInts = Int32(a.ints) + pick([-1, 1])
-                    case 2: reals = [1]
+                    case 2: reals = reals + [1]
                     case 3: nOutputs = Int32(a.outputs) + pick([-1, 1, Int32.min])
                     case 4: nullInputs = true
                     default: nullInts = a.ints > 0
@@ -217,7 +255,8 @@ final class FuzzCAPITests: XCTestCase {
                         expectFailure = outs[i].data != nil && (claimed(outs[i]) ?? 0) > 0
                         if !expectFailure { outs[i].data = outBufs[i] }
                         // An elementwise output may BE its first input.
-                        if ["sigmoid", "relu", "sigmoid_backward", "relu_backward"].contains(entry.name)
+                        if ["sigmoid", "relu", "sigmoid_backward", "relu_backward", "tanh", "leaky_relu", "tanh_backward",
+                             "leaky_relu_backward"].contains(entry.name)
                             && outs[i].data == inputs[0].data { expectFailure = false }
                 case 3: outs[i].data = (claimed(outs[i]) ?? 0) > 0 ? nil : outs[i].data
                         expectFailure = outs[i].data == nil

@@ -84,6 +84,9 @@ func adaptivePoolPlaneChunks(_ g: AdaptivePool2DGeometry) -> Int {
 @inlinable
 public func adaptiveAvgPool2dForward<T: CNNScalar>(_ g: AdaptivePool2DGeometry, x: UnsafePointer<T>,
                                                    y: UnsafeMutablePointer<T>) {
+    // No planes, nothing to do: and the bin tables below are O(Ho + Wo), which only an empty batch
+    // leaves unbounded by the output the caller allocated (the fuzzer's output_size 2^40, N = 0).
+    guard g.batch > 0 else { return }
     let rows = (0..<g.outH).map { adaptivePoolBin($0, outSize: g.outH, inSize: g.height) }
     let cols = (0..<g.outW).map { adaptivePoolBin($0, outSize: g.outW, inSize: g.width) }
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
@@ -118,6 +121,9 @@ public func adaptiveAvgPool2dForward<T: CNNScalar>(_ g: AdaptivePool2DGeometry, 
 @inlinable
 public func adaptiveAvgPool2dBackward<T: CNNScalar>(_ g: AdaptivePool2DGeometry, gradOut: UnsafePointer<T>,
                                                     gradX: UnsafeMutablePointer<T>) {
+    // No planes, nothing to do: and the bin tables below are O(Ho + Wo), which only an empty batch
+    // leaves unbounded by the output the caller allocated (the fuzzer's output_size 2^40, N = 0).
+    guard g.batch > 0 else { return }
     let rows = (0..<g.outH).map { adaptivePoolBin($0, outSize: g.outH, inSize: g.height) }
     let cols = (0..<g.outW).map { adaptivePoolBin($0, outSize: g.outW, inSize: g.width) }
     let inPlane = g.height * g.width, outPlane = g.outH * g.outW
