@@ -611,18 +611,27 @@ pair_result(PyObject *a, PyObject *b)
 
 /* ==== Results =================================================================================== */
 
-/* A new C-contiguous array for a result the ABI declared. */
+/* An array of the shape and dtype t declares: over `data` (Swift memory) when given, else new and
+ * C-contiguous. `what` says what the core got wrong when the declaration is invalid. */
 static PyArrayObject *
-new_result(const char *fn, const scnn_tensor *t)
+declared_array(const char *fn, const scnn_tensor *t, void *data, const char *what)
 {
     npy_intp dims[SCNN_MAX_NDIM];
     if (t->ndim < 0 || t->ndim > SCNN_MAX_NDIM || to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
         if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_RuntimeError, "%s: the core declared an invalid result", fn);
+            PyErr_Format(PyExc_RuntimeError, "%s: the core %s", fn, what);
         }
         return NULL;
     }
-    return (PyArrayObject *)PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype));
+    return (PyArrayObject *)(data == NULL ? PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype))
+                                          : PyArray_SimpleNewFromData(t->ndim, dims, npy_type(t->dtype), data));
+}
+
+/* A new C-contiguous array for a result the ABI declared. */
+static inline PyArrayObject *
+new_result(const char *fn, const scnn_tensor *t)
+{
+    return declared_array(fn, t, NULL, "declared an invalid result");
 }
 
 /* `out=` checked against the declared result: an ndarray of its exact dtype and shape,
@@ -1556,18 +1565,18 @@ done:
     return result;
 }
 
-/* A row declares the function's spec and its METH_FASTCALL entry, and opens its body (which sees
- * the parsed call as `c`). The argument count is the number of {name, kind} pairs given. */
-#define HANDLE_ROW(id, ...)                                                                          \
-    static PyObject *h_##id(hcall *c);                                                               \
+/* A row declares the function's spec, its body (`body`, an expression over the parsed call `c`:
+ * the ABI call and the result's conversion) and its METH_FASTCALL entry. The argument count is the
+ * number of {name, kind} pairs given. */
+#define HANDLE_ROW(id, body, ...)                                                                    \
+    static PyObject *h_##id(hcall *c) { return body; }                                               \
     static const handle_spec id##_spec = {                                                           \
         #id, h_##id, (int)(sizeof((handle_arg_spec[]){__VA_ARGS__}) / sizeof(handle_arg_spec)), {__VA_ARGS__}}; \
     static PyObject *core_##id(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k)           \
     {                                                                                                \
         (void)m;                                                                                     \
         return call_handle(&id##_spec, a, n, k);                                                     \
-    }                                                                                                \
-    static PyObject *h_##id(hcall *c)
+    }
 
 /* None, or the exception for a failed status. */
 static PyObject *
@@ -1582,17 +1591,10 @@ none_or_raise(hcall *c, int32_t status)
 PyDoc_STRVAR(set_num_threads_doc,
 "set_num_threads($module, /, n)\n--\n\n"
 "Sets the number of worker threads of compute calls (n >= 1).");
-HANDLE_ROW(set_num_threads, {"n", H_INT})
-{
-    return none_or_raise(c, scnn_set_num_threads(c->i, c->msg, MSG_CAP));
-}
+HANDLE_ROW(set_num_threads, none_or_raise(c, scnn_set_num_threads(c->i, c->msg, MSG_CAP)), {"n", H_INT})
 
-PyDoc_STRVAR(layer_create_doc,
-"layer_create($module, /, kind, dtype, ints, reals, children, seed)\n--\n\n"
-"A new layer handle of `kind` (see swiftcnn.h, scnn_layer_create): ints and reals are the\n"
-"settings in the ABI's order, children the LayerHandles of a container, seed in [0, 2**64).");
-HANDLE_ROW(layer_create, {"kind", H_STR}, {"dtype", H_DTYPE}, {"ints", H_INTS}, {"reals", H_REALS},
-           {"children", H_LAYERS}, {"seed", H_SEED})
+static PyObject *
+create_layer(hcall *c)
 {
     scnn_layer *layer = NULL;
     int32_t status = scnn_layer_create(c->str, c->dtype, c->ints, (int32_t)c->nints, c->reals, (int32_t)c->nreals,
@@ -1600,13 +1602,19 @@ HANDLE_ROW(layer_create, {"kind", H_STR}, {"dtype", H_DTYPE}, {"ints", H_INTS}, 
     return new_handle(c, status, layer, 1);
 }
 
+PyDoc_STRVAR(layer_create_doc,
+"layer_create($module, /, kind, dtype, ints, reals, children, seed)\n--\n\n"
+"A new layer handle of `kind` (see swiftcnn.h, scnn_layer_create): ints and reals are the\n"
+"settings in the ABI's order, children the LayerHandles of a container, seed in [0, 2**64).");
+HANDLE_ROW(layer_create, create_layer(c),
+           {"kind", H_STR}, {"dtype", H_DTYPE}, {"ints", H_INTS}, {"reals", H_REALS},
+           {"children", H_LAYERS}, {"seed", H_SEED})
+
 PyDoc_STRVAR(layer_dtype_doc,
 "layer_dtype($module, /, layer)\n--\n\n"
 "'float32' or 'float64'.");
-HANDLE_ROW(layer_dtype, {"layer", H_LAYER})
-{
-    return PyUnicode_FromString(scnn_layer_dtype(c->layer) == SCNN_FLOAT32 ? "float32" : "float64");
-}
+HANDLE_ROW(layer_dtype, PyUnicode_FromString(dtype_name(layer_typenum(c->layer))),
+           {"layer", H_LAYER})
 
 /* The shape of a descriptor as a tuple. */
 static PyObject *
@@ -1624,11 +1632,8 @@ shape_tuple(const scnn_tensor *t)
     return tuple;
 }
 
-PyDoc_STRVAR(layer_output_shape_doc,
-"layer_output_shape($module, /, layer, shape)\n--\n\n"
-"The output shape the layer gives for an input of `shape` (a tuple); ValueError if it cannot\n"
-"take it. Swift answers: no other language computes a layer's shapes.");
-HANDLE_ROW(layer_output_shape, {"layer", H_LAYER}, {"shape", H_INTS})
+static PyObject *
+output_shape(hcall *c)
 {
     scnn_tensor x = {.ndim = (int32_t)c->nints, .dtype = scnn_layer_dtype(c->layer)}, y = {0};
     for (Py_ssize_t i = 0; i < c->nints && i < SCNN_MAX_NDIM; i++) {
@@ -1637,6 +1642,12 @@ HANDLE_ROW(layer_output_shape, {"layer", H_LAYER}, {"shape", H_INTS})
     int32_t status = scnn_layer_forward(c->layer, &x, &y, false, c->msg, MSG_CAP);
     return status != SCNN_OK ? raise_status(c->fn, status, c->msg) : shape_tuple(&y);
 }
+
+PyDoc_STRVAR(layer_output_shape_doc,
+"layer_output_shape($module, /, layer, shape)\n--\n\n"
+"The output shape the layer gives for an input of `shape` (a tuple); ValueError if it cannot\n"
+"take it. Swift answers: no other language computes a layer's shapes.");
+HANDLE_ROW(layer_output_shape, output_shape(c), {"layer", H_LAYER}, {"shape", H_INTS})
 
 /* forward (backward = 0) or backward (1) through a layer handle: the shape query, the result
  * array, then the computation with the GIL released. */
@@ -1672,34 +1683,20 @@ PyDoc_STRVAR(layer_forward_doc,
 "layer_forward($module, /, layer, x)\n--\n\n"
 "Runs the layer on x (C-contiguous ndarray of the layer's dtype); returns a new array. The\n"
 "layer keeps a view of x: the caller keeps x alive until the next forward.");
-HANDLE_ROW(layer_forward, {"layer", H_LAYER}, {"x", H_ARRAY})
-{
-    return layer_pass(c, 0);
-}
+HANDLE_ROW(layer_forward, layer_pass(c, 0), {"layer", H_LAYER}, {"x", H_ARRAY})
 
 PyDoc_STRVAR(layer_backward_doc,
 "layer_backward($module, /, layer, grad_out)\n--\n\n"
 "Backward through the layer's last forward: returns the gradient for its input (a new array) and\n"
 "adds the parameter gradients into the parameters' grad arrays. RuntimeError before any forward.");
-HANDLE_ROW(layer_backward, {"layer", H_LAYER}, {"grad_out", H_ARRAY})
-{
-    return layer_pass(c, 1);
-}
+HANDLE_ROW(layer_backward, layer_pass(c, 1), {"layer", H_LAYER}, {"grad_out", H_ARRAY})
 
 /* An ndarray over Swift memory described by t, whose base is `keeper` (a capsule owning a layer
  * reference). */
 static PyObject *
 view_array(const char *fn, const scnn_tensor *t, PyObject *keeper)
 {
-    npy_intp dims[SCNN_MAX_NDIM];
-    if (t->ndim < 0 || t->ndim > SCNN_MAX_NDIM || to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_RuntimeError, "%s: the core described an invalid parameter", fn);
-        }
-        return NULL;
-    }
-    PyObject *arr = t->data == NULL ? PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype))
-                                    : PyArray_SimpleNewFromData(t->ndim, dims, npy_type(t->dtype), t->data);
+    PyObject *arr = (PyObject *)declared_array(fn, t, t->data, "described an invalid parameter");
     if (arr == NULL) {
         return NULL;
     }
@@ -1758,45 +1755,37 @@ PyDoc_STRVAR(layer_parameters_doc,
 "layer_parameters($module, /, layer)\n--\n\n"
 "[(name, data, grad)]: writable ndarrays viewing the layer's parameter memory (no copy); each\n"
 "array keeps the Swift layer alive.");
-HANDLE_ROW(layer_parameters, {"layer", H_LAYER})
-{
-    return layer_memory(c, 1);
-}
+HANDLE_ROW(layer_parameters, layer_memory(c, 1), {"layer", H_LAYER})
 
 PyDoc_STRVAR(layer_buffers_doc,
 "layer_buffers($module, /, layer)\n--\n\n"
 "[(name, data)]: ndarrays viewing the layer's buffers (BatchNorm's running statistics and\n"
 "num_batches_tracked, int64), written in place by training; each keeps the Swift layer alive.");
-HANDLE_ROW(layer_buffers, {"layer", H_LAYER})
-{
-    return layer_memory(c, 0);
-}
+HANDLE_ROW(layer_buffers, layer_memory(c, 0), {"layer", H_LAYER})
 
 PyDoc_STRVAR(layer_set_training_doc,
 "layer_set_training($module, /, layer, training)\n--\n\n"
 "Training (True) or evaluation (False) mode; containers pass it to every child.");
-HANDLE_ROW(layer_set_training, {"layer", H_LAYER}, {"training", H_BOOL})
-{
-    return none_or_raise(c, scnn_layer_set_training(c->layer, c->flag != 0, c->msg, MSG_CAP));
-}
+HANDLE_ROW(layer_set_training, none_or_raise(c, scnn_layer_set_training(c->layer, c->flag, c->msg, MSG_CAP)),
+           {"layer", H_LAYER}, {"training", H_BOOL})
 
-PyDoc_STRVAR(layer_zero_grad_doc,
-"layer_zero_grad($module, /, layer)\n--\n\n"
-"Fills every parameter gradient of the layer with zeros.");
-HANDLE_ROW(layer_zero_grad, {"layer", H_LAYER})
+static PyObject *
+zero_grad_layer(hcall *c)
 {
     int32_t status;
     CALL_WITHOUT_GIL(status = scnn_layer_zero_grad(c->layer, c->msg, MSG_CAP));
     return none_or_raise(c, status);
 }
 
+PyDoc_STRVAR(layer_zero_grad_doc,
+"layer_zero_grad($module, /, layer)\n--\n\n"
+"Fills every parameter gradient of the layer with zeros.");
+HANDLE_ROW(layer_zero_grad, zero_grad_layer(c), {"layer", H_LAYER})
+
 /* ==== Optimizers ================================================================================ */
 
-PyDoc_STRVAR(optimizer_create_doc,
-"optimizer_create($module, /, kind, data, grads, reals)\n--\n\n"
-"A new optimizer handle of `kind` (see swiftcnn.h, scnn_optimizer_create) over the (data[i],\n"
-"grads[i]) arrays (C-contiguous, writable, one float dtype), which the caller keeps alive.");
-HANDLE_ROW(optimizer_create, {"kind", H_STR}, {"data", H_ARRAYS}, {"grads", H_ARRAYS}, {"reals", H_REALS})
+static PyObject *
+create_optimizer(hcall *c)
 {
     scnn_optimizer *opt = NULL;
     int32_t status = scnn_optimizer_create(c->str, c->arrays[0], c->arrays[1], (int64_t)c->narrays, c->reals,
@@ -1804,10 +1793,15 @@ HANDLE_ROW(optimizer_create, {"kind", H_STR}, {"data", H_ARRAYS}, {"grads", H_AR
     return new_handle(c, status, opt, 0);
 }
 
-PyDoc_STRVAR(optimizer_step_doc,
-"optimizer_step($module, /, optimizer, zero_grad)\n--\n\n"
-"One update of every parameter's data (zero_grad False), or every grad set to zero (True).");
-HANDLE_ROW(optimizer_step, {"optimizer", H_OPTIMIZER}, {"zero_grad", H_BOOL})
+PyDoc_STRVAR(optimizer_create_doc,
+"optimizer_create($module, /, kind, data, grads, reals)\n--\n\n"
+"A new optimizer handle of `kind` (see swiftcnn.h, scnn_optimizer_create) over the (data[i],\n"
+"grads[i]) arrays (C-contiguous, writable, one float dtype), which the caller keeps alive.");
+HANDLE_ROW(optimizer_create, create_optimizer(c),
+           {"kind", H_STR}, {"data", H_ARRAYS}, {"grads", H_ARRAYS}, {"reals", H_REALS})
+
+static PyObject *
+step_optimizer(hcall *c)
 {
     int32_t status;
     CALL_WITHOUT_GIL(status = c->flag ? scnn_optimizer_zero_grad(c->opt, c->msg, MSG_CAP)
@@ -1815,29 +1809,24 @@ HANDLE_ROW(optimizer_step, {"optimizer", H_OPTIMIZER}, {"zero_grad", H_BOOL})
     return none_or_raise(c, status);
 }
 
+PyDoc_STRVAR(optimizer_step_doc,
+"optimizer_step($module, /, optimizer, zero_grad)\n--\n\n"
+"One update of every parameter's data (zero_grad False), or every grad set to zero (True).");
+HANDLE_ROW(optimizer_step, step_optimizer(c), {"optimizer", H_OPTIMIZER}, {"zero_grad", H_BOOL})
+
 PyDoc_STRVAR(optimizer_get_lr_doc,
 "optimizer_get_lr($module, /, optimizer)\n--\n\n"
 "The current learning rate.");
-HANDLE_ROW(optimizer_get_lr, {"optimizer", H_OPTIMIZER})
-{
-    return PyFloat_FromDouble(scnn_optimizer_get_lr(c->opt));
-}
+HANDLE_ROW(optimizer_get_lr, PyFloat_FromDouble(scnn_optimizer_get_lr(c->opt)), {"optimizer", H_OPTIMIZER})
 
 PyDoc_STRVAR(optimizer_set_lr_doc,
 "optimizer_set_lr($module, /, optimizer, lr)\n--\n\n"
 "Sets the learning rate used from the next step (lr >= 0).");
-HANDLE_ROW(optimizer_set_lr, {"optimizer", H_OPTIMIZER}, {"lr", H_REAL})
-{
-    return none_or_raise(c, scnn_optimizer_set_lr(c->opt, c->real, c->msg, MSG_CAP));
-}
+HANDLE_ROW(optimizer_set_lr, none_or_raise(c, scnn_optimizer_set_lr(c->opt, c->real, c->msg, MSG_CAP)),
+           {"optimizer", H_OPTIMIZER}, {"lr", H_REAL})
 
-PyDoc_STRVAR(train_step_cross_entropy_doc,
-"train_step_cross_entropy($module, /, model, optimizer, x, labels)\n--\n\n"
-"The fused canonical step: zero_grad, forward, softmax cross-entropy, backward, step (only if\n"
-"the loss is finite). x: C-contiguous ndarray of the model's dtype; labels: C-contiguous int64\n"
-"(N,); optimizer may be None. Returns (mean loss, number correct).");
-HANDLE_ROW(train_step_cross_entropy, {"model", H_LAYER}, {"optimizer", H_OPTIMIZER_OR_NONE}, {"x", H_ARRAY},
-           {"labels", H_INT64_ARRAY})
+static PyObject *
+train_step(hcall *c)
 {
     double loss = 0.0;
     int64_t correct = 0;
@@ -1850,6 +1839,14 @@ HANDLE_ROW(train_step_cross_entropy, {"model", H_LAYER}, {"optimizer", H_OPTIMIZ
     }
     return pair_result(PyFloat_FromDouble(loss), PyLong_FromLongLong((long long)correct));
 }
+
+PyDoc_STRVAR(train_step_cross_entropy_doc,
+"train_step_cross_entropy($module, /, model, optimizer, x, labels)\n--\n\n"
+"The fused canonical step: zero_grad, forward, softmax cross-entropy, backward, step (only if\n"
+"the loss is finite). x: C-contiguous ndarray of the model's dtype; labels: C-contiguous int64\n"
+"(N,); optimizer may be None. Returns (mean loss, number correct).");
+HANDLE_ROW(train_step_cross_entropy, train_step(c),
+           {"model", H_LAYER}, {"optimizer", H_OPTIMIZER_OR_NONE}, {"x", H_ARRAY}, {"labels", H_INT64_ARRAY})
 
 /* ==== Module ==================================================================================== */
 
