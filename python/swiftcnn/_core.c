@@ -15,12 +15,15 @@
  *   3. allocate the results (or check `out=`);
  *   4. call the ABI again with compute = true and the GIL released;
  *   5. map a failed status to the Python exception it stands for.
- * Adding an op is one row here (and its Swift function); see docs/ARCHITECTURE.md, "Adding an op".
+ * Adding an op is one OP_ROW and one FOR_EACH_OP entry here (and its Swift function); see
+ * docs/ARCHITECTURE.md, "Adding an op".
  *
  * Handles are PyCapsules owning one reference to a Swift object, released by the capsule's
  * destructor; a layer handle also keeps the array of its last forward alive (the Swift layer
  * holds a view of it). Parameter arrays view Swift memory; their base is a capsule holding its own
- * reference to the layer, so a parameter's data outlives the model object that gave it.
+ * reference to the layer, so a parameter's data outlives the model object that gave it. The
+ * handle functions are rows too (HANDLE_ROW): argument kinds that one parser (call_handle) checks
+ * into the call's state, and a body that is only the ABI call and the result's conversion.
  *
  * The interface is python/swiftcnn/_core.pyi; the public behaviour is ../shared/API.md.
  */
@@ -1353,7 +1356,7 @@ typedef enum {
     H_LAYER,             /* a LayerHandle: c->layer (its name is the owner of an H_ARRAY's dtype) */
     H_OPTIMIZER,         /* an OptimizerHandle: c->opt */
     H_OPTIMIZER_OR_NONE, /* an OptimizerHandle or None (c->opt stays NULL) */
-    H_ARRAY,             /* an ndarray of the H_LAYER's dtype, taken as it is: c->t[next] */
+    H_ARRAY,             /* an ndarray of the (earlier) H_LAYER's dtype, taken as it is: c->t[next] */
     H_INT64_ARRAY,       /* an int64 ndarray, taken as it is: c->t[next] */
     H_INTS,              /* a sequence of at most MAX_SETTINGS ints: c->ints, c->nints */
     H_REALS,             /* a sequence of at most MAX_SETTINGS floats: c->reals, c->nreals */
@@ -1387,14 +1390,14 @@ typedef struct {
     Py_ssize_t nlayers, narrays, nints, nreals;
     int nseqs, typenum;      /* typenum: the H_ARRAYS' dtype */
     const char *arrays_name; /* the first H_ARRAYS argument's name */
-    int64_t ints[MAX_SETTINGS];
-    double reals[MAX_SETTINGS];
     const char *str;
     int32_t dtype;
     int flag;
     uint64_t seed;
     int64_t i;
     double real;
+    int64_t ints[MAX_SETTINGS]; /* from here on written before read: call_handle zeroes only the above */
+    double reals[MAX_SETTINGS];
     char msg[MSG_CAP];
 } hcall;
 
@@ -1458,21 +1461,28 @@ sequence_arg(hcall *c, const handle_arg_spec *a, PyObject *o)
     return 0;
 }
 
-/* The handle of a Swift object just created (is_layer: a layer, else an optimizer), or the
- * exception for a failed status; the object is released if its capsule cannot be made. */
+/* layer_create (is_layer) or optimizer_create: the new Swift object's handle, or the exception for
+ * a failed status; the object is released if its capsule cannot be made. */
 static PyObject *
-new_handle(hcall *c, int32_t status, void *obj, int is_layer)
+create_handle(hcall *c, int is_layer)
 {
+    scnn_layer *layer = NULL;
+    scnn_optimizer *opt = NULL;
+    int32_t status = is_layer ? scnn_layer_create(c->str, c->dtype, c->ints, (int32_t)c->nints, c->reals,
+                                                  (int32_t)c->nreals, c->layers, (int64_t)c->nlayers, c->seed,
+                                                  &layer, c->msg, MSG_CAP)
+                              : scnn_optimizer_create(c->str, c->arrays[0], c->arrays[1], (int64_t)c->narrays,
+                                                      c->reals, (int32_t)c->nreals, &opt, c->msg, MSG_CAP);
     if (status != SCNN_OK) {
         return raise_status(c->fn, status, c->msg);
     }
-    PyObject *handle = is_layer ? PyCapsule_New(obj, LAYER_CAPSULE, layer_capsule_destructor)
-                                : PyCapsule_New(obj, OPTIMIZER_CAPSULE, optimizer_capsule_destructor);
+    PyObject *handle = is_layer ? PyCapsule_New(layer, LAYER_CAPSULE, layer_capsule_destructor)
+                                : PyCapsule_New(opt, OPTIMIZER_CAPSULE, optimizer_capsule_destructor);
     if (handle == NULL && is_layer) {
-        scnn_layer_release(obj);
+        scnn_layer_release(layer);
     }
     else if (handle == NULL) {
-        scnn_optimizer_release(obj);
+        scnn_optimizer_release(opt);
     }
     return handle;
 }
@@ -1542,9 +1552,11 @@ static PyObject *
 call_handle(const handle_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     const argspec spec = {s->name, s->args, sizeof(handle_arg_spec), s->nargs, s->nargs, s->nargs};
-    hcall c = {.fn = s->name};
+    hcall c;
     PyObject *result = NULL;
 
+    memset(&c, 0, offsetof(hcall, ints));
+    c.fn = s->name;
     c.msg[0] = '\0';
     if (parse_args(&spec, args, nargs, kwnames, c.v) < 0) {
         return NULL;
@@ -1593,20 +1605,11 @@ PyDoc_STRVAR(set_num_threads_doc,
 "Sets the number of worker threads of compute calls (n >= 1).");
 HANDLE_ROW(set_num_threads, none_or_raise(c, scnn_set_num_threads(c->i, c->msg, MSG_CAP)), {"n", H_INT})
 
-static PyObject *
-create_layer(hcall *c)
-{
-    scnn_layer *layer = NULL;
-    int32_t status = scnn_layer_create(c->str, c->dtype, c->ints, (int32_t)c->nints, c->reals, (int32_t)c->nreals,
-                                       c->layers, (int64_t)c->nlayers, c->seed, &layer, c->msg, MSG_CAP);
-    return new_handle(c, status, layer, 1);
-}
-
 PyDoc_STRVAR(layer_create_doc,
 "layer_create($module, /, kind, dtype, ints, reals, children, seed)\n--\n\n"
 "A new layer handle of `kind` (see swiftcnn.h, scnn_layer_create): ints and reals are the\n"
 "settings in the ABI's order, children the LayerHandles of a container, seed in [0, 2**64).");
-HANDLE_ROW(layer_create, create_layer(c),
+HANDLE_ROW(layer_create, create_handle(c, 1),
            {"kind", H_STR}, {"dtype", H_DTYPE}, {"ints", H_INTS}, {"reals", H_REALS},
            {"children", H_LAYERS}, {"seed", H_SEED})
 
@@ -1784,20 +1787,11 @@ HANDLE_ROW(layer_zero_grad, zero_grad_layer(c), {"layer", H_LAYER})
 
 /* ==== Optimizers ================================================================================ */
 
-static PyObject *
-create_optimizer(hcall *c)
-{
-    scnn_optimizer *opt = NULL;
-    int32_t status = scnn_optimizer_create(c->str, c->arrays[0], c->arrays[1], (int64_t)c->narrays, c->reals,
-                                           (int32_t)c->nreals, &opt, c->msg, MSG_CAP);
-    return new_handle(c, status, opt, 0);
-}
-
 PyDoc_STRVAR(optimizer_create_doc,
 "optimizer_create($module, /, kind, data, grads, reals)\n--\n\n"
 "A new optimizer handle of `kind` (see swiftcnn.h, scnn_optimizer_create) over the (data[i],\n"
 "grads[i]) arrays (C-contiguous, writable, one float dtype), which the caller keeps alive.");
-HANDLE_ROW(optimizer_create, create_optimizer(c),
+HANDLE_ROW(optimizer_create, create_handle(c, 0),
            {"kind", H_STR}, {"data", H_ARRAYS}, {"grads", H_ARRAYS}, {"reals", H_REALS})
 
 static PyObject *
