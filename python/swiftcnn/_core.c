@@ -1450,10 +1450,11 @@ sequence_arg(hcall *c, const handle_arg_spec *a, PyObject *o)
     *count = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = items[i];
-        int failed = a->kind == H_INTS    ? int64_arg(fn, name, item, &c->ints[i]) < 0
-                     : a->kind == H_REALS ? double_arg(fn, name, item, &c->reals[i]) < 0
-                     : a->kind == H_ARRAYS ? exact_array(fn, name, item, c->typenum, 1, "optimizer", &c->arrays[k][i]) < 0
-                     : (c->layers[i] = handle_arg(fn, name, item, LAYER_CAPSULE, "a LayerHandle")) == NULL;
+        int failed =
+            a->kind == H_INTS     ? int64_arg(fn, name, item, &c->ints[i]) < 0
+            : a->kind == H_REALS  ? double_arg(fn, name, item, &c->reals[i]) < 0
+            : a->kind == H_ARRAYS ? exact_array(fn, name, item, c->typenum, 1, "optimizer", &c->arrays[k][i]) < 0
+                                  : (c->layers[i] = handle_arg(fn, name, item, LAYER_CAPSULE, "a LayerHandle")) == NULL;
         if (failed) {
             return -1;
         }
