@@ -15,12 +15,15 @@
  *   3. allocate the results (or check `out=`);
  *   4. call the ABI again with compute = true and the GIL released;
  *   5. map a failed status to the Python exception it stands for.
- * Adding an op is one row here (and its Swift function); see docs/ARCHITECTURE.md, "Adding an op".
+ * Adding an op is one OP_ROW and one FOR_EACH_OP entry here (and its Swift function); see
+ * docs/ARCHITECTURE.md, "Adding an op".
  *
  * Handles are PyCapsules owning one reference to a Swift object, released by the capsule's
  * destructor; a layer handle also keeps the array of its last forward alive (the Swift layer
  * holds a view of it). Parameter arrays view Swift memory; their base is a capsule holding its own
- * reference to the layer, so a parameter's data outlives the model object that gave it.
+ * reference to the layer, so a parameter's data outlives the model object that gave it. The
+ * handle functions are rows too (HANDLE_ROW): argument kinds that one parser (call_handle) checks
+ * into the call's state, and a body that is only the ABI call and the result's conversion.
  *
  * The interface is python/swiftcnn/_core.pyi; the public behaviour is ../shared/API.md.
  */
@@ -58,9 +61,7 @@ static const char LAYER_CAPSULE[] = "swiftcnn.LayerHandle";
 static const char OPTIMIZER_CAPSULE[] = "swiftcnn.OptimizerHandle";
 static const char LAYER_MEMORY_CAPSULE[] = "swiftcnn.LayerMemory";
 
-/* ============================================================================================ */
-/* Argument parsing                                                                               */
-/* ============================================================================================ */
+/* ==== Argument parsing ========================================================================== */
 
 /* A function's parameters: names[0..npos) may be given by position or keyword, names[npos..nall)
  * only by keyword; names[0..nreq) are required. The names are read `stride` bytes apart, so that
@@ -180,37 +181,33 @@ int64_arg(const char *fn, const char *name, PyObject *o, int64_t *out)
 static int
 pair_arg(const char *fn, const char *name, PyObject *o, int64_t out[2])
 {
-    if (PyTuple_Check(o) || PyList_Check(o)) {
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-        if (n != 2) {
-            PyErr_Format(PyExc_ValueError,
-                         "%s: %s must be an int or a pair of ints (h, w), got a %s of length %zd",
-                         fn, name, Py_TYPE(o)->tp_name, n);
+    int is_pair = PyTuple_Check(o) || PyList_Check(o);
+    Py_ssize_t n = is_pair ? PySequence_Fast_GET_SIZE(o) : 1;
+    PyObject **items = is_pair ? PySequence_Fast_ITEMS(o) : &o;
+    if (is_pair && n != 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: %s must be an int or a pair of ints (h, w), got a %s of length %zd",
+                     fn, name, Py_TYPE(o)->tp_name, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyLong_CheckExact(items[i]) && (PyBool_Check(items[i]) || !PyIndex_Check(items[i]) ||
+                                             PyArray_IsScalar(items[i], Bool))) {
+            if (is_pair) {
+                PyErr_Format(PyExc_TypeError, "%s: %s must be an int or a pair of ints (h, w), got a %s holding %s",
+                             fn, name, Py_TYPE(o)->tp_name, Py_TYPE(items[i])->tp_name);
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "%s: %s must be an int or a pair of ints (h, w), got %s",
+                             fn, name, Py_TYPE(o)->tp_name);
+            }
             return -1;
         }
-        PyObject **items = PySequence_Fast_ITEMS(o);
-        for (int i = 0; i < 2; i++) {
-            PyObject *item = items[i];
-            if (!PyLong_CheckExact(item) && (PyBool_Check(item) || !PyIndex_Check(item) || PyArray_IsScalar(item, Bool))) {
-                PyErr_Format(PyExc_TypeError, "%s: %s must be an int or a pair of ints (h, w), got a %s holding %s",
-                             fn, name, Py_TYPE(o)->tp_name, Py_TYPE(item)->tp_name);
-                return -1;
-            }
-            if (int64_arg(fn, name, item, &out[i]) < 0) {
-                return -1;
-            }
+        if (int64_arg(fn, name, items[i], &out[i]) < 0) {
+            return -1;
         }
-        return 0;
     }
-    if (!PyLong_CheckExact(o) && (PyBool_Check(o) || !PyIndex_Check(o) || PyArray_IsScalar(o, Bool))) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be an int or a pair of ints (h, w), got %s",
-                     fn, name, Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    if (int64_arg(fn, name, o, &out[0]) < 0) {
-        return -1;
-    }
-    out[1] = out[0];
+    out[1] = out[is_pair];
     return 0;
 }
 
@@ -265,9 +262,7 @@ dtype_arg(const char *fn, PyObject *o, int32_t *dtype)
     return 0;
 }
 
-/* ============================================================================================ */
-/* Errors                                                                                         */
-/* ============================================================================================ */
+/* ==== Errors ==================================================================================== */
 
 static PyObject *
 status_exception(int32_t status)
@@ -365,9 +360,7 @@ dtype_name(int typenum)
     return typenum == NPY_FLOAT ? "float32" : typenum == NPY_DOUBLE ? "float64" : "int64";
 }
 
-/* ============================================================================================ */
-/* Array operands                                                                                 */
-/* ============================================================================================ */
+/* ==== Array operands ============================================================================ */
 
 /* One array argument: what the caller passed, the C-contiguous, aligned, native array used, and
  * its descriptor for the ABI. */
@@ -452,6 +445,22 @@ resolve_dtype(const char *fn, operand *ops, int n, int *typenum)
     return 0;
 }
 
+/* o itself when it is an ndarray (a new reference), else NumPy's array of it (lists, scalars,
+ * array-likes), with NumPy's error prefixed by the argument's name. */
+static PyArrayObject *
+as_array(const char *fn, const char *name, PyObject *o)
+{
+    if (PyArray_Check(o)) {
+        Py_INCREF(o);
+        return (PyArrayObject *)o;
+    }
+    PyArrayObject *a = (PyArrayObject *)PyArray_FromAny(o, NULL, 0, 0, 0, NULL);
+    if (a == NULL) {
+        prefix_pending_error(fn, name);
+    }
+    return a;
+}
+
 /* Converts one operand to a C-contiguous, aligned, native array of typenum: ndarrays already in
  * that form are used in place; other ndarrays are copied once; lists, scalars and other
  * array-likes of numbers are converted once. resolve_dtype has checked the ndarray dtypes. */
@@ -466,59 +475,35 @@ convert_operand(const char *fn, operand *o, int typenum)
     if (o->is_labels) {
         return 0; /* converted by labels_operand */
     }
-    if (o->is_state) { /* written in place: a copy would lose the update */
-        if (!PyArray_Check(o->obj) || PyArray_TYPE((PyArrayObject *)o->obj) != typenum ||
-            !PyArray_ISCARRAY((PyArrayObject *)o->obj) || !PyArray_ISNOTSWAPPED((PyArrayObject *)o->obj)) {
-            PyErr_Format(PyExc_TypeError, "%s: %s is updated in place and must be a writable, C-contiguous "
-                         "%s ndarray (or None), got %s", fn, o->name, dtype_name(typenum), Py_TYPE(o->obj)->tp_name);
-            return -1;
-        }
-        Py_INCREF(o->obj);
-        o->arr = (PyArrayObject *)o->obj;
-        describe_array(o->arr, o->t);
-        return 0;
+    /* A state operand is written in place: a copy would lose the update, so it must be usable as it
+     * is (and then takes the in-place path below). */
+    if (o->is_state && (!PyArray_Check(o->obj) || PyArray_TYPE((PyArrayObject *)o->obj) != typenum ||
+                        !PyArray_ISCARRAY((PyArrayObject *)o->obj) || !PyArray_ISNOTSWAPPED((PyArrayObject *)o->obj))) {
+        PyErr_Format(PyExc_TypeError, "%s: %s is updated in place and must be a writable, C-contiguous "
+                     "%s ndarray (or None), got %s", fn, o->name, dtype_name(typenum), Py_TYPE(o->obj)->tp_name);
+        return -1;
     }
-    if (PyArray_Check(o->obj)) {
-        PyArrayObject *a = (PyArrayObject *)o->obj;
-        if (is_usable_in_place(a, typenum)) {
-            Py_INCREF(a);
-            o->arr = a;
-        }
-        else {
-            o->arr = (PyArrayObject *)PyArray_FromArray(
-                a, PyArray_DescrFromType(typenum),
-                NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
-            if (o->arr == NULL) {
-                prefix_pending_error(fn, o->name);
-                return -1;
-            }
-        }
+    PyArrayObject *a = as_array(fn, o->name, o->obj);
+    if (a == NULL) {
+        return -1;
+    }
+    if (!PyArray_Check(o->obj) && !(PyArray_ISBOOL(a) || PyArray_ISINTEGER(a) || PyArray_ISFLOAT(a))) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: %s must be a float32 or float64 array or a list of numbers, got %s (dtype %S)",
+                     fn, o->name, Py_TYPE(o->obj)->tp_name, (PyObject *)PyArray_DESCR(a));
+        Py_DECREF(a);
+        return -1;
+    }
+    if (is_usable_in_place(a, typenum)) {
+        o->arr = a;
     }
     else {
-        PyArrayObject *tmp = (PyArrayObject *)PyArray_FromAny(o->obj, NULL, 0, 0, 0, NULL);
-        if (tmp == NULL) {
+        o->arr = (PyArrayObject *)PyArray_FromArray(
+            a, PyArray_DescrFromType(typenum), NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
+        Py_DECREF(a);
+        if (o->arr == NULL) {
             prefix_pending_error(fn, o->name);
             return -1;
-        }
-        if (!(PyArray_ISBOOL(tmp) || PyArray_ISINTEGER(tmp) || PyArray_ISFLOAT(tmp))) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s: %s must be a float32 or float64 array or a list of numbers, got %s (dtype %S)",
-                         fn, o->name, Py_TYPE(o->obj)->tp_name, (PyObject *)PyArray_DESCR(tmp));
-            Py_DECREF(tmp);
-            return -1;
-        }
-        if (is_usable_in_place(tmp, typenum)) {
-            o->arr = tmp;
-        }
-        else {
-            o->arr = (PyArrayObject *)PyArray_FromArray(
-                tmp, PyArray_DescrFromType(typenum),
-                NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
-            Py_DECREF(tmp);
-            if (o->arr == NULL) {
-                prefix_pending_error(fn, o->name);
-                return -1;
-            }
         }
     }
     describe_array(o->arr, o->t);
@@ -627,22 +612,29 @@ pair_result(PyObject *a, PyObject *b)
     return t;
 }
 
-/* ============================================================================================ */
-/* Results                                                                                        */
-/* ============================================================================================ */
+/* ==== Results =================================================================================== */
 
-/* A new C-contiguous array for a result the ABI declared. */
+/* An array of the shape and dtype t declares: over `data` (Swift memory) when given, else new and
+ * C-contiguous. `what` says what the core got wrong when the declaration is invalid. */
 static PyArrayObject *
-new_result(const char *fn, const scnn_tensor *t)
+declared_array(const char *fn, const scnn_tensor *t, void *data, const char *what)
 {
     npy_intp dims[SCNN_MAX_NDIM];
     if (t->ndim < 0 || t->ndim > SCNN_MAX_NDIM || to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
         if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_RuntimeError, "%s: the core declared an invalid result", fn);
+            PyErr_Format(PyExc_RuntimeError, "%s: the core %s", fn, what);
         }
         return NULL;
     }
-    return (PyArrayObject *)PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype));
+    return (PyArrayObject *)(data == NULL ? PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype))
+                                          : PyArray_SimpleNewFromData(t->ndim, dims, npy_type(t->dtype), data));
+}
+
+/* A new C-contiguous array for a result the ABI declared. */
+static inline PyArrayObject *
+new_result(const char *fn, const scnn_tensor *t)
+{
+    return declared_array(fn, t, NULL, "declared an invalid result");
 }
 
 /* `out=` checked against the declared result: an ndarray of its exact dtype and shape,
@@ -709,9 +701,7 @@ out_array(const char *fn, PyObject *out, const scnn_tensor *t, const operand *op
     return o;
 }
 
-/* ============================================================================================ */
-/* Class labels                                                                                   */
-/* ============================================================================================ */
+/* ==== Class labels ============================================================================== */
 
 /* Class labels (N,) of any integer dtype (not bool) as a C-contiguous native int64 array. */
 static PyArrayObject *
@@ -766,25 +756,14 @@ target_operand(const char *fn, operand *o)
         PyErr_Format(PyExc_TypeError, "%s: %s must be an array, not None", fn, o->name);
         return -1;
     }
-    PyArrayObject *a = NULL;
-    if (PyArray_Check(o->obj)) {
-        a = (PyArrayObject *)o->obj;
-        Py_INCREF(a);
+    PyArrayObject *a = as_array(fn, o->name, o->obj);
+    if (a != NULL && !PyArray_Check(o->obj) && PyArray_NDIM(a) == 1 && PyArray_SIZE(a) == 0) {
+        npy_intp zero = 0; /* [] is no labels (NumPy says float64) */
+        Py_DECREF(a);
+        a = (PyArrayObject *)PyArray_SimpleNew(1, &zero, NPY_INT64);
     }
-    else {
-        a = (PyArrayObject *)PyArray_FromAny(o->obj, NULL, 0, 0, 0, NULL);
-        if (a == NULL) {
-            prefix_pending_error(fn, o->name);
-            return -1;
-        }
-        if (PyArray_NDIM(a) == 1 && PyArray_SIZE(a) == 0) { /* [] is no labels (NumPy says float64) */
-            npy_intp zero = 0;
-            Py_DECREF(a);
-            a = (PyArrayObject *)PyArray_SimpleNew(1, &zero, NPY_INT64);
-            if (a == NULL) {
-                return -1;
-            }
-        }
+    if (a == NULL) {
+        return -1;
     }
     if (PyArray_NDIM(a) == 1) {
         o->is_labels = 1;
@@ -800,9 +779,7 @@ target_operand(const char *fn, operand *o)
     return 0;
 }
 
-/* ============================================================================================ */
-/* Functional ops: the table and its driver                                                       */
-/* ============================================================================================ */
+/* ==== Functional ops: the table and its driver ================================================== */
 
 typedef enum {
     ARG_ARRAY,     /* a float array operand */
@@ -1182,16 +1159,19 @@ PyDoc_STRVAR(adaptive_avg_pool2d_backward_doc,
 OP_ROW(adaptive_avg_pool2d_backward, 3, 3, 3, 1, 0, ARRAY("grad_out"), ARRAY("x"),
        PAIR("output_size", 0))
 
+/* Every op, in the order of op_table() and of the method table. Adding an op: its OP_ROW above and
+ * its name here. */
+#define FOR_EACH_OP(X)                                                                                     \
+    X(conv2d) X(conv2d_backward) X(max_pool2d) X(max_pool2d_backward) X(avg_pool2d) X(avg_pool2d_backward) \
+    X(linear) X(linear_backward) X(sigmoid) X(sigmoid_backward) X(relu) X(relu_backward) X(softmax)        \
+    X(softmax_cross_entropy) X(binary_cross_entropy_with_logits) X(correlate2d) X(convolve2d) X(tanh)      \
+    X(tanh_backward) X(leaky_relu) X(leaky_relu_backward) X(batch_norm) X(batch_norm_backward)             \
+    X(adaptive_avg_pool2d) X(adaptive_avg_pool2d_backward)
+
 /* Every row, for op_table(): the reliability sweep and the fuzzer read the same table the
  * methods are built from, so a new row is swept and fuzzed with no case written by hand. */
-static const op_spec *const OPS[] = {
-    &conv2d_spec, &conv2d_backward_spec, &max_pool2d_spec, &max_pool2d_backward_spec, &avg_pool2d_spec,
-    &avg_pool2d_backward_spec, &linear_spec, &linear_backward_spec, &sigmoid_spec, &sigmoid_backward_spec,
-    &relu_spec, &relu_backward_spec, &softmax_spec, &softmax_cross_entropy_spec,
-    &binary_cross_entropy_with_logits_spec, &correlate2d_spec, &convolve2d_spec, &tanh_spec, &tanh_backward_spec,
-    &leaky_relu_spec, &leaky_relu_backward_spec, &batch_norm_spec, &batch_norm_backward_spec,
-    &adaptive_avg_pool2d_spec, &adaptive_avg_pool2d_backward_spec,
-};
+#define OP_SPEC_ADDRESS(id) &id##_spec,
+static const op_spec *const OPS[] = {FOR_EACH_OP(OP_SPEC_ADDRESS)};
 
 static const char *const ARG_KINDS[] = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out",
                                         "real", "bool", "state", "padding", "int"};
@@ -1231,34 +1211,7 @@ core_op_table(PyObject *module, PyObject *unused)
     return rows;
 }
 
-/* ============================================================================================ */
-/* Library                                                                                        */
-/* ============================================================================================ */
-
-PyDoc_STRVAR(set_num_threads_doc,
-"set_num_threads($module, /, n)\n--\n\n"
-"Sets the number of worker threads of compute calls (n >= 1).");
-
-static PyObject *
-core_set_num_threads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"n"};
-    static const argspec spec = {"set_num_threads", names, sizeof(char *), 1, 1, 1};
-    PyObject *v[MAX_ARGS];
-    int64_t n;
-    char msg[MSG_CAP];
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || int64_arg(spec.fname, "n", v[0], &n) < 0) {
-        return NULL;
-    }
-    int32_t status = scnn_set_num_threads(n, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(spec.fname, status, msg);
-    }
-    Py_RETURN_NONE;
-}
+/* ==== Library =================================================================================== */
 
 PyDoc_STRVAR(get_num_threads_doc,
 "get_num_threads($module, /)\n--\n\n"
@@ -1284,9 +1237,7 @@ core_version(PyObject *module, PyObject *unused)
     return PyUnicode_FromString(scnn_version());
 }
 
-/* ============================================================================================ */
-/* Handles                                                                                        */
-/* ============================================================================================ */
+/* ==== Handles =================================================================================== */
 
 static void
 layer_capsule_destructor(PyObject *capsule)
@@ -1354,24 +1305,15 @@ layer_memory_destructor(PyObject *capsule)
     }
 }
 
-static scnn_layer *
-layer_arg(const char *fn, const char *name, PyObject *o)
+/* The Swift object behind a handle of the capsule type `capsule` (`what` names it for the error). */
+static void *
+handle_arg(const char *fn, const char *name, PyObject *o, const char *capsule, const char *what)
 {
-    if (!PyCapsule_IsValid(o, LAYER_CAPSULE)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a LayerHandle, got %s", fn, name, Py_TYPE(o)->tp_name);
+    if (!PyCapsule_IsValid(o, capsule)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s, got %s", fn, name, what, Py_TYPE(o)->tp_name);
         return NULL;
     }
-    return (scnn_layer *)PyCapsule_GetPointer(o, LAYER_CAPSULE);
-}
-
-static scnn_optimizer *
-optimizer_arg(const char *fn, const char *name, PyObject *o)
-{
-    if (!PyCapsule_IsValid(o, OPTIMIZER_CAPSULE)) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be an OptimizerHandle, got %s", fn, name, Py_TYPE(o)->tp_name);
-        return NULL;
-    }
-    return (scnn_optimizer *)PyCapsule_GetPointer(o, OPTIMIZER_CAPSULE);
+    return PyCapsule_GetPointer(o, capsule);
 }
 
 /* An array a handle function takes as it is: an ndarray of `typenum` (int64: any 8-byte signed
@@ -1406,124 +1348,144 @@ exact_array(const char *fn, const char *name, PyObject *o, int typenum, int writ
     return 0;
 }
 
-/* The items of a sequence argument as int64 (ints) or doubles (reals), at most MAX_SETTINGS. */
-static Py_ssize_t
-settings_arg(const char *fn, const char *name, PyObject *o, int64_t *ints, double *reals)
+/* ---- the handle functions: a table of argument kinds, one parser, bodies that only call ------ */
+
+/* Every handle function takes all its arguments by position or keyword, all required. An argument
+ * kind says how it is checked and where the parsed value goes in the call's state (hcall). */
+typedef enum {
+    H_LAYER,             /* a LayerHandle: c->layer (its name is the owner of an H_ARRAY's dtype) */
+    H_OPTIMIZER,         /* an OptimizerHandle: c->opt */
+    H_OPTIMIZER_OR_NONE, /* an OptimizerHandle or None (c->opt stays NULL) */
+    H_ARRAY,             /* an ndarray of the (earlier) H_LAYER's dtype, taken as it is: c->t[next] */
+    H_INT64_ARRAY,       /* an int64 ndarray, taken as it is: c->t[next] */
+    H_INTS,              /* a sequence of at most MAX_SETTINGS ints: c->ints, c->nints */
+    H_REALS,             /* a sequence of at most MAX_SETTINGS floats: c->reals, c->nreals */
+    H_LAYERS,            /* a sequence of LayerHandles: c->layers, c->nlayers */
+    H_ARRAYS,            /* a sequence of writable ndarrays of one float dtype: c->arrays[next], c->narrays */
+    H_STR,               /* a str: c->str (UTF-8, owned by the argument) */
+    H_DTYPE,             /* "float32" or "float64": c->dtype */
+    H_BOOL,              /* anything with a truth value: c->flag */
+    H_SEED,              /* an int in [0, 2**64): c->seed */
+    H_INT,               /* an int: c->i */
+    H_REAL               /* a float: c->real */
+} handle_kind;
+
+typedef struct {
+    const char *name; /* first: parse_args reads the names through the rows */
+    handle_kind kind;
+} handle_arg_spec;
+
+/* One call's parsed arguments and the ABI's message buffer. */
+typedef struct {
+    const char *fn;
+    PyObject *v[MAX_ARGS];   /* the arguments as given (borrowed) */
+    scnn_layer *layer;
+    const char *owner;       /* the H_LAYER argument's name */
+    scnn_optimizer *opt;
+    scnn_tensor t[2];
+    int nt;
+    PyObject *seqs[4];       /* the sequence arguments as lists or tuples (owned: their items are borrowed) */
+    scnn_layer **layers;     /* PyMem */
+    scnn_tensor *arrays[2];  /* PyMem */
+    Py_ssize_t nlayers, narrays, nints, nreals;
+    int nseqs, typenum;      /* typenum: the H_ARRAYS' dtype */
+    const char *arrays_name; /* the first H_ARRAYS argument's name */
+    const char *str;
+    int32_t dtype;
+    int flag;
+    uint64_t seed;
+    int64_t i;
+    double real;
+    int64_t ints[MAX_SETTINGS]; /* from here on written before read: call_handle zeroes only the above */
+    double reals[MAX_SETTINGS];
+    char msg[MSG_CAP];
+} hcall;
+
+typedef struct {
+    const char *name;
+    PyObject *(*body)(hcall *c); /* the ABI call and the result's conversion */
+    int nargs;
+    handle_arg_spec args[MAX_ARGS];
+} handle_spec;
+
+/* A sequence argument: H_INTS or H_REALS (settings: at most MAX_SETTINGS), H_LAYERS, or H_ARRAYS of
+ * the first array's dtype (a second H_ARRAYS pairs with the first item by item, so it must have the
+ * same length). */
+static int
+sequence_arg(hcall *c, const handle_arg_spec *a, PyObject *o)
 {
-    PyObject *seq = PySequence_Fast(o, "settings must be a sequence");
+    const char *fn = c->fn, *name = a->name;
+    int settings = a->kind == H_INTS || a->kind == H_REALS, k = c->arrays[0] != NULL;
+    char what[NAME_CAP];
+    snprintf(what, sizeof what, "%s must be a sequence of %s", name, a->kind == H_LAYERS ? "LayerHandles" : "arrays");
+    PyObject *seq = c->seqs[c->nseqs++] = PySequence_Fast(o, what);
     if (seq == NULL) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a sequence, got %s", fn, name, Py_TYPE(o)->tp_name);
+        if (settings) {
+            PyErr_Format(PyExc_TypeError, "%s: %s must be a sequence, got %s", fn, name, Py_TYPE(o)->tp_name);
+        }
         return -1;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > MAX_SETTINGS) {
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    if (settings && n > MAX_SETTINGS) {
         PyErr_Format(PyExc_ValueError, "%s: %s has %zd items; at most %d", fn, name, n, MAX_SETTINGS);
-        n = -1;
+        return -1;
     }
-    for (Py_ssize_t i = 0; n >= 0 && i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if ((ints != NULL && int64_arg(fn, name, item, &ints[i]) < 0) ||
-            (reals != NULL && double_arg(fn, name, item, &reals[i]) < 0)) {
-            n = -1;
+    if (a->kind == H_ARRAYS && k == 0) {
+        c->narrays = n;
+        c->arrays_name = name;
+        c->typenum = n > 0 && PyArray_Check(items[0]) ? PyArray_TYPE((PyArrayObject *)items[0]) : NPY_FLOAT;
+    }
+    else if (a->kind == H_ARRAYS && n != c->narrays) {
+        PyErr_Format(PyExc_ValueError, "%s: %s and %s must have the same length", fn, c->arrays_name, name);
+        return -1;
+    }
+    if ((a->kind == H_LAYERS && (c->layers = PyMem_Calloc((size_t)n + 1, sizeof *c->layers)) == NULL) ||
+        (a->kind == H_ARRAYS && (c->arrays[k] = PyMem_Calloc((size_t)n + 1, sizeof(scnn_tensor))) == NULL)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t *count = a->kind == H_INTS ? &c->nints : a->kind == H_REALS ? &c->nreals
+                        : a->kind == H_LAYERS ? &c->nlayers : &c->narrays;
+    *count = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = items[i];
+        int failed =
+            a->kind == H_INTS     ? int64_arg(fn, name, item, &c->ints[i]) < 0
+            : a->kind == H_REALS  ? double_arg(fn, name, item, &c->reals[i]) < 0
+            : a->kind == H_ARRAYS ? exact_array(fn, name, item, c->typenum, 1, "optimizer", &c->arrays[k][i]) < 0
+                                  : (c->layers[i] = handle_arg(fn, name, item, LAYER_CAPSULE, "a LayerHandle")) == NULL;
+        if (failed) {
+            return -1;
         }
     }
-    Py_DECREF(seq);
-    return n;
+    return 0;
 }
 
-PyDoc_STRVAR(layer_create_doc,
-"layer_create($module, /, kind, dtype, ints, reals, children, seed)\n--\n\n"
-"A new layer handle of `kind` (see swiftcnn.h, scnn_layer_create): ints and reals are the\n"
-"settings in the ABI's order, children the LayerHandles of a container, seed in [0, 2**64).");
-
+/* layer_create (is_layer) or optimizer_create: the new Swift object's handle, or the exception for
+ * a failed status; the object is released if its capsule cannot be made. */
 static PyObject *
-core_layer_create(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+create_handle(hcall *c, int is_layer)
 {
-    static const char *const names[] = {"kind", "dtype", "ints", "reals", "children", "seed"};
-    static const argspec spec = {"layer_create", names, sizeof(char *), 6, 6, 6};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS], *children = NULL, *result = NULL;
-    int64_t ints[MAX_SETTINGS];
-    double reals[MAX_SETTINGS];
-    scnn_layer **handles = NULL, *layer = NULL;
-    char msg[MSG_CAP];
-    int32_t dtype;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || dtype_arg(fn, v[1], &dtype) < 0) {
-        return NULL;
-    }
-    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
-    if (kind == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_TypeError, "%s: kind must be a str", fn);
-        }
-        return NULL;
-    }
-    Py_ssize_t nints = settings_arg(fn, "ints", v[2], ints, NULL);
-    Py_ssize_t nreals = nints < 0 ? -1 : settings_arg(fn, "reals", v[3], NULL, reals);
-    if (nreals < 0) {
-        return NULL;
-    }
-    if (!PyLong_Check(v[5])) {
-        PyErr_Format(PyExc_TypeError, "%s: seed must be an int, got %s", fn, Py_TYPE(v[5])->tp_name);
-        return NULL;
-    }
-    uint64_t seed = (uint64_t)PyLong_AsUnsignedLongLong(v[5]); /* swiftcnn._random.check_seed normalized it */
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_OverflowError, "%s: seed must be in [0, 2**64)", fn);
-        return NULL;
-    }
-    children = PySequence_Fast(v[4], "children must be a sequence of LayerHandles");
-    if (children == NULL) {
-        return NULL;
-    }
-    Py_ssize_t nchildren = PySequence_Fast_GET_SIZE(children);
-    handles = PyMem_Calloc((size_t)nchildren + 1, sizeof *handles);
-    if (handles == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < nchildren; i++) {
-        if ((handles[i] = layer_arg(fn, "children", PySequence_Fast_GET_ITEM(children, i))) == NULL) {
-            goto done;
-        }
-    }
-    int32_t status = scnn_layer_create(kind, dtype, ints, (int32_t)nints, reals, (int32_t)nreals, handles,
-                                       (int64_t)nchildren, seed, &layer, msg, MSG_CAP);
+    scnn_layer *layer = NULL;
+    scnn_optimizer *opt = NULL;
+    int32_t status = is_layer ? scnn_layer_create(c->str, c->dtype, c->ints, (int32_t)c->nints, c->reals,
+                                                  (int32_t)c->nreals, c->layers, (int64_t)c->nlayers, c->seed,
+                                                  &layer, c->msg, MSG_CAP)
+                              : scnn_optimizer_create(c->str, c->arrays[0], c->arrays[1], (int64_t)c->narrays,
+                                                      c->reals, (int32_t)c->nreals, &opt, c->msg, MSG_CAP);
     if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
+        return raise_status(c->fn, status, c->msg);
     }
-    result = PyCapsule_New(layer, LAYER_CAPSULE, layer_capsule_destructor);
-    if (result == NULL) {
+    PyObject *handle = is_layer ? PyCapsule_New(layer, LAYER_CAPSULE, layer_capsule_destructor)
+                                : PyCapsule_New(opt, OPTIMIZER_CAPSULE, optimizer_capsule_destructor);
+    if (handle == NULL && is_layer) {
         scnn_layer_release(layer);
     }
-done:
-    PyMem_Free(handles);
-    Py_XDECREF(children);
-    return result;
-}
-
-PyDoc_STRVAR(layer_dtype_doc,
-"layer_dtype($module, /, layer)\n--\n\n"
-"'float32' or 'float64'.");
-
-static PyObject *
-core_layer_dtype(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_dtype", names, sizeof(char *), 1, 1, 1};
-    PyObject *v[MAX_ARGS];
-    scnn_layer *layer;
-    (void)module;
-
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(spec.fname, "layer", v[0])) == NULL) {
-        return NULL;
+    else if (handle == NULL) {
+        scnn_optimizer_release(opt);
     }
-    return PyUnicode_FromString(scnn_layer_dtype(layer) == SCNN_FLOAT32 ? "float32" : "float64");
+    return handle;
 }
 
 static int
@@ -1531,6 +1493,132 @@ layer_typenum(scnn_layer *layer)
 {
     return scnn_layer_dtype(layer) == SCNN_FLOAT32 ? NPY_FLOAT : NPY_DOUBLE;
 }
+
+/* Checks one argument and stores it in the call's state (see handle_kind). */
+static int
+handle_arg_value(hcall *c, const handle_arg_spec *a, PyObject *o)
+{
+    const char *fn = c->fn, *name = a->name;
+    switch (a->kind) {
+    case H_LAYER:
+        c->owner = name;
+        return (c->layer = handle_arg(fn, name, o, LAYER_CAPSULE, "a LayerHandle")) == NULL ? -1 : 0;
+    case H_OPTIMIZER_OR_NONE:
+        if (o == Py_None) {
+            return 0;
+        }
+        /* fall through */
+    case H_OPTIMIZER:
+        return (c->opt = handle_arg(fn, name, o, OPTIMIZER_CAPSULE, "an OptimizerHandle")) == NULL ? -1 : 0;
+    case H_ARRAY:
+        return exact_array(fn, name, o, layer_typenum(c->layer), 0, c->owner, &c->t[c->nt++]);
+    case H_INT64_ARRAY:
+        return exact_array(fn, name, o, NPY_INT64, 0, name, &c->t[c->nt++]);
+    case H_INTS:
+    case H_REALS:
+    case H_LAYERS:
+    case H_ARRAYS:
+        return sequence_arg(c, a, o);
+    case H_STR:
+        if ((c->str = PyUnicode_Check(o) ? PyUnicode_AsUTF8(o) : NULL) == NULL && !PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "%s: %s must be a str", fn, name);
+        }
+        return c->str == NULL ? -1 : 0;
+    case H_DTYPE:
+        return dtype_arg(fn, o, &c->dtype);
+    case H_BOOL:
+        return (c->flag = PyObject_IsTrue(o)) < 0 ? -1 : 0;
+    case H_SEED:
+        if (!PyLong_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", fn, name, Py_TYPE(o)->tp_name);
+            return -1;
+        }
+        c->seed = (uint64_t)PyLong_AsUnsignedLongLong(o); /* swiftcnn._random.check_seed normalized it */
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError, "%s: %s must be in [0, 2**64)", fn, name);
+            return -1;
+        }
+        return 0;
+    case H_INT:
+        return int64_arg(fn, name, o, &c->i);
+    case H_REAL:
+        return double_arg(fn, name, o, &c->real);
+    }
+    return 0;
+}
+
+/* Runs one handle function: parse, check every argument, the body, then the one cleanup. */
+static PyObject *
+call_handle(const handle_spec *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    const argspec spec = {s->name, s->args, sizeof(handle_arg_spec), s->nargs, s->nargs, s->nargs};
+    hcall c;
+    PyObject *result = NULL;
+
+    memset(&c, 0, offsetof(hcall, ints));
+    c.fn = s->name;
+    c.msg[0] = '\0';
+    if (parse_args(&spec, args, nargs, kwnames, c.v) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < s->nargs; i++) {
+        if (handle_arg_value(&c, &s->args[i], c.v[i]) < 0) {
+            goto done;
+        }
+    }
+    result = s->body(&c);
+done:
+    PyMem_Free(c.layers);
+    PyMem_Free(c.arrays[0]);
+    PyMem_Free(c.arrays[1]);
+    for (int i = 0; i < c.nseqs; i++) {
+        Py_XDECREF(c.seqs[i]);
+    }
+    return result;
+}
+
+/* A row declares the function's spec, its body (`body`, an expression over the parsed call `c`:
+ * the ABI call and the result's conversion) and its METH_FASTCALL entry. The argument count is the
+ * number of {name, kind} pairs given. */
+#define HANDLE_ROW(id, body, ...)                                                                    \
+    static PyObject *h_##id(hcall *c) { return body; }                                               \
+    static const handle_spec id##_spec = {                                                           \
+        #id, h_##id, (int)(sizeof((handle_arg_spec[]){__VA_ARGS__}) / sizeof(handle_arg_spec)), {__VA_ARGS__}}; \
+    static PyObject *core_##id(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *k)           \
+    {                                                                                                \
+        (void)m;                                                                                     \
+        return call_handle(&id##_spec, a, n, k);                                                     \
+    }
+
+/* None, or the exception for a failed status. */
+static PyObject *
+none_or_raise(hcall *c, int32_t status)
+{
+    if (status != SCNN_OK) {
+        return raise_status(c->fn, status, c->msg);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(set_num_threads_doc,
+"set_num_threads($module, /, n)\n--\n\n"
+"Sets the number of worker threads of compute calls (n >= 1).");
+HANDLE_ROW(set_num_threads, none_or_raise(c, scnn_set_num_threads(c->i, c->msg, MSG_CAP)), {"n", H_INT})
+
+PyDoc_STRVAR(layer_create_doc,
+"layer_create($module, /, kind, dtype, ints, reals, children, seed)\n--\n\n"
+"A new layer handle of `kind` (see swiftcnn.h, scnn_layer_create): ints and reals are the\n"
+"settings in the ABI's order, children the LayerHandles of a container, seed in [0, 2**64).");
+HANDLE_ROW(layer_create, create_handle(c, 1),
+           {"kind", H_STR}, {"dtype", H_DTYPE}, {"ints", H_INTS}, {"reals", H_REALS},
+           {"children", H_LAYERS}, {"seed", H_SEED})
+
+PyDoc_STRVAR(layer_dtype_doc,
+"layer_dtype($module, /, layer)\n--\n\n"
+"'float32' or 'float64'.");
+HANDLE_ROW(layer_dtype, PyUnicode_FromString(dtype_name(layer_typenum(c->layer))),
+           {"layer", H_LAYER})
 
 /* The shape of a descriptor as a tuple. */
 static PyObject *
@@ -1548,81 +1636,49 @@ shape_tuple(const scnn_tensor *t)
     return tuple;
 }
 
+static PyObject *
+output_shape(hcall *c)
+{
+    scnn_tensor x = {.ndim = (int32_t)c->nints, .dtype = scnn_layer_dtype(c->layer)}, y = {0};
+    for (Py_ssize_t i = 0; i < c->nints && i < SCNN_MAX_NDIM; i++) {
+        x.shape[i] = c->ints[i];
+    }
+    int32_t status = scnn_layer_forward(c->layer, &x, &y, false, c->msg, MSG_CAP);
+    return status != SCNN_OK ? raise_status(c->fn, status, c->msg) : shape_tuple(&y);
+}
+
 PyDoc_STRVAR(layer_output_shape_doc,
 "layer_output_shape($module, /, layer, shape)\n--\n\n"
 "The output shape the layer gives for an input of `shape` (a tuple); ValueError if it cannot\n"
 "take it. Swift answers: no other language computes a layer's shapes.");
-
-static PyObject *
-core_layer_output_shape(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer", "shape"};
-    static const argspec spec = {"layer_output_shape", names, sizeof(char *), 2, 2, 2};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    scnn_layer *layer;
-    scnn_tensor x = {0}, y = {0};
-    int64_t dims[MAX_SETTINGS];
-    char msg[MSG_CAP];
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        return NULL;
-    }
-    Py_ssize_t nd = settings_arg(fn, "shape", v[1], dims, NULL);
-    if (nd < 0) {
-        return NULL;
-    }
-    x.ndim = (int32_t)nd;
-    x.dtype = scnn_layer_dtype(layer);
-    for (Py_ssize_t i = 0; i < nd && i < SCNN_MAX_NDIM; i++) {
-        x.shape[i] = dims[i];
-    }
-    int32_t status = scnn_layer_forward(layer, &x, &y, false, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
-    }
-    return shape_tuple(&y);
-}
+HANDLE_ROW(layer_output_shape, output_shape(c), {"layer", H_LAYER}, {"shape", H_INTS})
 
 /* forward (backward = 0) or backward (1) through a layer handle: the shape query, the result
  * array, then the computation with the GIL released. */
 static PyObject *
-layer_pass(const argspec *spec, int backward, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+layer_pass(hcall *c, int backward)
 {
-    const char *fn = spec->fname;
-    PyObject *v[MAX_ARGS];
-    PyArrayObject *out = NULL;
-    scnn_layer *layer;
-    scnn_tensor in = {0}, res = {0};
-    char msg[MSG_CAP];
-    int32_t status;
-
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL ||
-        exact_array(fn, backward ? "grad_out" : "x", v[1], layer_typenum(layer), 0, "layer", &in) < 0) {
-        return NULL;
-    }
-    status = backward ? scnn_layer_backward(layer, &in, &res, false, msg, MSG_CAP)
-                      : scnn_layer_forward(layer, &in, &res, false, msg, MSG_CAP);
+    scnn_tensor res = {0};
+    int32_t status = backward ? scnn_layer_backward(c->layer, &c->t[0], &res, false, c->msg, MSG_CAP)
+                              : scnn_layer_forward(c->layer, &c->t[0], &res, false, c->msg, MSG_CAP);
     if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
+        return raise_status(c->fn, status, c->msg);
     }
-    if ((out = new_result(fn, &res)) == NULL) {
+    PyArrayObject *out = new_result(c->fn, &res);
+    if (out == NULL) {
         return NULL;
     }
     res.data = PyArray_DATA(out);
     /* Swift re-checks the shapes while it holds the layer, so a forward by another thread since
      * the query gives RuntimeError, not an overrun. */
-    CALL_WITHOUT_GIL(status = backward ? scnn_layer_backward(layer, &in, &res, true, msg, MSG_CAP)
-                                       : scnn_layer_forward(layer, &in, &res, true, msg, MSG_CAP));
+    CALL_WITHOUT_GIL(status = backward ? scnn_layer_backward(c->layer, &c->t[0], &res, true, c->msg, MSG_CAP)
+                                       : scnn_layer_forward(c->layer, &c->t[0], &res, true, c->msg, MSG_CAP));
     if (!backward) {
-        keep_last_input(v[0], v[1], status == SCNN_OK);
+        keep_last_input(c->v[0], c->v[1], status == SCNN_OK);
     }
     if (status != SCNN_OK) {
         Py_DECREF(out);
-        return raise_status(fn, status, msg);
+        return raise_status(c->fn, status, c->msg);
     }
     return (PyObject *)out;
 }
@@ -1631,44 +1687,20 @@ PyDoc_STRVAR(layer_forward_doc,
 "layer_forward($module, /, layer, x)\n--\n\n"
 "Runs the layer on x (C-contiguous ndarray of the layer's dtype); returns a new array. The\n"
 "layer keeps a view of x: the caller keeps x alive until the next forward.");
-
-static PyObject *
-core_layer_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer", "x"};
-    static const argspec spec = {"layer_forward", names, sizeof(char *), 2, 2, 2};
-    (void)module;
-    return layer_pass(&spec, 0, args, nargs, kwnames);
-}
+HANDLE_ROW(layer_forward, layer_pass(c, 0), {"layer", H_LAYER}, {"x", H_ARRAY})
 
 PyDoc_STRVAR(layer_backward_doc,
 "layer_backward($module, /, layer, grad_out)\n--\n\n"
 "Backward through the layer's last forward: returns the gradient for its input (a new array) and\n"
 "adds the parameter gradients into the parameters' grad arrays. RuntimeError before any forward.");
-
-static PyObject *
-core_layer_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer", "grad_out"};
-    static const argspec spec = {"layer_backward", names, sizeof(char *), 2, 2, 2};
-    (void)module;
-    return layer_pass(&spec, 1, args, nargs, kwnames);
-}
+HANDLE_ROW(layer_backward, layer_pass(c, 1), {"layer", H_LAYER}, {"grad_out", H_ARRAY})
 
 /* An ndarray over Swift memory described by t, whose base is `keeper` (a capsule owning a layer
  * reference). */
 static PyObject *
 view_array(const char *fn, const scnn_tensor *t, PyObject *keeper)
 {
-    npy_intp dims[SCNN_MAX_NDIM];
-    if (t->ndim < 0 || t->ndim > SCNN_MAX_NDIM || to_npy_dims(fn, t->ndim, t->shape, dims) < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_RuntimeError, "%s: the core described an invalid parameter", fn);
-        }
-        return NULL;
-    }
-    PyObject *arr = t->data == NULL ? PyArray_SimpleNew(t->ndim, dims, npy_type(t->dtype))
-                                    : PyArray_SimpleNewFromData(t->ndim, dims, npy_type(t->dtype), t->data);
+    PyObject *arr = (PyObject *)declared_array(fn, t, t->data, "described an invalid parameter");
     if (arr == NULL) {
         return NULL;
     }
@@ -1680,426 +1712,154 @@ view_array(const char *fn, const scnn_tensor *t, PyObject *keeper)
     return arr;
 }
 
+/* [(name, data, grad)] of the layer's parameters (with_grad) or [(name, data)] of its buffers:
+ * views of Swift memory (no copy) whose base is one capsule holding its own layer reference. */
+static PyObject *
+layer_memory(hcall *c, int with_grad)
+{
+    int64_t count = with_grad ? scnn_layer_parameter_count(c->layer) : scnn_layer_buffer_count(c->layer);
+    PyObject *list = PyList_New(0), *keeper = NULL;
+    if (list == NULL) {
+        return NULL;
+    }
+    scnn_layer_retain(c->layer);
+    if ((keeper = PyCapsule_New(c->layer, LAYER_MEMORY_CAPSULE, layer_memory_destructor)) == NULL) {
+        scnn_layer_release(c->layer);
+        Py_CLEAR(list);
+    }
+    for (int64_t i = 0; list != NULL && i < count; i++) {
+        scnn_tensor data = {0}, grad = {0};
+        PyObject *parts[3] = {NULL, NULL, NULL}, *item = NULL;
+        char name[NAME_CAP];
+        name[0] = '\0';
+        int32_t status = with_grad ? scnn_layer_parameter(c->layer, i, &data, &grad, name, NAME_CAP, c->msg, MSG_CAP)
+                                   : scnn_layer_buffer(c->layer, i, &data, name, NAME_CAP, c->msg, MSG_CAP);
+        name[NAME_CAP - 1] = '\0';
+        if (status != SCNN_OK) {
+            raise_status(c->fn, status, c->msg);
+        }
+        else if ((parts[0] = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace")) != NULL &&
+                 (parts[1] = view_array(c->fn, &data, keeper)) != NULL &&
+                 (!with_grad || (parts[2] = view_array(c->fn, &grad, keeper)) != NULL)) {
+            item = PyTuple_Pack(2 + with_grad, parts[0], parts[1], parts[2]);
+        }
+        for (int k = 0; k < 3; k++) {
+            Py_XDECREF(parts[k]);
+        }
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(item);
+    }
+    Py_XDECREF(keeper);
+    return list;
+}
+
 PyDoc_STRVAR(layer_parameters_doc,
 "layer_parameters($module, /, layer)\n--\n\n"
 "[(name, data, grad)]: writable ndarrays viewing the layer's parameter memory (no copy); each\n"
 "array keeps the Swift layer alive.");
-
-static PyObject *
-core_layer_parameters(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_parameters", names, sizeof(char *), 1, 1, 1};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS], *list = NULL, *keeper = NULL, *result = NULL;
-    scnn_layer *layer;
-    char msg[MSG_CAP];
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        return NULL;
-    }
-    int64_t count = scnn_layer_parameter_count(layer);
-    if ((list = PyList_New(0)) == NULL) {
-        goto done;
-    }
-    scnn_layer_retain(layer);
-    if ((keeper = PyCapsule_New(layer, LAYER_MEMORY_CAPSULE, layer_memory_destructor)) == NULL) {
-        scnn_layer_release(layer);
-        goto done;
-    }
-    for (int64_t i = 0; i < count; i++) {
-        scnn_tensor data = {0}, grad = {0};
-        char name[NAME_CAP];
-        name[0] = '\0';
-        int32_t status = scnn_layer_parameter(layer, i, &data, &grad, name, NAME_CAP, msg, MSG_CAP);
-        if (status != SCNN_OK) {
-            raise_status(fn, status, msg);
-            goto done;
-        }
-        name[NAME_CAP - 1] = '\0';
-        PyObject *pname = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "replace");
-        PyObject *pdata = pname ? view_array(fn, &data, keeper) : NULL;
-        PyObject *pgrad = pdata ? view_array(fn, &grad, keeper) : NULL;
-        PyObject *item = pgrad ? PyTuple_Pack(3, pname, pdata, pgrad) : NULL;
-        Py_XDECREF(pname);
-        Py_XDECREF(pdata);
-        Py_XDECREF(pgrad);
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            Py_XDECREF(item);
-            goto done;
-        }
-        Py_DECREF(item);
-    }
-    result = list;
-    list = NULL;
-done:
-    Py_XDECREF(keeper);
-    Py_XDECREF(list);
-    return result;
-}
+HANDLE_ROW(layer_parameters, layer_memory(c, 1), {"layer", H_LAYER})
 
 PyDoc_STRVAR(layer_buffers_doc,
 "layer_buffers($module, /, layer)\n--\n\n"
 "[(name, data)]: ndarrays viewing the layer's buffers (BatchNorm's running statistics and\n"
 "num_batches_tracked, int64), written in place by training; each keeps the Swift layer alive.");
-
-static PyObject *
-core_layer_buffers(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_buffers", names, sizeof(char *), 1, 1, 1};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS], *list = NULL, *keeper = NULL, *result = NULL;
-    scnn_layer *layer;
-    char msg[MSG_CAP];
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(fn, "layer", v[0])) == NULL) {
-        return NULL;
-    }
-    int64_t count = scnn_layer_buffer_count(layer);
-    if ((list = PyList_New(0)) == NULL) {
-        goto done;
-    }
-    scnn_layer_retain(layer);
-    if ((keeper = PyCapsule_New(layer, LAYER_MEMORY_CAPSULE, layer_memory_destructor)) == NULL) {
-        scnn_layer_release(layer);
-        goto done;
-    }
-    for (int64_t i = 0; i < count; i++) {
-        scnn_tensor data = {0};
-        char name[NAME_CAP];
-        name[0] = '\0';
-        int32_t status = scnn_layer_buffer(layer, i, &data, name, NAME_CAP, msg, MSG_CAP);
-        if (status != SCNN_OK) {
-            raise_status(fn, status, msg);
-            goto done;
-        }
-        name[NAME_CAP - 1] = '\0';
-        PyObject *pdata = view_array(fn, &data, keeper);
-        PyObject *item = pdata ? Py_BuildValue("(sN)", name, pdata) : NULL;
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            Py_XDECREF(item);
-            goto done;
-        }
-        Py_DECREF(item);
-    }
-    result = list;
-    list = NULL;
-done:
-    Py_XDECREF(keeper);
-    Py_XDECREF(list);
-    return result;
-}
+HANDLE_ROW(layer_buffers, layer_memory(c, 0), {"layer", H_LAYER})
 
 PyDoc_STRVAR(layer_set_training_doc,
 "layer_set_training($module, /, layer, training)\n--\n\n"
 "Training (True) or evaluation (False) mode; containers pass it to every child.");
+HANDLE_ROW(layer_set_training, none_or_raise(c, scnn_layer_set_training(c->layer, c->flag, c->msg, MSG_CAP)),
+           {"layer", H_LAYER}, {"training", H_BOOL})
 
 static PyObject *
-core_layer_set_training(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+zero_grad_layer(hcall *c)
 {
-    static const char *const names[] = {"layer", "training"};
-    static const argspec spec = {"layer_set_training", names, sizeof(char *), 2, 2, 2};
-    PyObject *v[MAX_ARGS];
-    scnn_layer *layer;
-    char msg[MSG_CAP];
-    int on;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (layer = layer_arg(spec.fname, "layer", v[0])) == NULL ||
-        (on = PyObject_IsTrue(v[1])) < 0) {
-        return NULL;
-    }
-    int32_t status = scnn_layer_set_training(layer, on != 0, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(spec.fname, status, msg);
-    }
-    Py_RETURN_NONE;
-}
-
-/* A call on one handle that only reports a status: zero_grad, optimizer step. */
-static PyObject *
-handle_call(const argspec *spec, int is_layer, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    PyObject *v[MAX_ARGS];
-    char msg[MSG_CAP];
     int32_t status;
-    msg[0] = '\0';
-    if (parse_args(spec, args, nargs, kwnames, v) < 0) {
-        return NULL;
-    }
-    if (is_layer) {
-        scnn_layer *layer = layer_arg(spec->fname, "layer", v[0]);
-        if (layer == NULL) {
-            return NULL;
-        }
-        CALL_WITHOUT_GIL(status = scnn_layer_zero_grad(layer, msg, MSG_CAP));
-    }
-    else {
-        scnn_optimizer *opt = optimizer_arg(spec->fname, "optimizer", v[0]);
-        if (opt == NULL) {
-            return NULL;
-        }
-        if (spec->nall == 2) { /* optimizer_step(optimizer, zero_grad): step, or zero_grad */
-            int zero = PyObject_IsTrue(v[1]);
-            if (zero < 0) {
-                return NULL;
-            }
-            CALL_WITHOUT_GIL(status = zero ? scnn_optimizer_zero_grad(opt, msg, MSG_CAP)
-                                           : scnn_optimizer_step(opt, msg, MSG_CAP));
-        }
-        else {
-            return PyFloat_FromDouble(scnn_optimizer_get_lr(opt));
-        }
-    }
-    if (status != SCNN_OK) {
-        return raise_status(spec->fname, status, msg);
-    }
-    Py_RETURN_NONE;
+    CALL_WITHOUT_GIL(status = scnn_layer_zero_grad(c->layer, c->msg, MSG_CAP));
+    return none_or_raise(c, status);
 }
 
 PyDoc_STRVAR(layer_zero_grad_doc,
 "layer_zero_grad($module, /, layer)\n--\n\n"
 "Fills every parameter gradient of the layer with zeros.");
+HANDLE_ROW(layer_zero_grad, zero_grad_layer(c), {"layer", H_LAYER})
 
-static PyObject *
-core_layer_zero_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"layer"};
-    static const argspec spec = {"layer_zero_grad", names, sizeof(char *), 1, 1, 1};
-    (void)module;
-    return handle_call(&spec, 1, args, nargs, kwnames);
-}
-
-/* ============================================================================================ */
-/* Optimizers                                                                                     */
-/* ============================================================================================ */
+/* ==== Optimizers ================================================================================ */
 
 PyDoc_STRVAR(optimizer_create_doc,
 "optimizer_create($module, /, kind, data, grads, reals)\n--\n\n"
 "A new optimizer handle of `kind` (see swiftcnn.h, scnn_optimizer_create) over the (data[i],\n"
 "grads[i]) arrays (C-contiguous, writable, one float dtype), which the caller keeps alive.");
+HANDLE_ROW(optimizer_create, create_handle(c, 0),
+           {"kind", H_STR}, {"data", H_ARRAYS}, {"grads", H_ARRAYS}, {"reals", H_REALS})
 
 static PyObject *
-core_optimizer_create(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+step_optimizer(hcall *c)
 {
-    static const char *const names[] = {"kind", "data", "grads", "reals"};
-    static const argspec spec = {"optimizer_create", names, sizeof(char *), 4, 4, 4};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS], *ds = NULL, *gs = NULL, *result = NULL;
-    scnn_tensor *tensors = NULL;
-    scnn_optimizer *opt = NULL;
-    double reals[MAX_SETTINGS];
-    char msg[MSG_CAP];
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0) {
-        return NULL;
-    }
-    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
-    Py_ssize_t nreals = kind == NULL ? -1 : settings_arg(fn, "reals", v[3], NULL, reals);
-    if (kind == NULL || nreals < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_TypeError, "%s: kind must be a str", fn);
-        }
-        return NULL;
-    }
-    ds = PySequence_Fast(v[1], "data must be a sequence of arrays");
-    gs = ds ? PySequence_Fast(v[2], "grads must be a sequence of arrays") : NULL;
-    if (gs == NULL) {
-        goto done;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(ds);
-    if (PySequence_Fast_GET_SIZE(gs) != n) {
-        PyErr_Format(PyExc_ValueError, "%s: data and grads must have the same length", fn);
-        goto done;
-    }
-    if ((tensors = PyMem_Calloc(2 * (size_t)n + 1, sizeof *tensors)) == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    int typenum = NPY_FLOAT;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *d = PySequence_Fast_GET_ITEM(ds, i), *g = PySequence_Fast_GET_ITEM(gs, i);
-        if (i == 0 && PyArray_Check(d)) {
-            typenum = PyArray_TYPE((PyArrayObject *)d);
-        }
-        if (exact_array(fn, "data", d, typenum, 1, "optimizer", &tensors[i]) < 0 ||
-            exact_array(fn, "grads", g, typenum, 1, "optimizer", &tensors[n + i]) < 0) {
-            goto done;
-        }
-    }
-    int32_t status = scnn_optimizer_create(kind, tensors, tensors + n, (int64_t)n, reals, (int32_t)nreals, &opt,
-                                           msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        raise_status(fn, status, msg);
-        goto done;
-    }
-    result = PyCapsule_New(opt, OPTIMIZER_CAPSULE, optimizer_capsule_destructor);
-    if (result == NULL) {
-        scnn_optimizer_release(opt);
-    }
-done:
-    PyMem_Free(tensors);
-    Py_XDECREF(ds);
-    Py_XDECREF(gs);
-    return result;
+    int32_t status;
+    CALL_WITHOUT_GIL(status = c->flag ? scnn_optimizer_zero_grad(c->opt, c->msg, MSG_CAP)
+                                      : scnn_optimizer_step(c->opt, c->msg, MSG_CAP));
+    return none_or_raise(c, status);
 }
 
 PyDoc_STRVAR(optimizer_step_doc,
 "optimizer_step($module, /, optimizer, zero_grad)\n--\n\n"
 "One update of every parameter's data (zero_grad False), or every grad set to zero (True).");
-
-static PyObject *
-core_optimizer_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"optimizer", "zero_grad"};
-    static const argspec spec = {"optimizer_step", names, sizeof(char *), 2, 2, 2};
-    (void)module;
-    return handle_call(&spec, 0, args, nargs, kwnames);
-}
+HANDLE_ROW(optimizer_step, step_optimizer(c), {"optimizer", H_OPTIMIZER}, {"zero_grad", H_BOOL})
 
 PyDoc_STRVAR(optimizer_get_lr_doc,
 "optimizer_get_lr($module, /, optimizer)\n--\n\n"
 "The current learning rate.");
-
-static PyObject *
-core_optimizer_get_lr(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"optimizer"};
-    static const argspec spec = {"optimizer_get_lr", names, sizeof(char *), 1, 1, 1};
-    (void)module;
-    return handle_call(&spec, 0, args, nargs, kwnames);
-}
+HANDLE_ROW(optimizer_get_lr, PyFloat_FromDouble(scnn_optimizer_get_lr(c->opt)), {"optimizer", H_OPTIMIZER})
 
 PyDoc_STRVAR(optimizer_set_lr_doc,
 "optimizer_set_lr($module, /, optimizer, lr)\n--\n\n"
 "Sets the learning rate used from the next step (lr >= 0).");
+HANDLE_ROW(optimizer_set_lr, none_or_raise(c, scnn_optimizer_set_lr(c->opt, c->real, c->msg, MSG_CAP)),
+           {"optimizer", H_OPTIMIZER}, {"lr", H_REAL})
 
 static PyObject *
-core_optimizer_set_lr(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+train_step(hcall *c)
 {
-    static const char *const names[] = {"optimizer", "lr"};
-    static const argspec spec = {"optimizer_set_lr", names, sizeof(char *), 2, 2, 2};
-    PyObject *v[MAX_ARGS];
-    scnn_optimizer *opt;
-    double lr;
-    char msg[MSG_CAP];
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (opt = optimizer_arg(spec.fname, "optimizer", v[0])) == NULL ||
-        double_arg(spec.fname, "lr", v[1], &lr) < 0) {
-        return NULL;
-    }
-    int32_t status = scnn_optimizer_set_lr(opt, lr, msg, MSG_CAP);
-    if (status != SCNN_OK) {
-        return raise_status(spec.fname, status, msg);
-    }
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(train_step_doc,
-"train_step_cross_entropy($module, /, model, optimizer, x, labels)\n--\n\n"
-"The fused canonical step: zero_grad, forward, softmax cross-entropy, backward, step (only if\n"
-"the loss is finite). x: C-contiguous ndarray of the model's dtype; labels: C-contiguous int64\n"
-"(N,); optimizer may be None. Returns (mean loss, number correct).");
-
-static PyObject *
-core_train_step_cross_entropy(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"model", "optimizer", "x", "labels"};
-    static const argspec spec = {"train_step_cross_entropy", names, sizeof(char *), 4, 4, 4};
-    const char *fn = spec.fname;
-    PyObject *v[MAX_ARGS];
-    scnn_layer *model;
-    scnn_optimizer *opt = NULL;
-    scnn_tensor x = {0}, labels = {0};
-    char msg[MSG_CAP];
-    int32_t status;
     double loss = 0.0;
     int64_t correct = 0;
-    (void)module;
-
-    msg[0] = '\0';
-    if (parse_args(&spec, args, nargs, kwnames, v) < 0 || (model = layer_arg(fn, "model", v[0])) == NULL) {
-        return NULL;
-    }
-    if (v[1] != Py_None && (opt = optimizer_arg(fn, "optimizer", v[1])) == NULL) {
-        return NULL;
-    }
-    if (exact_array(fn, "x", v[2], layer_typenum(model), 0, "model", &x) < 0 ||
-        exact_array(fn, "labels", v[3], NPY_INT64, 0, "labels", &labels) < 0) {
-        return NULL;
-    }
-    CALL_WITHOUT_GIL(status = scnn_train_step_cross_entropy(model, opt, &x, &labels, &loss, &correct, msg, MSG_CAP));
-    keep_last_input(v[0], v[2], status == SCNN_OK);
+    int32_t status;
+    CALL_WITHOUT_GIL(status = scnn_train_step_cross_entropy(c->layer, c->opt, &c->t[0], &c->t[1], &loss, &correct,
+                                                            c->msg, MSG_CAP));
+    keep_last_input(c->v[0], c->v[2], status == SCNN_OK);
     if (status != SCNN_OK) {
-        return raise_status(fn, status, msg);
+        return raise_status(c->fn, status, c->msg);
     }
     return pair_result(PyFloat_FromDouble(loss), PyLong_FromLongLong((long long)correct));
 }
 
-/* ============================================================================================ */
-/* Module                                                                                         */
-/* ============================================================================================ */
+PyDoc_STRVAR(train_step_cross_entropy_doc,
+"train_step_cross_entropy($module, /, model, optimizer, x, labels)\n--\n\n"
+"The fused canonical step: zero_grad, forward, softmax cross-entropy, backward, step (only if\n"
+"the loss is finite). x: C-contiguous ndarray of the model's dtype; labels: C-contiguous int64\n"
+"(N,); optimizer may be None. Returns (mean loss, number correct).");
+HANDLE_ROW(train_step_cross_entropy, train_step(c),
+           {"model", H_LAYER}, {"optimizer", H_OPTIMIZER_OR_NONE}, {"x", H_ARRAY}, {"labels", H_INT64_ARRAY})
 
-#define OP_METHOD(id) {#id, (PyCFunction)(void (*)(void))op_##id, METH_FASTCALL | METH_KEYWORDS, id##_doc}
-#define FASTCALL(name) {#name, (PyCFunction)(void (*)(void))core_##name, METH_FASTCALL | METH_KEYWORDS, name##_doc}
+/* ==== Module ==================================================================================== */
+
+#define OP_METHOD(id) {#id, (PyCFunction)(void (*)(void))op_##id, METH_FASTCALL | METH_KEYWORDS, id##_doc},
+#define FASTCALL(id) {#id, (PyCFunction)(void (*)(void))core_##id, METH_FASTCALL | METH_KEYWORDS, id##_doc},
+/* The handle functions (private), in the order of the method table. */
+#define FOR_EACH_HANDLE(X)                                                                                \
+    X(layer_create) X(layer_dtype) X(layer_output_shape) X(layer_forward) X(layer_backward)               \
+    X(layer_parameters) X(layer_zero_grad) X(layer_buffers) X(layer_set_training) X(optimizer_create)     \
+    X(optimizer_step) X(optimizer_set_lr) X(optimizer_get_lr) X(train_step_cross_entropy)
 
 static PyMethodDef core_methods[] = {
-    /* functional ops (public): the rows of the table above */
-    OP_METHOD(conv2d),
-    OP_METHOD(conv2d_backward),
-    OP_METHOD(max_pool2d),
-    OP_METHOD(max_pool2d_backward),
-    OP_METHOD(avg_pool2d),
-    OP_METHOD(avg_pool2d_backward),
-    OP_METHOD(linear),
-    OP_METHOD(linear_backward),
-    OP_METHOD(sigmoid),
-    OP_METHOD(sigmoid_backward),
-    OP_METHOD(relu),
-    OP_METHOD(relu_backward),
-    OP_METHOD(softmax),
-    OP_METHOD(softmax_cross_entropy),
-    OP_METHOD(binary_cross_entropy_with_logits),
-    OP_METHOD(correlate2d),
-    OP_METHOD(convolve2d),
-    OP_METHOD(tanh),
-    OP_METHOD(tanh_backward),
-    OP_METHOD(leaky_relu),
-    OP_METHOD(leaky_relu_backward),
-    OP_METHOD(batch_norm),
-    OP_METHOD(batch_norm_backward),
-    OP_METHOD(adaptive_avg_pool2d),
-    OP_METHOD(adaptive_avg_pool2d_backward),
-    FASTCALL(set_num_threads),
+    FOR_EACH_OP(OP_METHOD) /* functional ops (public): the rows of the table above */
+    FASTCALL(set_num_threads)
     {"get_num_threads", core_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"version", core_version, METH_NOARGS, version_doc},
     {"op_table", core_op_table, METH_NOARGS, op_table_doc},
-    /* handles (private) */
-    FASTCALL(layer_create),
-    FASTCALL(layer_dtype),
-    FASTCALL(layer_output_shape),
-    FASTCALL(layer_forward),
-    FASTCALL(layer_backward),
-    FASTCALL(layer_parameters),
-    FASTCALL(layer_zero_grad),
-    FASTCALL(layer_buffers),
-    FASTCALL(layer_set_training),
-    FASTCALL(optimizer_create),
-    FASTCALL(optimizer_step),
-    FASTCALL(optimizer_set_lr),
-    FASTCALL(optimizer_get_lr),
-    {"train_step_cross_entropy", (PyCFunction)(void (*)(void))core_train_step_cross_entropy,
-     METH_FASTCALL | METH_KEYWORDS, train_step_doc},
+    FOR_EACH_HANDLE(FASTCALL) /* handles (private) */
     {NULL, NULL, 0, NULL}
 };
 
