@@ -218,6 +218,14 @@ struct ResultOperand {
     @inline(__always)
     private func declare(rank: Int, dims: UnsafeBufferPointer<Int>, dtype: OperandType) throws {
         if !compute {
+            // The caller allocates this: its byte count must fit in 64 bits (the element count
+            // alone can fit while the bytes do not: conv2d with padding 2^53 + 1).
+            var bytes = dtype == .float32 ? 4 : 8, overflow = false
+            for i in 0..<rank where !overflow { (bytes, overflow) = bytes.multipliedReportingOverflow(by: dims[i]) }
+            if overflow {
+                throw SwiftCNNError.overflow(
+                    "\(op): the result \(name) of shape \(describeShape((0..<rank).map { dims[$0] })) has more bytes than fit in 64 bits")
+            }
             base.storeBytes(of: Int32(rank), toByteOffset: 72, as: Int32.self)
             base.storeBytes(of: dtype.rawValue, toByteOffset: 76, as: Int32.self)
             for i in 0..<rank { base.storeBytes(of: Int64(dims[i]), toByteOffset: 8 + 8 * i, as: Int64.self) }

@@ -160,7 +160,11 @@ int64_arg(const char *fn, const char *name, PyObject *o, int64_t *out)
             return -1;
         }
         PyObject *idx = PyNumber_Index(o);
-        if (idx == NULL) {
+        if (idx == NULL) { /* e.g. a 1-D ndarray: NumPy's message would not name the argument */
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", fn, name, Py_TYPE(o)->tp_name);
+            }
             return -1;
         }
         v = PyLong_AsLongLongAndOverflow(idx, &overflow);
