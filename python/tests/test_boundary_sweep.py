@@ -128,7 +128,9 @@ def run_group(op, skip=()):
             break
         if current is None:  # died outside a case (import error...): nothing to attribute it to
             pytest.fail(f"{op}: the sweep child failed outside any case ({how}):\n{err[-3000:]}")
-        tail = "\n".join(l for l in err.strip().splitlines()[-12:])
+        lines = err.strip().splitlines()
+        key = [l for l in lines if "ERROR: " in l or "SUMMARY: " in l or "Fatal Python error" in l]
+        tail = "\n".join(key[:4] + lines[-10:])
         results[current] = ("FAIL", f"CRASH: {how}; stderr tail:\n{tail}")
         start = current + 1
         restarts += 1
