@@ -29,49 +29,13 @@ SWEEP = os.path.join(TESTS_DIR, "sweep_cases.py")
 CHILD_TIMEOUT = float(os.environ.get("SWIFTCNN_SWEEP_TIMEOUT", "300" if os.environ.get("SWIFTCNN_SANITIZED") else "90"))
 MAX_RESTARTS = 40
 
-# case id -> why it fails today (see the report of issue 11). Remove an entry once fixed.
-_NDARRAY_INDEX = ("python/swiftcnn/_core.c int64_arg: a 1-D ndarray passed as an int setting raises NumPy's "
-                  "TypeError 'only integer scalar arrays can be converted to a scalar index' from "
-                  "PyNumber_Index unprefixed: the message does not name the argument")
-_LANES_STRIDE = ("HEAP OVERFLOW (read): Sources/SwiftCNN/Ops/Conv2DChannelLanes.swift:8 conv2dChannelLanesApply: "
-                 "Geometry.swift's effectiveStride stores stride 1 for an axis with one output position, so a "
-                 "float32 conv2d_backward with stride > 1 and Ho == 1 or Wo == 1 (7x7 input, 3x3 kernel, stride "
-                 ">= 5) takes the stride-1 channel-lane kernels, whose ChannelLaneShape derives outH = paddedH - "
-                 "kH + 1 = 5 instead of 1: weightGradSpreadRows (ChannelLaneConv.swift:433 -> 115) reads past "
-                 "grad_out (ASan heap-buffer-overflow READ) and grad_weight is garbage")
-_LANES_FORWARD = ("HEAP OVERFLOW (write): Conv2DChannelLanes.swift:8 conv2dChannelLanesApply, as above, for the "
-                  "forward: float32 conv2d with a stride > 1 on an axis that has one output position and a "
-                  "stride-1 output of several (7x7 input, 16 3x3 filters, stride (2**62, 1)) runs the stride-1 "
-                  "channel-lane kernel (ChannelLaneConv.swift:195/121, from Conv2DChannelLanes.swift:143), "
-                  "which writes a (5 x 5) plane per filter into the (1 x 5) result: ASan heap-buffer-overflow "
-                  "WRITE; in the normal build 'malloc(): unaligned tcache chunk detected' / 'corrupted "
-                  "double-linked list' (SIGABRT) or SIGSEGV")
-_TOO_BIG = ("python/swiftcnn/_core.c new_result: a result whose element count fits in int64 but whose byte "
-            "size does not (conv2d padding (2**53+1, 0): (2, 16, 2**54+7, 5)) gets NumPy's ValueError 'array is "
-            "too big; arr.size * arr.dtype.itemsize is larger than the maximum possible size' from "
-            "PyArray_SimpleNew, naming nothing; API.md: sizes beyond int64 are OverflowError (or MemoryError)")
-KNOWN_SWEEP_FAILURES: dict[str, str] = {
-    **{f"{op}[{dt}]:{arg}=np.array([2, 2], dtype=int64)": _NDARRAY_INDEX
-       for dt in ("float32", "float64")
-       for op, args in [("conv2d", ("stride", "padding", "dilation")),
-                        ("conv2d_backward", ("stride", "padding", "dilation")),
-                        ("max_pool2d", ("kernel_size", "stride", "padding")),
-                        ("max_pool2d_backward", ("kernel_size", "stride", "padding")),
-                        ("avg_pool2d", ("kernel_size", "stride", "padding")),
-                        ("avg_pool2d_backward", ("kernel_size", "stride", "padding"))]
-       for arg in args},
-    **{f"conv2d_backward[float32]:stride={v}": _LANES_STRIDE
-       for big in ("2**31-1", "2**31", "2**32", "2**53+1", "2**62", "2**63-1")
-       for v in (big, f"({big}, 1)", f"(1, {big})")},
-    **{f"conv2d_backward[float32]:stride={v}": _LANES_STRIDE
-       for v in ("(2**62, 2**62)", "(2**63-1, 2**63-1)", "[2**62, 1]")},
-    **{f"conv2d[float32]:stride={v}": _LANES_FORWARD
-       for big in ("2**31-1", "2**31", "2**32", "2**53+1", "2**62", "2**63-1")
-       for v in (f"({big}, 1)", f"(1, {big})")},
-    "conv2d[float32]:stride=[2**62, 1]": _LANES_FORWARD,
-    **{f"conv2d[{dt}]:padding={v}": _TOO_BIG
-       for dt in ("float32", "float64") for v in ("(2**53+1, 0)", "(0, 2**53+1)")},
-}
+# case id -> why it fails today. Remove an entry once fixed. Empty: the sweep's first run found
+# a heap overflow in float32 conv2d forward and backward (a stride with one output position was
+# stored as 1: Geometry.swift's effectiveStride now keeps min(stride, span)), messages of int
+# arguments given an array that did not name the argument (_core.c int64_arg), and results whose
+# bytes overflow 64 bits reported by NumPy as "array is too big" (now an OverflowError from Swift's
+# shape query). All fixed; their cases run as ordinary ones.
+KNOWN_SWEEP_FAILURES: dict[str, str] = {}
 # Under AddressSanitizer (scripts/sanitize.sh) the known failures are not run: the channel-lane one
 # reads out of bounds, and its report would fail the whole run for a bug already listed here; the
 # sanitized run is there to catch the next one. (They run, strictly, in every normal run.)
