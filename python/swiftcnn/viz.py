@@ -16,6 +16,8 @@ backend is selected, so the functions work on servers and in CI.
 - ``plot_confusion_matrix(y_true, y_pred)``: how often each true class was predicted as each class
   (``confusion_matrix`` computes it with NumPy alone).
 - ``plot_per_class_accuracy(y_true, y_pred)``: each class's accuracy with its 95% Wilson interval.
+- ``plot_batchnorm_statistics(model)``: per channel, every BatchNorm layer's running mean and
+  standard deviation (what evaluation mode normalizes with) and its learned scale and shift.
 
 Each takes an optional keyword ``fig=`` (a ``Figure`` or ``SubFigure``) to draw into; otherwise a new
 pyplot figure is made (so notebooks show it). Close figures you no longer need
@@ -325,6 +327,23 @@ def _filter_weights(layer) -> np.ndarray:
     return w
 
 
+def _in_eval_mode(plot):
+    """Run a plot of a model's forward (and backward) in evaluation mode, restoring every layer's
+    mode after: a picture of one image must not update BatchNorm's running statistics or draw
+    Dropout masks (and BatchNorm cannot normalize one sample with batch statistics)."""
+    import functools
+
+    @functools.wraps(plot)
+    def wrapper(model, *args, **kwargs):
+        from .layers import Module, _modes
+        if not isinstance(model, Module):
+            return plot(model, *args, **kwargs)
+        with _modes(model, False):
+            return plot(model, *args, **kwargs)
+    return wrapper
+
+
+@_in_eval_mode
 def plot_feature_maps(model, x, *, index=0, fig=None, cmap="viridis"):
     """Run one image through ``model.layers`` one layer at a time and show every layer's output.
 
@@ -358,6 +377,60 @@ def plot_feature_maps(model, x, *, index=0, fig=None, cmap="viridis"):
         bar_ax.set_xticks(np.arange(p.size))
         bar_ax.set_ylim(0, 1)
         bar_ax.set_title(f"softmax(logits): predicted class {k} (p = {float(p[k]):.3f})", fontsize=8)
+    return _root(fig)
+
+
+def _batchnorm_layers(model):
+    """(state-dict prefix, layer) of every BatchNorm1d/BatchNorm2d in ``model``, depth first."""
+    found = []
+
+    def visit(module, prefix):
+        if type(module).__name__ in ("BatchNorm1d", "BatchNorm2d"):
+            found.append((prefix.rstrip("."), module))
+        for index, child in enumerate(module._children()):
+            visit(child, f"{prefix}{index}.")
+
+    visit(model, "")
+    return found
+
+
+def plot_batchnorm_statistics(model, *, fig=None):
+    """Per channel, for every BatchNorm layer of ``model`` (one row each): the running mean with the
+    running standard deviation sqrt(running_var + eps) as error bars (what evaluation mode
+    normalizes with), and the learned scale (weight) and shift (bias) when the layer is affine.
+
+    A channel whose running std is near 0 amplifies noise; one whose scale went to ~0 is switched off.
+    """
+    layers = _batchnorm_layers(model)
+    if not layers:
+        raise ValueError("plot_batchnorm_statistics: the model has no BatchNorm1d/BatchNorm2d layer")
+    fig, _ = _figure(fig, figsize=(10, 2.6 * len(layers) + 0.6))
+    axes = np.atleast_2d(fig.subplots(len(layers), 2, squeeze=False))
+    for row, (name, bn) in enumerate(layers):
+        ax_stats, ax_affine = axes[row]
+        channels = np.arange(bn.num_features)
+        if bn.running_mean is not None:
+            std = np.sqrt(np.asarray(bn.running_var, dtype=np.float64) + bn.eps)
+            ax_stats.errorbar(channels, np.asarray(bn.running_mean, dtype=np.float64), yerr=std, fmt="o", ms=3,
+                              capsize=2, label="running mean ± std")
+            ax_stats.set_title(f"{name or type(bn).__name__}: running statistics "
+                               f"({int(bn.num_batches_tracked)} batches)", fontsize=9)
+            ax_stats.legend(fontsize=8)
+        else:
+            ax_stats.text(0.5, 0.5, "track_running_stats=False: batch statistics in both modes",
+                          ha="center", va="center", transform=ax_stats.transAxes, fontsize=8)
+        if bn.affine:
+            width = 0.4
+            ax_affine.bar(channels - width / 2, np.asarray(bn.weight.data, dtype=np.float64), width, label="weight (scale)")
+            ax_affine.bar(channels + width / 2, np.asarray(bn.bias.data, dtype=np.float64), width, label="bias (shift)")
+            ax_affine.legend(fontsize=8)
+            ax_affine.set_title("learned affine transform", fontsize=9)
+        else:
+            ax_affine.text(0.5, 0.5, "affine=False", ha="center", va="center", transform=ax_affine.transAxes)
+        for ax in (ax_stats, ax_affine):
+            ax.set_xlabel("channel")
+            ax.grid(True, alpha=0.3)
+    fig.suptitle("BatchNorm statistics per channel")
     return _root(fig)
 
 
@@ -396,6 +469,7 @@ def plot_history(history, *, fig=None):
     return _root(fig)
 
 
+@_in_eval_mode
 def plot_gradients(model, x, y, *, index=0, fig=None, cmap="RdBu_r"):
     """Heat maps of dL/dz for every layer's output z (and dL/dx), as the lecture draws them.
 

@@ -152,3 +152,23 @@ def test_import_without_matplotlib():
         "    raise SystemExit('no ImportError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_plots_work_for_the_version_2_layers_and_batchnorm_statistics():
+    """Feature maps and gradient heat maps through BN / LeakyReLU / Residual / Dropout, and the BN plot."""
+    import swiftcnn as S
+    S.manual_seed(0)
+    model = S.Sequential(S.Conv2d(1, 4, 3, padding="same"), S.BatchNorm2d(4), S.LeakyReLU(),
+                         S.Residual(S.Conv2d(4, 4, 3, padding=1, groups=2), S.Tanh()), S.MaxPool2d(2),
+                         S.AdaptiveAvgPool2d(2), S.Flatten(), S.Dropout(0.2), S.Linear(16, 3), S.BatchNorm1d(3))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 8)
+    model.fit(x, y, epochs=1, progress=False)
+    for fig in (viz.plot_feature_maps(model, x), viz.plot_gradients(model, x, y)):
+        assert len(fig.axes) > 0
+    fig = viz.plot_batchnorm_statistics(model)
+    assert len(fig.axes) == 4  # two BatchNorm layers, two panels each
+    titles = " ".join(ax.get_title() for ax in fig.axes)
+    assert "1: running statistics (1 batches)" in titles and "9: running statistics" in titles
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        viz.plot_batchnorm_statistics(S.Sequential(S.Linear(2, 2)))
