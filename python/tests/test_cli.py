@@ -433,9 +433,12 @@ def test_version_is_the_swift_cores():
                         found += re.findall(r'swiftCNNVersion\s*:\s*StaticString\s*=\s*"([^"]+)"', f.read())
         assert found == [swiftcnn.__version__]
     try:
-        assert metadata.version("swiftcnn") == swiftcnn.__version__
+        dist = metadata.distribution("swiftcnn")
     except metadata.PackageNotFoundError:
-        pass  # a source checkout on sys.path, not installed: nothing to compare with
+        return  # a source checkout on sys.path, not installed: nothing to compare with
+    installed = os.path.abspath(str(dist.locate_file(os.path.join("swiftcnn", "__init__.py"))))
+    if os.path.dirname(installed) == os.path.dirname(os.path.abspath(swiftcnn.__file__)):
+        assert dist.version == swiftcnn.__version__  # the metadata of this very copy
 
 
 class _FakeDist:

@@ -9,12 +9,11 @@ Then, still under the limit, small calls must work and give the right numbers (a
 must give the results it gave before, and a failed ``fit`` must not have changed the weights), and
 the child must exit with status 0.
 
-The cases marked xfail die today with a Swift "failed to allocate" trap (SIGABRT) in a kernel's
-scratch buffer: ``UnsafeMutablePointer.allocate`` in Ops/Conv2D.swift (the row-direct float32
-convolution's padded copies, reached when the padded input is too large for the channel-lane
-kernels' 32-bit offsets: forward, backward, in a Sequential and in fit) and Ops/Pooling.swift (the
-2x2/2 max-pooling scratch: functional, in a Sequential and in fit). They are strict: once those
-allocations throw ``.memory``, the cases pass, report XPASS as a failure, and the marker must go.
+Several cases used to die with a Swift "failed to allocate" trap (SIGABRT) in a kernel's scratch
+buffer (the row-direct float32 convolution's padded copies: forward, backward, in a Sequential and
+in fit; the 2x2/2 max-pooling scratch). Every core allocation now goes through one allocator that
+throws ``.memory`` (Tensor/AlignedBuffer.swift); the functional 2x2 max pool falls back to its
+general loop, which needs no scratch, and so succeeds.
 """
 import os
 import sys
@@ -28,7 +27,6 @@ pytestmark = [
                               "allocation failure is ASan's allocator_may_return_null, not RLIMIT_AS"),
 ]
 
-SCRATCH_TRAP = pytest.mark.xfail(strict=True, reason="swift scratch allocation traps; fixed on branch core-hygiene")
 
 PRELUDE = r'''
 import re, resource, sys
@@ -110,13 +108,13 @@ expect_memory_error(lambda: F.conv2d(x, w, padding=1500))
 x = rng.random((1, 64, 16, 16), dtype=np.float32); w = rng.random((1, 64, 1, 1), dtype=np.float32)
 limit(320 * MB, needs=64 * 6016 * 6016 * 4)  # 9.3 GB padded copy (output: 145 MB)
 expect_memory_error(lambda: F.conv2d(x, w, padding=3000))
-""", SCRATCH_TRAP),
+""", None),
     "conv2d_backward_float32_padded_input": ("""
 x = rng.random((1, 64, 16, 16), dtype=np.float32); w = rng.random((1, 64, 1, 1), dtype=np.float32)
 g = np.ones((1, 1, 6016, 6016), np.float32)
 limit(320 * MB, needs=64 * 6016 * 6016 * 4)
 expect_memory_error(lambda: F.conv2d_backward(g, x, w, padding=3000))
-""", SCRATCH_TRAP),
+""", None),
     "conv2d_float64_output": ("""
 x = rng.random((1, 1, 128, 64)); w = rng.random((8192, 1, 1, 1))
 limit(200 * MB, needs=8192 * 128 * 64 * 8)   # the 512 MB output
@@ -125,8 +123,11 @@ expect_memory_error(lambda: F.conv2d(x, w))
     "max_pool2d_float32_2x2": ("""
 x = rng.random((1, 1, 10000, 10000), dtype=np.float32)
 limit(200 * MB, needs=3 * 5000 * 5000 * 4 * 2)  # output 100 MB, then 2 x 200 MB of scratch
-expect_memory_error(lambda: F.max_pool2d(x, 2))
-""", SCRATCH_TRAP),
+# The 2x2 fast path's scratch is refused; the pool falls back to the general loop (no scratch),
+# so the call works and gives the same result instead of raising.
+y = F.max_pool2d(x, 2)
+assert np.array_equal(y[0, 0, :10, :10], x[0, 0, :20, :20].reshape(10, 2, 10, 2).max(axis=(1, 3)))
+""", None),
     # -- a Sequential's forward and backward ---------------------------------------------------------
     "sequential_forward_backward_activations": ("""
 model = S.Sequential(S.Conv2d(1, 64, 3, padding=1, seed=0), S.ReLU(), S.Flatten(), S.Linear(64 * 64 * 64, 2, seed=1))
@@ -154,7 +155,7 @@ def call():
     model.backward(np.ones_like(y))
 limit(320 * MB, needs=64 * 6016 * 6016 * 4)
 expect_memory_error(call)
-""", SCRATCH_TRAP),
+""", None),
     "sequential_forward_backward_maxpool": ("""
 model = S.Sequential(S.MaxPool2d(2), S.Flatten(), S.Linear(4096 * 4096, 2, seed=1))
 x = rng.random((1, 1, 8192, 8192), dtype=np.float32)
@@ -163,7 +164,7 @@ def call():
     model.backward(np.ones_like(y))
 limit(200 * MB, needs=4 * 4096 * 4096 * 4 * 2)  # output and argmax 64 MB each, then 2 x 128 MB of scratch
 expect_memory_error(call)
-""", SCRATCH_TRAP),
+""", None),
     # -- fit -----------------------------------------------------------------------------------------------
     "fit_activations": ("""
 model = S.Sequential(S.Conv2d(1, 64, 3, padding=1, seed=0), S.ReLU(), S.Flatten(), S.Linear(64 * 64 * 64, 2, seed=1))
@@ -183,13 +184,13 @@ model = S.Sequential(S.Conv2d(64, 1, 1, padding=3000, seed=0), S.MaxPool2d(4), S
 x = rng.random((1, 64, 16, 16), dtype=np.float32)
 limit(320 * MB, needs=64 * 6016 * 6016 * 4)
 expect_memory_error(lambda: model.fit(x, np.zeros(1, int), batch_size=1, progress=False, shuffle=False))
-""", SCRATCH_TRAP),
+""", None),
     "fit_maxpool": ("""
 model = S.Sequential(S.MaxPool2d(2), S.Flatten(), S.Linear(4096 * 4096, 2, seed=1))
 x = rng.random((1, 1, 8192, 8192), dtype=np.float32)
 limit(200 * MB, needs=4 * 4096 * 4096 * 4 * 2)
 expect_memory_error(lambda: model.fit(x, np.zeros(1, int), batch_size=1, progress=False, shuffle=False))
-""", SCRATCH_TRAP),
+""", None),
 }
 
 
@@ -198,4 +199,8 @@ def test_allocation_failure_is_a_memory_error_and_the_interpreter_keeps_working(
     result = run_python(PRELUDE + CASES[case][0] + EPILOGUE, timeout=300)
     report = f"exit status {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
     assert result.returncode == 0, report
-    assert "MemoryError:" in result.stdout and result.stdout.rstrip().endswith("OK"), report
+    # A case either expects the MemoryError (expect_memory_error) or checks a result computed
+    # without the refused memory (the max pool's fallback); both must end with the small calls OK.
+    if "expect_memory_error(" in CASES[case][0]:
+        assert "MemoryError:" in result.stdout, report
+    assert result.stdout.rstrip().endswith("OK"), report
