@@ -54,6 +54,10 @@ PAIR_MALFORMED = [(), (1,), (1, 2, 3), [1, 2, 3], (1.5, 1), 1.5, "2", b"2", (Non
                   np.array([2, 2]), np.float64(2.0), object()]
 INT_MALFORMED = [1.5, "1", np.float64(2.0), np.array([1, 2]), object()]
 REAL_MALFORMED = ["1.0", object(), 10**400, 1j]
+PADDING_STRINGS = ["same", "valid", "full", "", "SAME", "same ", b"same"]
+BOOL_VALUES = [True, False, 0, 1, None, "x", "", np.bool_(True), 2.5]
+STATE_VARIANTS = ["base", "None", "read-only", "noncontig", "other-float", "int64", "list", "byteswapped",
+                  "wrong-shape", "ndim+1"]
 MODE_VALUES = ["valid", "same", "full", "VALID", "", "same ", "vali\x00d", b"valid", 0, None, ["valid"]]
 
 
@@ -80,9 +84,13 @@ class Derived:
 # may be the first input itself (API.md: the elementwise ops).
 BASE = {
     # 16 output channels: the float32 direct (channel-lane) kernels are chosen for this shape
-    "conv2d": dict(args=dict(x=A(2, 3, 7, 7), weight=A(16, 3, 3, 3), bias=A(16))),
+    # and a grouped variant (groups=2: 4 input channels, 2 per group), whose cases are swept too
+    "conv2d": dict(args=dict(x=A(2, 3, 7, 7), weight=A(16, 3, 3, 3), bias=A(16)),
+                   more=[dict(x=A(2, 4, 7, 7), weight=A(6, 2, 3, 3), bias=A(6), groups=2, padding="same")]),
     "conv2d_backward": dict(args=dict(grad_out=Derived("grad", "conv2d", (2, 16, 5, 5)), x=A(2, 3, 7, 7),
-                                      weight=A(16, 3, 3, 3))),
+                                      weight=A(16, 3, 3, 3)),
+                            more=[dict(grad_out=Derived("grad", "conv2d", (2, 6, 7, 7)), x=A(2, 4, 7, 7),
+                                       weight=A(6, 2, 3, 3), groups=2, padding="same")]),
     "max_pool2d": dict(args=dict(x=A(2, 3, 7, 7), kernel_size=3, padding=1)),
     "max_pool2d_backward": dict(args=dict(grad_out=Derived("grad", "max_pool2d", (2, 3, 3, 3)), x=A(2, 3, 7, 7),
                                           kernel_size=3, padding=1)),
@@ -100,15 +108,30 @@ BASE = {
     "binary_cross_entropy_with_logits": dict(args=dict(logits=A(3, 5), target=Derived("like", "logits", (3, 5)))),
     "correlate2d": dict(args=dict(image=A(7, 6), kernel=A(3, 2))),
     "convolve2d": dict(args=dict(image=A(7, 6), kernel=A(3, 2))),
+    "tanh": dict(args=dict(x=A(2, 3, 4)), inplace=True),
+    "tanh_backward": dict(args=dict(grad_out=Derived("like", "y", (2, 3, 4)), y=A(2, 3, 4))),
+    "leaky_relu": dict(args=dict(x=A(2, 3, 4), negative_slope=0.2), inplace=True),
+    "leaky_relu_backward": dict(args=dict(grad_out=Derived("like", "x", (2, 3, 4)), x=A(2, 3, 4), negative_slope=0.2)),
+    # training mode: the running statistics (state) are updated in place and checked
+    "batch_norm": dict(args=dict(x=A(4, 3, 2, 2), running_mean=A(3), running_var=Derived("var", "x", (3,)),
+                                 weight=A(3), bias=A(3), training=True, momentum=0.3, eps=1e-3)),
+    "batch_norm_backward": dict(args=dict(grad_out=Derived("like", "x", (4, 3, 2, 2)), x=A(4, 3, 2, 2), weight=A(3),
+                                          eps=1e-3)),
+    "adaptive_avg_pool2d": dict(args=dict(x=A(2, 3, 7, 5), output_size=(3, 2))),
+    "adaptive_avg_pool2d_backward": dict(args=dict(grad_out=Derived("grad", "adaptive_avg_pool2d", (2, 3, 3, 2)),
+                                                   x=A(2, 3, 7, 5), output_size=(3, 2))),
 }
 
 # Argument kinds this sweep knows. A row with another kind fails the sweep loudly (extend it).
-KNOWN_KINDS = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out", "real", "int"}
+KNOWN_KINDS = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode", "out", "real", "int", "bool",
+               "state", "padding"}
 
 # Documented aliases: the only words a message may name instead of the changed argument.
 #  - kernel_size: "kernel height 2147483647 is larger than the padded input height 9";
 #  - dilation: "kernel height 3 (dilated: 4294967295) is larger than the padded input height 7" and
 #    "dilated kernel height: 4611686018427387904 * 2 overflows a 64-bit integer";
+#    with padding='same', "padding: 4611686018427387904 * 2 overflows a 64-bit integer" (the total
+#    padding d*(k-1) is computed from the dilation);
 #  - padding: "the output (2, 4, 4294967299, 4294967299) has more elements than fit in 64 bits" (the
 #    padding makes the output too large) and "padded input height ... overflows";
 #  - any array operand of the op, for a changed array operand: two operands whose shapes or dtypes
@@ -117,17 +140,18 @@ KNOWN_KINDS = {"array", "array_or_none", "target", "pair", "pair_or_none", "mode
 #    setting is invalid or huge: grad_out then keeps its base shape and the core may report it.
 ARG_ALIASES = {
     "kernel_size": {"kernel"},
-    "dilation": {"dilated"},
+    "dilation": {"dilated", "padding"},
     "padding": {"padded", "output"},
+    "output_size": {"output"},
 }
 
 
 def aliases(op_row, arg, kind):
     names = {arg} | ARG_ALIASES.get(arg, set())
-    arrays = [a for a, k, _ in op_row[1] if k in ("array", "array_or_none", "target")]
-    if kind in ("pair", "pair_or_none", "int"):
+    arrays = [a for a, k, _ in op_row[1] if k in ("array", "array_or_none", "target", "state")]
+    if kind in ("pair", "pair_or_none", "int", "padding"):
         names.update(a for a in arrays if a == "grad_out")
-    if kind in ("array", "array_or_none", "target"):
+    if kind in ("array", "array_or_none", "target", "state"):
         names.update(arrays)
     return names
 
@@ -140,15 +164,17 @@ def names_any(message, names):
 # Case generation (no arrays: a case is a descriptor rebuilt identically in the child)
 # ---------------------------------------------------------------------------------------------
 class Case:
-    __slots__ = ("op", "dtype", "arg", "kind", "variant", "value", "label")
+    __slots__ = ("op", "dtype", "arg", "kind", "variant", "value", "label", "bi")
 
-    def __init__(self, op, dtype, arg, kind, variant, value=None, label=None):
+    def __init__(self, op, dtype, arg, kind, variant, value=None, label=None, bi=0):
         self.op, self.dtype, self.arg, self.kind, self.variant, self.value = op, dtype, arg, kind, variant, value
         self.label = label if label is not None else variant
+        self.bi = bi  # which base call of the op (0: BASE[op]["args"], i: BASE[op]["more"][i - 1])
 
     @property
     def id(self):
-        return f"{self.op}[{self.dtype}]:{self.arg}={self.label}"
+        b = f"#{self.bi}" if self.bi else ""
+        return f"{self.op}{b}[{self.dtype}]:{self.arg}={self.label}"
 
 
 def _vrepr(v):
@@ -180,9 +206,15 @@ def _vrepr(v):
 def values_for_kind(kind, base_value):
     """[(label, value)] of the boundary values tried for one scalar argument of `kind`."""
     out = []
+    if kind == "padding":  # an int, a pair, or one of the strings 'valid' / 'same'
+        return [(_vrepr(v), v) for v in PADDING_STRINGS] + values_for_kind("pair", base_value)
+    if kind == "bool":  # bool(x) semantics (PyTorch's training flag): any truthy / falsy object
+        return [(_vrepr(v), v) for v in BOOL_VALUES]
     if kind in ("pair", "pair_or_none", "int"):
         for v in INT_VALUES:
             out.append((_vrepr(v), v))
+        if kind == "int":
+            out.append(("3", 3))  # groups: a value that divides nothing of the base call
         if kind != "int":
             b = base_value if isinstance(base_value, int) and not isinstance(base_value, bool) else 1
             for v in INT_VALUES:
@@ -229,10 +261,21 @@ def op_cases(row, dtypes=("float32", "float64")):
     name, args, npos, nreq, nres = row
     if name not in BASE:
         raise KeyError(f"op {name!r} of op_table() has no base call in sweep_cases.BASE")
-    base = BASE[name]["args"]
+    cases = []
+    for bi, base in enumerate(bases(name)):
+        cases.extend(_op_cases(row, dtypes, base, bi))
+    return cases
+
+
+def bases(name):
+    return [BASE[name]["args"]] + list(BASE[name].get("more", []))
+
+
+def _op_cases(row, dtypes, base, bi):
+    name, args, npos, nreq, nres = row
     cases = []
     for dt in dtypes:
-        cases.append(Case(name, dt, "-", "-", "base", label="base call"))
+        cases.append(Case(name, dt, "-", "-", "base", label="base call", bi=bi))
         for arg, kind, dflt in args:
             if kind not in KNOWN_KINDS:
                 raise KeyError(f"op {name!r}: argument {arg!r} has kind {kind!r}, which the sweep does not know; "
@@ -241,20 +284,23 @@ def op_cases(row, dtypes=("float32", "float64")):
                 ndim = len(_base_shape(base.get(arg)))
                 variants = list(ARRAY_VARIANTS) + [f"zero-axis{i}" for i in range(ndim)]
                 for v in variants:
-                    cases.append(Case(name, dt, arg, kind, v))
+                    cases.append(Case(name, dt, arg, kind, v, bi=bi))
+            elif kind == "state":
+                for v in STATE_VARIANTS:
+                    cases.append(Case(name, dt, arg, kind, v, bi=bi))
             elif kind == "target":
                 for v in TARGET_VARIANTS:
-                    cases.append(Case(name, dt, arg, kind, v))
+                    cases.append(Case(name, dt, arg, kind, v, bi=bi))
             elif kind == "out":
                 for v in OUT_VARIANTS:
-                    cases.append(Case(name, dt, arg, kind, v))
+                    cases.append(Case(name, dt, arg, kind, v, bi=bi))
                 for other, k2, _ in args:
                     if k2 in ("array", "array_or_none", "target") and other in base:
-                        cases.append(Case(name, dt, arg, kind, f"overlaps-{other}"))
+                        cases.append(Case(name, dt, arg, kind, f"overlaps-{other}", bi=bi))
             else:
                 bv = base.get(arg, dflt)
                 for label, v in values_for_kind(kind, bv):
-                    cases.append(Case(name, dt, arg, kind, "value", v, label))
+                    cases.append(Case(name, dt, arg, kind, "value", v, label, bi=bi))
     return cases
 
 
@@ -364,11 +410,39 @@ def _target_variant(v, call, dtype, rng):
     return table[v]
 
 
+def _state_variant(v, b, dtype):
+    other = np.float64 if dtype == np.float32 else np.float32
+    if v == "base":
+        return b
+    if v == "None":
+        return None
+    if v == "read-only":
+        r = b.copy()
+        r.flags.writeable = False
+        return r
+    if v == "noncontig":
+        big = np.repeat(b, 2)
+        return big[::2]
+    if v in ("int64",):
+        return (b * 3).astype(v)
+    if v == "other-float":
+        return b.astype(other)
+    if v == "list":
+        return b.tolist()
+    if v == "byteswapped":
+        return b.astype(b.dtype.newbyteorder())
+    if v == "wrong-shape":
+        return np.concatenate([b, b[:1]])
+    if v == "ndim+1":
+        return b[None].copy()
+    raise KeyError(v)
+
+
 def build_call(case, row):
     """(kwargs, extras): the call of `case` (keyword arguments; absent optional ones left out)."""
     name, args, *_ = row
     spec = BASE[name]
-    base = spec["args"]
+    base = bases(name)[case.bi]
     dtype = np.dtype(case.dtype)
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     call = {}
@@ -399,6 +473,8 @@ def build_call(case, row):
             src = call.get(b.source)
             n, k = src.shape if isinstance(src, np.ndarray) and src.ndim == 2 else (3, 5)
             call[arg] = rng.integers(0, max(k, 1), size=n)
+        elif b.how == "var":  # a positive per-channel variance
+            call[arg] = (rng.random(b.fallback) + 0.5).astype(dtype)
     extras = {}
     if case.kind in ("array", "array_or_none"):
         b = call.get(case.arg)
@@ -424,6 +500,8 @@ def build_call(case, row):
                     call[arg] = rng.integers(0, max(src.shape[1], 1), size=src.shape[0])
     elif case.kind == "target":
         call[case.arg] = _target_variant(case.variant, call, dtype, rng)
+    elif case.kind == "state":
+        call[case.arg] = _state_variant(case.variant, call.get(case.arg), dtype)
     elif case.kind == "out":
         ref = reference(name, call)
         first = ref["results"][0] if ref["ok"] else None
@@ -550,29 +628,68 @@ def _taps(o, stride, pad, k, dil, size):
 
 
 def _conv_geom(call):
+    """((N, K, Ho, Wo), (sh, sw, ph, pw, dh, dw), groups); ph/pw are the padding BEFORE (top/left):
+    'same' pads d*(k-1) in total, floor half before and the rest after (PyTorch), which the taps
+    clipped to the input cover without an explicit after-padding."""
     f, _ = _floats({"x": call.get("x"), "weight": call.get("weight")}, ["x", "weight"])
     x, w = f["x"], f["weight"]
     if x.ndim != 4 or w.ndim != 4:
         raise Invalid("ndim")
     n, c, h, wd = x.shape
     k, c2, kh, kw = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = (_pair(call.get("stride", 1), "stride"), _pair(call.get("padding", 0), "padding"),
-                                    _pair(call.get("dilation", 1), "dilation"))
-    if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+    (sh, sw), (dh, dw) = _pair(call.get("stride", 1), "stride"), _pair(call.get("dilation", 1), "dilation")
+    groups = _int(call.get("groups", 1), "groups")
+    pad = call.get("padding", 0)
+    same = False
+    if isinstance(pad, str):
+        if pad == "valid":
+            (ph, pw) = (0, 0)
+        elif pad == "same":
+            same, (ph, pw) = True, (0, 0)
+        else:
+            raise Invalid("padding string")
+    else:
+        ph, pw = _pair(pad, "padding")
+    if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0 or groups < 1:
         raise Invalid("settings")
-    if c < 1 or h < 1 or wd < 1 or k < 1 or c2 != c or kh < 1 or kw < 1:
+    if same and (sh, sw) != (1, 1):
+        raise Invalid("padding='same' needs stride 1")
+    if c < 1 or h < 1 or wd < 1 or k < 1 or kh < 1 or kw < 1 or c % groups or k % groups or c2 != c // groups:
         raise Invalid("shapes")
+    if same:
+        if max(dh * (kh - 1), dw * (kw - 1)) >= 2**63:
+            raise Invalid("the total 'same' padding d*(k-1) does not fit in 64 bits")
+        ph, pw = dh * (kh - 1) // 2, dw * (kw - 1) // 2
+        return (n, k, h, wd), (sh, sw, ph, pw, dh, dw), groups
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if h + 2 * ph < dh * (kh - 1) + 1 or wd + 2 * pw < dw * (kw - 1) + 1:
         raise Invalid("window larger than the padded input")
-    return (n, k, ho, wo), (sh, sw, ph, pw, dh, dw)
+    return (n, k, ho, wo), (sh, sw, ph, pw, dh, dw), groups
+
+
+def _ungroup(w, c, groups):
+    """The grouped weight (K, C/groups, kh, kw) as the block-diagonal (K, C, kh, kw) of the same
+    convolution: output channel block g only sees input channel block g (per-group convolution)."""
+    k, cg = w.shape[:2]
+    full = np.zeros((k, c) + w.shape[2:])
+    kg = k // groups
+    for g in range(groups):
+        full[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] = w[g * kg:(g + 1) * kg]
+    return full
+
+
+def _regroup(full, cg, groups):
+    k = full.shape[0]
+    kg = k // groups
+    return np.concatenate([full[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] for g in range(groups)], axis=0)
 
 
 def conv2d_ref(call):
-    (n, k, ho, wo), (sh, sw, ph, pw, dh, dw) = _conv_geom(call)
+    (n, k, ho, wo), (sh, sw, ph, pw, dh, dw), groups = _conv_geom(call)
     f, dt = _floats(call, ["x", "weight", "bias"], optional=("bias",))
     x, w, b = f["x"], f["weight"], f["bias"]
+    w = _ungroup(w, x.shape[1], groups)
     if b is not None and b.shape != (k,):
         raise Invalid("bias shape")
     _, c, h, wd = x.shape
@@ -591,9 +708,11 @@ def conv2d_ref(call):
 
 
 def conv2d_backward_ref(call):
-    (n, k, ho, wo), (sh, sw, ph, pw, dh, dw) = _conv_geom(call)
+    (n, k, ho, wo), (sh, sw, ph, pw, dh, dw), groups = _conv_geom(call)
     f, dt = _floats(call, ["grad_out", "x", "weight"])
     g, x, w = f["grad_out"], f["x"], f["weight"]
+    cg = w.shape[1]
+    w = _ungroup(w, x.shape[1], groups)
     if g.shape != (n, k, ho, wo):
         raise Invalid("grad_out shape")
     _, c, h, wd = x.shape
@@ -607,7 +726,7 @@ def conv2d_backward_ref(call):
                 for s, wi in cols:
                     gx[:, :, hi, wi] += g[:, :, i, j] @ w[:, :, r, s]
                     gw[:, :, r, s] += g[:, :, i, j].T @ x[:, :, hi, wi]
-    return [gx, gw, g.sum(axis=(0, 2, 3))], dt
+    return [gx, _regroup(gw, cg, groups), g.sum(axis=(0, 2, 3))], dt
 
 
 def _pool_geom(call):
@@ -776,6 +895,148 @@ def _signal_shape(call):
     return {"valid": (h - kh + 1, w - kw + 1), "same": (h, w), "full": (h + kh - 1, w + kw - 1)}.get(mode, (h, w))
 
 
+def _slope(call, dt):
+    return dt.type(_real(call.get("negative_slope", 0.01), "negative_slope"))
+
+
+def leaky_relu_ref(call):
+    f, dt = _floats(call, ["x"])
+    s = _slope(call, dt)
+    x = f["x"].astype(dt)
+    with np.errstate(all="ignore"):  # in the dtype: a slope of 1e308 is inf in float32
+        return [np.where(x > 0, x, s * x).astype(np.float64)], dt
+
+
+def leaky_relu_backward_ref(call):
+    f, dt = _floats(call, ["grad_out", "x"])
+    if f["grad_out"].shape != f["x"].shape:
+        raise Invalid("shapes")
+    s = _slope(call, dt)
+    g = f["grad_out"].astype(dt)
+    with np.errstate(all="ignore"):
+        return [np.where(f["x"] > 0, g, g * s).astype(np.float64)], dt
+
+
+STATE_ARGS = ("running_mean", "running_var")
+
+
+def _bn_common(x, per_channel, eps, training):
+    if x.ndim < 2:
+        raise Invalid("x ndim")
+    c = x.shape[1]
+    for name, t in per_channel.items():
+        if t is not None and t.shape != (c,):
+            raise Invalid(f"{name} shape")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise Invalid("eps")
+    vpc = math.prod(x.shape[:1] + x.shape[2:])
+    if training and vpc == 1:
+        raise Invalid("one value per channel when training")
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, c) + (1,) * (x.ndim - 2)
+    return c, vpc, axes, bshape
+
+
+def batch_norm_ref(call):
+    """torch.nn.functional.batch_norm by its formula; the third result is the expected running
+    statistics after the call (updated in place in training mode)."""
+    for n in STATE_ARGS:  # used in place: never converted
+        v = call.get(n)
+        if v is not None and not (isinstance(v, np.ndarray) and v.flags.c_contiguous and v.flags.writeable
+                                  and v.dtype.isnative):
+            raise Invalid(f"{n}: not a writable C-contiguous native ndarray")
+    names = ["x", "running_mean", "running_var", "weight", "bias"]
+    f, dt = _floats(call, names, optional=tuple(names[1:]))
+    for n in STATE_ARGS:
+        v = call.get(n)
+        if v is not None and v.dtype != dt:
+            raise Invalid(f"{n}: dtype")
+    x, rm, rv, w, b = (f[n] for n in names)
+    training = bool(call.get("training", False))
+    momentum = _real(call.get("momentum", 0.1), "momentum")
+    eps = _real(call.get("eps", 1e-5), "eps")
+    c, vpc, axes, bshape = _bn_common(x, dict(running_mean=rm, running_var=rv, weight=w, bias=b), eps, training)
+    if (rm is None) != (rv is None):
+        raise Invalid("only one running statistic")
+    if not math.isfinite(momentum):
+        raise Invalid("momentum")
+    if not training and rm is None:
+        raise Invalid("eval mode without running statistics")
+    state = {n: f[n] for n in STATE_ARGS if f[n] is not None}
+    if x.size == 0:
+        return [np.zeros(x.shape)], dt, state
+    with np.errstate(all="ignore"):
+        if training:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            if rm is not None:  # in the dtype, keep * old + m * new (a momentum of 1e308 overflows alike)
+                m, keep = dt.type(momentum), dt.type(1 - momentum)
+                mean_t, unb_t = mean.astype(dt), (var * vpc / (vpc - 1)).astype(dt)
+                state = {"running_mean": (keep * rm.astype(dt) + m * mean_t).astype(np.float64),
+                         "running_var": (keep * rv.astype(dt) + m * unb_t).astype(np.float64)}
+        else:
+            mean, var = rm, rv
+        y = (x - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)
+        if w is not None:
+            y = y * w.reshape(bshape)
+        if b is not None:
+            y = y + b.reshape(bshape)
+    return [y], dt, state
+
+
+def batch_norm_backward_ref(call):
+    f, dt = _floats(call, ["grad_out", "x", "weight"], optional=("weight",))
+    g, x, w = f["grad_out"], f["x"], f["weight"]
+    eps = _real(call.get("eps", 1e-5), "eps")
+    if x.ndim < 2:
+        raise Invalid("x ndim")
+    if g.shape != x.shape:
+        raise Invalid("grad_out shape")
+    c, vpc, axes, bshape = _bn_common(x, dict(weight=w), eps, True)
+    if x.size == 0:
+        return [np.zeros(x.shape), np.zeros(c), np.zeros(c)], dt
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)
+    gb = g.sum(axis=axes)
+    gw = (g * xhat).sum(axis=axes)
+    wv = w if w is not None else np.ones(c)
+    # dx = w * invstd / m * (m * g - sum(g) - x_hat * sum(g * x_hat)), m = values per channel
+    gx = (wv * invstd).reshape(bshape) / vpc * (vpc * g - gb.reshape(bshape) - xhat * gw.reshape(bshape))
+    return [gx, gw, gb], dt
+
+
+def _adaptive_geom(call):
+    f, _ = _floats({"x": call.get("x")}, ["x"])
+    x = f["x"]
+    if x.ndim != 4:
+        raise Invalid("ndim")
+    oh, ow = _pair(call.get("output_size"), "output_size")
+    n, c, h, w = x.shape
+    if min(oh, ow) < 1 or min(c, h, w) < 1:
+        raise Invalid("sizes")
+    return (n, c, oh, ow)
+
+
+def _adaptive_ref(call, backward):
+    n, c, oh, ow = _adaptive_geom(call)
+    f, dt = _floats(call, ["grad_out", "x"] if backward else ["x"])
+    x = f["x"]
+    h, w = x.shape[2:]
+    if backward and f["grad_out"].shape != (n, c, oh, ow):
+        raise Invalid("grad_out shape")
+    y, gx = np.zeros((n, c, oh, ow)), np.zeros_like(x)
+    for i in range(oh):
+        r0, r1 = i * h // oh, -(-(i + 1) * h // oh)  # PyTorch's bins: floor(i*H/Ho) .. ceil((i+1)*H/Ho) - 1
+        for j in range(ow):
+            c0, c1 = j * w // ow, -(-(j + 1) * w // ow)
+            area = (r1 - r0) * (c1 - c0)
+            if backward:
+                gx[:, :, r0:r1, c0:c1] += f["grad_out"][:, :, i, j][:, :, None, None] / area
+            else:
+                y[:, :, i, j] = x[:, :, r0:r1, c0:c1].sum(axis=(2, 3)) / area
+    return ([gx] if backward else [y]), dt
+
+
 REFS = {
     "conv2d": dict(ref=conv2d_ref, shape=lambda c: _conv_geom(c)[0]),
     "conv2d_backward": dict(ref=conv2d_backward_ref, shape=lambda c: _conv_geom(c)[0]),
@@ -794,6 +1055,14 @@ REFS = {
     "binary_cross_entropy_with_logits": dict(ref=bce_ref),
     "correlate2d": dict(ref=_signal_ref(False)),
     "convolve2d": dict(ref=_signal_ref(True)),
+    "tanh": dict(ref=_elementwise(["x"], lambda x: np.asarray(np.tanh(x)))),
+    "tanh_backward": dict(ref=_elementwise(["grad_out", "y"], lambda g, y: g * (1 - y * y))),
+    "leaky_relu": dict(ref=leaky_relu_ref),
+    "leaky_relu_backward": dict(ref=leaky_relu_backward_ref),
+    "batch_norm": dict(ref=batch_norm_ref),
+    "batch_norm_backward": dict(ref=batch_norm_backward_ref),
+    "adaptive_avg_pool2d": dict(ref=lambda c: _adaptive_ref(c, False), shape=_adaptive_geom),
+    "adaptive_avg_pool2d_backward": dict(ref=lambda c: _adaptive_ref(c, True), shape=_adaptive_geom),
 }
 
 
@@ -807,10 +1076,10 @@ def reference(name, call):
             n = math.prod(shape)
             if n > SMALL:
                 return {"ok": False, "huge": n, "why": f"result {shape} too large to check"}
-        results, dt = entry["ref"](call)
+        results, dt, *state = entry["ref"](call)
     except Invalid as e:
         return {"ok": False, "why": str(e)}
-    return {"ok": True, "results": results, "dtype": dt}
+    return {"ok": True, "results": results, "dtype": dt, "state": state[0] if state else {}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -845,6 +1114,7 @@ def run_case(case, row, fn):
     call, extras = build_call(case, row)
     ref = reference(name, call)
     inputs = {k: v.copy() for k, v in call.items() if isinstance(v, np.ndarray) and k != "out"}
+    states = {a: inputs.pop(a) for a, k, _ in args if k == "state" and a in inputs}
     out = call.get("out")
     out_before = out.copy() if isinstance(out, np.ndarray) else None
     expect = "work" if ref["ok"] else ("huge" if "huge" in ref else "error")
@@ -862,6 +1132,9 @@ def run_case(case, row, fn):
         if isinstance(out_before, np.ndarray) and not (case.variant == "first-input") \
                 and not np.array_equal(out, out_before, equal_nan=True):
             return "FAIL", f"rejected ({msg}) but wrote into out"
+        for k, before in states.items():
+            if not np.array_equal(call[k], before, equal_nan=True):
+                return "FAIL", f"rejected ({msg}) but changed the state {k!r}"
         if isinstance(e, MemoryError):
             if expect == "huge":
                 return "huge", msg
@@ -882,6 +1155,10 @@ def run_case(case, row, fn):
         if not np.array_equal(call[k], before, equal_nan=True):
             return "FAIL", f"the call modified its input {k!r}"
     exp, dt = ref["results"], ref["dtype"]
+    for k, before in states.items():  # updated in place as the reference says (or unchanged)
+        bad = _close(call[k], ref["state"].get(k, before), dt)
+        if bad:
+            return "FAIL", f"state {k!r} after the call: {bad}"
     got = list(result) if isinstance(result, tuple) else [result]
     if len(got) != len(exp):
         return "FAIL", f"returned {len(got)} results, the reference {len(exp)}"

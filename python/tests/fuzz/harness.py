@@ -6,7 +6,11 @@
   shapes with 0 and small sizes, zero-stride broadcast views with huge sizes, non-contiguous,
   reversed, Fortran-order, byte-swapped and unaligned layouts, lists, views overlapping each other
   or ``out=`` in one shared buffer; int settings from boundary values (0, -1, 2**31, 2**62, 2**63-1,
-  2**64, bools, numpy scalars, malformed pairs); modes; class labels or probabilities;
+  2**64, bools, numpy scalars, malformed pairs); paddings ('same', 'valid' and bad strings or
+  ints/pairs); groups; reals (slopes, momentum, eps: nan, inf, huge ints); flags (training: bool(x)
+  semantics, and an ndarray whose truth is ambiguous); state operands updated in place (the
+  running statistics: well-formed, None, read-only, non-contiguous, other dtypes, lists, views
+  into the shared buffer); modes; class labels or probabilities;
 - layer objects (Conv2d, Linear, pools, activations, Flatten and any Version 2 layer the package
   has), forward and backward, and a Sequential of a few of them forward/backward (and backward
   before forward).
@@ -33,6 +37,10 @@ DIMS = [0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8, 9, 11, 16, 17]
 HUGE_DIMS = [2**31, 2**32 + 1, 2**40, 2**62, 2**63 - 1]
 FLOATS = [0.0, -0.0, 5e-324, 1e-308, 1e308, float("inf"), float("-inf"), float("nan"), 0.01, 0.5, 1.0, -1.0, 2.0,
           0.999, 1e-5]
+
+
+# Ops whose array operands are often built to fit together (their shapes follow the first operand).
+CORRELATED = {"tanh_backward", "leaky_relu_backward", "batch_norm", "batch_norm_backward"}
 
 
 class Bytes:
@@ -175,6 +183,30 @@ class Arrays:
         return a
 
 
+def _state_value(b: Bytes, arrs: Arrays, x):
+    """A state operand (updated in place): mostly a well-formed (C,) array of the call's dtype."""
+    c = x.shape[1] if isinstance(x, np.ndarray) and x.ndim >= 2 else b.pick(DIMS)
+    r = b.below(16)  # 8..15: well-formed
+    if r == 0:
+        return None
+    if r == 1:
+        return arrs.make(1)  # any layout, dtype, list, view into the shared buffer
+    if r == 2 and arrs.shared.size >= c and arrs.made:  # overlapping another operand's memory
+        off = b.below(max(1, arrs.shared.size - c + 1))
+        return arrs.shared[off:off + c]
+    a = np.random.default_rng(b.u8()).random(c + (1 if r == 3 else 0)).astype(arrs.dtype) + 0.5
+    if r == 4:
+        a.flags.writeable = False
+    elif r == 5:
+        a = np.repeat(a, 2)[::2]
+    elif r == 6:
+        a = a.astype(np.float64 if arrs.dtype == np.float32 else np.float32)
+    elif r == 7:
+        return a.tolist()
+    arrs.made.append(a)
+    return a
+
+
 def _call_op(b: Bytes, table):
     import swiftcnn._core as core
 
@@ -184,11 +216,19 @@ def _call_op(b: Bytes, table):
     arrs = Arrays(b, dtype)
     ndim = 4 if ("conv" in name or "pool" in name) and "2d" in name and "correlate" not in name \
         and "convolve" not in name else 2
+    if name.startswith("batch_norm"):
+        ndim = b.pick([2, 3, 4])
     kw = {}
     for arg, kind, dflt in args:
         if arg not in [a for a, _, _ in args[:nreq]] and b.chance(40):
             continue  # leave an optional argument out
-        if kind == "array":
+        first = next((v for v in kw.values() if isinstance(v, np.ndarray)), None)
+        if name in CORRELATED and first is not None and first.ndim >= 2 and b.chance(60) \
+                and kind in ("array", "array_or_none"):
+            # version 2 ops (added after the corpus was grown): operands that fit together often,
+            # so the fuzzer reaches the computation: x-like operands, per-channel (C,) weights
+            kw[arg] = arrs.make(shape=(first.shape[1],) if arg in ("weight", "bias") else first.shape)
+        elif kind == "array":
             kw[arg] = arrs.make(ndim) if not b.chance(2) else None
         elif kind == "array_or_none":
             kw[arg] = None if b.chance(30) else arrs.make(1 if arg == "bias" else ndim)
@@ -203,7 +243,13 @@ def _call_op(b: Bytes, table):
         elif kind in ("pair", "pair_or_none"):
             kw[arg] = None if kind == "pair_or_none" and b.chance(30) else _pair_value(b)
         elif kind == "int":
-            kw[arg] = _int_value(b)
+            kw[arg] = _int_value(b) if b.chance(60) else b.pick([1, 2, 3, 4, 8, 16])  # groups
+        elif kind == "padding":
+            kw[arg] = b.pick(["same", "valid", "full", "", "SAME", b"same"]) if b.chance(35) else _pair_value(b)
+        elif kind == "bool":
+            kw[arg] = b.pick([True, False, 0, 1, None, "x", "", np.bool_(True), 2.5, np.array([1, 2])])
+        elif kind == "state":
+            kw[arg] = _state_value(b, arrs, kw.get("x"))
         elif kind == "real":
             kw[arg] = _real_value(b)
         elif kind == "mode":
@@ -228,9 +274,13 @@ def _layer(b: Bytes, sc, dtype):
     r = b.below(12)
     p = _pair_value
     if r == 0:
+        kw = {}
+        if b.chance(30):  # Version 2: groups and 'same' / 'valid' padding
+            kw = dict(groups=b.pick([1, 2, 3, 4, 0, -1]), padding=b.pick(["same", "valid", 0, 1, "full"]))
+        kw.setdefault("padding", p(b) if b.chance(30) else b.pick([0, 1]))
         return sc.Conv2d(b.pick(DIMS[1:8]), b.pick(DIMS[1:8]), p(b) if b.chance(20) else b.pick([1, 2, 3]),
-                         stride=p(b) if b.chance(30) else 1, padding=p(b) if b.chance(30) else b.pick([0, 1]),
-                         dilation=p(b) if b.chance(20) else 1, bias=b.chance(70), dtype=dtype, seed=b.u8())
+                         stride=p(b) if b.chance(30) else 1, dilation=p(b) if b.chance(20) else 1,
+                         bias=b.chance(70), dtype=dtype, seed=b.u8(), **kw)
     if r == 1:
         return sc.Linear(b.pick(DIMS[1:]), b.pick(DIMS[1:]), bias=b.chance(70), dtype=dtype, seed=b.u8())
     if r == 2:
@@ -327,7 +377,7 @@ def main():
         import swiftcnn  # noqa: F401
         import swiftcnn._core  # noqa: F401
     atheris.instrument_func(decode_and_call)
-    for f in (_call_op, _call_layers, _layer, Arrays.make, _int_value, _pair_value, _real_value):
+    for f in (_call_op, _call_layers, _layer, Arrays.make, _int_value, _pair_value, _real_value, _state_value):
         atheris.instrument_func(f)
 
     def one(data):
