@@ -225,6 +225,10 @@ double_arg(const char *fn, const char *name, PyObject *o, double *out)
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError, "%s: %s must be a float, got %s", fn, name, Py_TYPE(o)->tp_name);
         }
+        else if (PyErr_ExceptionMatches(PyExc_OverflowError)) { /* an int beyond a double: 10**400 */
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError, "%s: %s is too large for a float", fn, name);
+        }
         return -1;
     }
     *out = v;

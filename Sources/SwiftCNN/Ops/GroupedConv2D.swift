@@ -84,7 +84,12 @@ public struct GroupedConv2DGeometry: Equatable, Sendable {
         self.group = try Conv2DGeometry(op: op, x: (n, c / groups, h == 0 ? 0 : hh, w == 0 ? 0 : ww),
                                         weight: (k / groups, c / groups, kh, kw), biasLength: biasLength,
                                         stride: stride, padding: pad, dilation: dilation)
-        _ = try checkedElementCount([n, k, group.outH, group.outW], what: "\(op): output")
+        var paddingText: String {
+            if case .explicit(let ph, let pw) = padding { return "(\(ph), \(pw))" }
+            return "'same'"
+        }
+        _ = try checkedElementCount([n, k, group.outH, group.outW, 8],
+                                    what: "\(op): padding \(paddingText) with stride (\(stride.0), \(stride.1)) gives an output whose bytes")
         (batch, inChannels, height, width, outChannels, self.groups) = (n, c, h, w, k, groups)
         (extraBottom, extraRight) = extra
     }

@@ -171,8 +171,11 @@ public struct Conv2DGeometry: Equatable, Sendable {
         guard productFits(k, c, kh, kw) else { throw SwiftCNNError.overflow("\(op): weight \(ws) has more elements than fit in 64 bits") }
         let oh = try slidingOutputSize(op, size: h, kernel: kh, stride: stride.0, pad: padding.0, dilation: dilation.0, axis: "height")
         let ow = try slidingOutputSize(op, size: w, kernel: kw, stride: stride.1, pad: padding.1, dilation: dilation.1, axis: "width")
-        guard productFits(n, k, oh, ow) else {
-            throw SwiftCNNError.overflow("\(op): the output (\(n), \(k), \(oh), \(ow)) has more elements than fit in 64 bits")
+        // Elements and bytes (the caller allocates it): a huge padding or a tiny stride is what makes
+        // an output this large, so the message names them.
+        guard productFits(n, k, oh, ow, 8) else {
+            throw SwiftCNNError.overflow(
+                "\(op): padding (\(padding.0), \(padding.1)) with stride (\(stride.0), \(stride.1)) gives an output (\(n), \(k), \(oh), \(ow)) of more bytes than fit in 64 bits")
         }
         // The im2col buffer (C*kH*kW rows, Ho*Wo columns), for one image and for the whole batch
         // (the kernels may unfold several images at once).
@@ -292,8 +295,9 @@ public struct Pool2DGeometry: Equatable, Sendable {
         }
         let oh = try slidingOutputSize(op, size: h, kernel: kernelSize.0, stride: stride.0, pad: padding.0, dilation: 1, axis: "height")
         let ow = try slidingOutputSize(op, size: w, kernel: kernelSize.1, stride: stride.1, pad: padding.1, dilation: 1, axis: "width")
-        guard productFits(n, c, oh, ow) else {
-            throw SwiftCNNError.overflow("\(op): the output (\(n), \(c), \(oh), \(ow)) has more elements than fit in 64 bits")
+        guard productFits(n, c, oh, ow, 8) else {
+            throw SwiftCNNError.overflow(
+                "\(op): padding (\(padding.0), \(padding.1)) with stride (\(stride.0), \(stride.1)) gives an output (\(n), \(c), \(oh), \(ow)) of more bytes than fit in 64 bits")
         }
         if kind == .max {
             guard productFits(h, w), h * w <= Int(Int32.max) else {
