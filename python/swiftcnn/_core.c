@@ -41,7 +41,7 @@
 #define MSG_CAP 512    /* the ABI's message buffer, one per call, on the stack */
 #define MAX_DIMS 64    /* NumPy's largest ndim (NPY_MAXDIMS in NumPy 2) */
 #define MAX_ARGS 10    /* the most parameters any function here has */
-#define MAX_OPERANDS 4 /* the most array operands of an op */
+#define MAX_OPERANDS 6 /* the most array operands of an op (batch_norm: 5) */
 #define MAX_RESULTS 3  /* the most results of an op */
 #define MAX_INTS 16    /* the most int settings of an op */
 #define MAX_SETTINGS 32 /* the most int or real settings of a layer or optimizer */
@@ -1876,6 +1876,22 @@ core_exec(PyObject *module)
 {
     if (_import_array() < 0) {
         return -1;
+    }
+    /* call_op keeps a row's operands, ints and results in fixed arrays: a row that outgrows them
+     * (batch_norm's five operands once overflowed MAX_OPERANDS = 4, found by UBSan) fails the
+     * import instead of writing past the stack arrays. */
+    for (size_t r = 0; r < sizeof OPS / sizeof OPS[0]; r++) {
+        int operands = 0, ints = 0;
+        for (int i = 0; i < OPS[r]->nargs; i++) {
+            arg_kind k = OPS[r]->args[i].kind;
+            operands += k == ARG_ARRAY || k == ARG_ARRAY_OPT || k == ARG_TARGET || k == ARG_STATE;
+            ints += k == ARG_PAIR ? 2 : (k == ARG_PAIR_OPT || k == ARG_PADDING) ? 3
+                    : (k == ARG_MODE || k == ARG_BOOL || k == ARG_INT || k == ARG_REAL);
+        }
+        if (operands > MAX_OPERANDS || ints > MAX_INTS || OPS[r]->nresults > MAX_RESULTS) {
+            PyErr_Format(PyExc_SystemError, "swiftcnn._core: op row %s outgrows the driver's arrays", OPS[r]->name);
+            return -1;
+        }
     }
     /* Handles are PyCapsules: LayerHandle / OptimizerHandle name their type for annotations. */
     static const char *const aliases[] = {"LayerHandle", "OptimizerHandle"};
