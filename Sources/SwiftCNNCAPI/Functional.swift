@@ -342,14 +342,20 @@ func linearBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometr
 
 // MARK: - elementwise activations
 
-/// The elementwise ops: one input, one result of its shape that may BE the input.
-enum Elementwise { case sigmoid, relu }
+/// The elementwise ops: one input, one result of its shape that may BE the input. leaky_relu
+/// takes its negative_slope as its one real setting.
+enum Elementwise {
+    case sigmoid, relu, tanh, leakyRelu
+
+    var reals: Int { self == .leakyRelu ? 1 : 0 }
+}
 
 @inline(__always)
 func elementwiseOp(_ op: StaticString, _ kind: Elementwise, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
                    _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                    _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+    runOp(op, expect: OpArity(inputs: 1, reals: kind.reals, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg,
+          cap) { call in
         let x = call.input(0, "x")
         let dtype = try call.floatType(x)
         try x.checkSizes()
@@ -371,6 +377,8 @@ func elementwiseC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Elementwise, 
     switch kind {
     case .sigmoid: sigmoidForward(count: count, x: xp, y: yp)
     case .relu: reluForward(count: count, x: xp, y: yp)
+    case .tanh: tanhForward(count: count, x: xp, y: yp)
+    case .leakyRelu: leakyReluForward(count: count, x: xp, negativeSlope: T(call.real(0)), y: yp)
     }
 }
 
@@ -389,13 +397,14 @@ public func scnn_relu(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<In
 }
 
 /// in (grad_out, saved), out (grad_x of saved's shape; may BE grad_out). `saved` is the forward's
-/// output y for sigmoid (f' = y(1 - y)) and its input x for relu.
+/// output y for sigmoid (f' = y(1 - y)) and tanh (f' = 1 - y^2), its input x for relu and leaky_relu.
 @inline(__always)
 func elementwiseBackwardOp(_ op: StaticString, _ kind: Elementwise, _ savedName: StaticString, _ i: UnsafeRawPointer?, _ ni: Int32,
                            _ n: UnsafePointer<Int64>?, _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32,
                            _ o: UnsafeMutableRawPointer?, _ no: Int32,
                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 2, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+    runOp(op, expect: OpArity(inputs: 2, reals: kind.reals, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg,
+          cap) { call in
         let gy = call.input(0, "grad_out"), saved = call.input(1, savedName)
         let dtype = try call.floatType(gy)
         try saved.requireDType(dtype, like: "grad_out")
@@ -421,6 +430,8 @@ func elementwiseBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Eleme
     switch kind {
     case .sigmoid: sigmoidBackward(count: count, gradOut: gyp, y: sp, gradX: gxp)
     case .relu: reluBackward(count: count, gradOut: gyp, x: sp, gradX: gxp)
+    case .tanh: tanhBackward(count: count, gradOut: gyp, y: sp, gradX: gxp)
+    case .leakyRelu: leakyReluBackward(count: count, gradOut: gyp, x: sp, negativeSlope: T(call.real(0)), gradX: gxp)
     }
 }
 

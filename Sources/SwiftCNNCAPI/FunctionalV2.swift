@@ -11,99 +11,36 @@ func copyResult<T: CNNScalar>(_ t: Tensor<T>, into r: ResultOperand) throws {
     try copyElements(from: t, to: r.tensor(T.self))
 }
 
-// MARK: - tanh, leaky_relu
-
-/// in (x), reals (negative_slope) for leaky_relu, out (y; may BE x).
-@inline(__always)
-func activationV2Op(_ op: StaticString, leaky: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
-                    _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                    _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 1, reals: leaky ? 1 : 0, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
-        let x = call.input(0, "x")
-        let dtype = try call.floatType(x)
-        let count = try x.checkSizes()
-        let y = call.output(0, "out")
-        try y.declare(like: x, dtype: OperandType(dtype))
-        guard call.compute else { return }
-        try call.checkDisjoint(y.operand, from: x, inPlace: true)
-        switch dtype {
-        case .float32: try activationV2C(Float.self, leaky ? call.real(0) : nil, count, x, y)
-        case .float64: try activationV2C(Double.self, leaky ? call.real(0) : nil, count, x, y)
-        }
-    }
-}
-
-func activationV2C<T: CNNScalar>(_: T.Type, _ slope: Double?, _ count: Int, _ x: Operand, _ y: ResultOperand) throws {
-    let xp = try x.pointer(T.self, count: count), yp = try y.pointer(T.self)
-    guard count > 0, let xp, let yp else { return }
-    if let slope {
-        leakyReluForward(count: count, x: xp, negativeSlope: T(slope), y: yp)
-    } else {
-        tanhForward(count: count, x: xp, y: yp)
-    }
-}
+// MARK: - tanh, leaky_relu (the elementwise family of Functional.swift)
 
 @_cdecl("scnn_tanh")
 public func scnn_tanh(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                       _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                       _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    activationV2Op("tanh", leaky: false, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+    elementwiseOp("tanh", .tanh, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
+/// reals (negative_slope).
 @_cdecl("scnn_leaky_relu")
 public func scnn_leaky_relu(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                             _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                             _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    activationV2Op("leaky_relu", leaky: true, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
-/// in (grad_out, y) for tanh (f' = 1 - y^2) or (grad_out, x) for leaky_relu, reals (negative_slope)
-/// for leaky_relu, out (grad_x; may BE grad_out).
-@inline(__always)
-func activationV2BackwardOp(_ op: StaticString, leaky: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
-                            _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 2, reals: leaky ? 1 : 0, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
-        let gy = call.input(0, "grad_out"), saved = call.input(1, leaky ? "x" : "y")
-        let dtype = try call.floatType(gy)
-        try saved.requireDType(dtype, like: "grad_out")
-        let count = try gy.checkSizes()
-        try saved.requireShape(of: gy)
-        let gx = call.output(0, "grad_x")
-        try gx.declare(like: gy, dtype: OperandType(dtype))
-        guard call.compute else { return }
-        try call.checkDisjoint(gx.operand, from: gy, saved, inPlace: true)
-        switch dtype {
-        case .float32: try activationV2BackwardC(Float.self, leaky ? call.real(0) : nil, count, gy, saved, gx)
-        case .float64: try activationV2BackwardC(Double.self, leaky ? call.real(0) : nil, count, gy, saved, gx)
-        }
-    }
-}
-
-func activationV2BackwardC<T: CNNScalar>(_: T.Type, _ slope: Double?, _ count: Int, _ gy: Operand, _ saved: Operand,
-                                         _ gx: ResultOperand) throws {
-    let gp = try gy.pointer(T.self, count: count), sp = try saved.pointer(T.self, count: count)
-    let gxp = try gx.pointer(T.self)
-    guard count > 0, let gp, let sp, let gxp else { return }
-    if let slope {
-        leakyReluBackward(count: count, gradOut: gp, x: sp, negativeSlope: T(slope), gradX: gxp)
-    } else {
-        tanhBackward(count: count, gradOut: gp, y: sp, gradX: gxp)
-    }
+    elementwiseOp("leaky_relu", .leakyRelu, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
 @_cdecl("scnn_tanh_backward")
 public func scnn_tanh_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                                _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                                _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    activationV2BackwardOp("tanh_backward", leaky: false, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+    elementwiseBackwardOp("tanh_backward", .tanh, "y", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
+/// reals (negative_slope).
 @_cdecl("scnn_leaky_relu_backward")
 public func scnn_leaky_relu_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
                                      _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
                                      _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    activationV2BackwardOp("leaky_relu_backward", leaky: true, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
+    elementwiseBackwardOp("leaky_relu_backward", .leakyRelu, "x", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
 }
 
 // MARK: - batch_norm
