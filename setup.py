@@ -126,7 +126,9 @@ setup(
     ext_modules=[
         Extension(
             "swiftcnn._core",
-            sources=["python/swiftcnn/_core.c"],
+            sources=["python/swiftcnn/_core.c", "python/swiftcnn/_core_args.c", "python/swiftcnn/_core_arrays.c",
+                     "python/swiftcnn/_core_handles.c"],
+            depends=["python/swiftcnn/_core.h", "Sources/SwiftCNNCAPI/include/swiftcnn.h"],
             extra_compile_args=["-O2"],
             libraries=["SwiftCNNCAPI"],
             extra_link_args=["-Wl,-rpath,$ORIGIN"],

@@ -24,10 +24,8 @@ func convPadding(_ call: OpCall) throws -> ConvPadding {
 /// groups 1 with explicit padding is the plain convolution (the common, per-call-fast case);
 /// otherwise the grouped geometry (Ops/GroupedConv2D.swift).
 @_cdecl("scnn_conv2d")
-public func scnn_conv2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                        _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                        _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("conv2d", expect: OpArity(inputs: 3, ints: 8, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+public func scnn_conv2d(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("conv2d", expect: OpArity(inputs: 3, ints: 8, outputs: 1), c) { call in
         let x = call.input(0, "x"), w = call.input(1, "weight"), b = call.input(2, "bias")
         let dtype = try call.floatType(x)
         try w.requireDType(dtype, like: "x")
@@ -91,10 +89,8 @@ func groupedConv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: GroupedConv2DG
 
 /// in (grad_out, x, weight), ints as conv2d, out (grad_x, grad_weight, grad_bias).
 @_cdecl("scnn_conv2d_backward")
-public func scnn_conv2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                 _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                 _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("conv2d_backward", expect: OpArity(inputs: 3, ints: 8, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+public func scnn_conv2d_backward(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("conv2d_backward", expect: OpArity(inputs: 3, ints: 8, outputs: 3), c) { call in
         let gy = call.input(0, "grad_out"), x = call.input(1, "x"), w = call.input(2, "weight")
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")
@@ -175,10 +171,8 @@ func conv2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometr
 
 /// in (x), ints (kernel pair, stride optional pair, padding pair), out (y).
 @inline(__always)
-func pool2dOp(_ op: StaticString, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-              _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-              _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 1, ints: 7, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+func pool2dOp(_ op: StaticString, _ kind: PoolKind, _ c: UnsafeRawPointer?) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 1, ints: 7, outputs: 1), c) { call in
         let x = call.input(0, "x")
         let dtype = try call.floatType(x)
         let g = try Pool2DGeometry(op: call.op.description, kind: kind, x: try x.shape4(layout: "(N, C, H, W)"),
@@ -203,25 +197,14 @@ func pool2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Pool2DGeometry, _ kin
 }
 
 @_cdecl("scnn_max_pool2d")
-public func scnn_max_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    pool2dOp("max_pool2d", .max, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
+public func scnn_max_pool2d(_ c: UnsafeRawPointer?) -> Int32 { pool2dOp("max_pool2d", .max, c) }
 @_cdecl("scnn_avg_pool2d")
-public func scnn_avg_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    pool2dOp("avg_pool2d", .average, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_avg_pool2d(_ c: UnsafeRawPointer?) -> Int32 { pool2dOp("avg_pool2d", .average, c) }
 
 /// in (grad_out, x), ints as the forward, out (grad_x).
 @inline(__always)
-func pool2dBackwardOp(_ op: StaticString, _ kind: PoolKind, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
-                      _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                      _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 2, ints: 7, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+func pool2dBackwardOp(_ op: StaticString, _ kind: PoolKind, _ c: UnsafeRawPointer?) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 2, ints: 7, outputs: 1), c) { call in
         let gy = call.input(0, "grad_out"), x = call.input(1, "x")
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")
@@ -250,27 +233,16 @@ func pool2dBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Pool2DGeometr
 }
 
 @_cdecl("scnn_max_pool2d_backward")
-public func scnn_max_pool2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    pool2dBackwardOp("max_pool2d_backward", .max, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
+public func scnn_max_pool2d_backward(_ c: UnsafeRawPointer?) -> Int32 { pool2dBackwardOp("max_pool2d_backward", .max, c) }
 @_cdecl("scnn_avg_pool2d_backward")
-public func scnn_avg_pool2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    pool2dBackwardOp("avg_pool2d_backward", .average, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_avg_pool2d_backward(_ c: UnsafeRawPointer?) -> Int32 { pool2dBackwardOp("avg_pool2d_backward", .average, c) }
 
 // MARK: - linear
 
 /// in (x, weight, bias?), out (y).
 @_cdecl("scnn_linear")
-public func scnn_linear(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                        _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                        _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("linear", expect: OpArity(inputs: 3, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+public func scnn_linear(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("linear", expect: OpArity(inputs: 3, outputs: 1), c) { call in
         let x = call.input(0, "x"), w = call.input(1, "weight"), b = call.input(2, "bias")
         let dtype = try call.floatType(x)
         try w.requireDType(dtype, like: "x")
@@ -301,10 +273,8 @@ func linearC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: LinearGeometry, _ x: 
 
 /// in (grad_out, x, weight), out (grad_x, grad_weight, grad_bias).
 @_cdecl("scnn_linear_backward")
-public func scnn_linear_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                 _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                 _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("linear_backward", expect: OpArity(inputs: 3, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+public func scnn_linear_backward(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("linear_backward", expect: OpArity(inputs: 3, outputs: 3), c) { call in
         let gy = call.input(0, "grad_out"), x = call.input(1, "x"), w = call.input(2, "weight")
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")
@@ -351,11 +321,8 @@ enum Elementwise {
 }
 
 @inline(__always)
-func elementwiseOp(_ op: StaticString, _ kind: Elementwise, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?,
-                   _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                   _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 1, reals: kind.reals, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg,
-          cap) { call in
+func elementwiseOp(_ op: StaticString, _ kind: Elementwise, _ c: UnsafeRawPointer?) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 1, reals: kind.reals, outputs: 1), c) { call in
         let x = call.input(0, "x")
         let dtype = try call.floatType(x)
         try x.checkSizes()
@@ -383,28 +350,15 @@ func elementwiseC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Elementwise, 
 }
 
 @_cdecl("scnn_sigmoid")
-public func scnn_sigmoid(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                         _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                         _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseOp("sigmoid", .sigmoid, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
+public func scnn_sigmoid(_ c: UnsafeRawPointer?) -> Int32 { elementwiseOp("sigmoid", .sigmoid, c) }
 @_cdecl("scnn_relu")
-public func scnn_relu(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                      _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                      _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseOp("relu", .relu, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_relu(_ c: UnsafeRawPointer?) -> Int32 { elementwiseOp("relu", .relu, c) }
 
 /// in (grad_out, saved), out (grad_x of saved's shape; may BE grad_out). `saved` is the forward's
 /// output y for sigmoid (f' = y(1 - y)) and tanh (f' = 1 - y^2), its input x for relu and leaky_relu.
 @inline(__always)
-func elementwiseBackwardOp(_ op: StaticString, _ kind: Elementwise, _ savedName: StaticString, _ i: UnsafeRawPointer?, _ ni: Int32,
-                           _ n: UnsafePointer<Int64>?, _ nn: Int32, _ r: UnsafePointer<Double>?, _ nr: Int32,
-                           _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                           _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 2, reals: kind.reals, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg,
-          cap) { call in
+func elementwiseBackwardOp(_ op: StaticString, _ kind: Elementwise, _ savedName: StaticString, _ c: UnsafeRawPointer?) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 2, reals: kind.reals, outputs: 1), c) { call in
         let gy = call.input(0, "grad_out"), saved = call.input(1, savedName)
         let dtype = try call.floatType(gy)
         try saved.requireDType(dtype, like: "grad_out")
@@ -436,18 +390,9 @@ func elementwiseBackwardC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ kind: Eleme
 }
 
 @_cdecl("scnn_sigmoid_backward")
-public func scnn_sigmoid_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                  _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                  _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseBackwardOp("sigmoid_backward", .sigmoid, "y", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
+public func scnn_sigmoid_backward(_ c: UnsafeRawPointer?) -> Int32 { elementwiseBackwardOp("sigmoid_backward", .sigmoid, "y", c) }
 @_cdecl("scnn_relu_backward")
-public func scnn_relu_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                               _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                               _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseBackwardOp("relu_backward", .relu, "x", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_relu_backward(_ c: UnsafeRawPointer?) -> Int32 { elementwiseBackwardOp("relu_backward", .relu, "x", c) }
 
 // MARK: - softmax and losses
 
@@ -462,10 +407,8 @@ func logitsShape(_ logits: Operand) throws -> (Int, Int) {
 
 /// in (logits), out (probs).
 @_cdecl("scnn_softmax")
-public func scnn_softmax(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                         _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                         _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("softmax", expect: OpArity(inputs: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+public func scnn_softmax(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("softmax", expect: OpArity(inputs: 1, outputs: 1), c) { call in
         let logits = call.input(0, "logits")
         let dtype = try call.floatType(logits)
         let (rows, classes) = try logitsShape(logits)
@@ -504,10 +447,8 @@ func checkLabels(_ target: Operand, rows: Int, classes: Int) throws -> UnsafeMut
 
 /// in (logits, target: int64 (N,) class indices or probabilities (N, K)), out (loss 0-d float64, grad_logits).
 @_cdecl("scnn_softmax_cross_entropy")
-public func scnn_softmax_cross_entropy(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                       _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                       _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("softmax_cross_entropy", expect: OpArity(inputs: 2, outputs: 2), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+public func scnn_softmax_cross_entropy(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("softmax_cross_entropy", expect: OpArity(inputs: 2, outputs: 2), c) { call in
         let logits = call.input(0, "logits"), target = call.input(1, "target")
         let dtype = try call.floatType(logits)
         let (rows, classes) = try logitsShape(logits)
@@ -555,12 +496,8 @@ func softmaxCrossEntropyC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ rows: Int, 
 
 /// in (logits, target of logits' shape), out (loss 0-d float64, grad_logits).
 @_cdecl("scnn_binary_cross_entropy_with_logits")
-public func scnn_binary_cross_entropy_with_logits(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                                  _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?,
-                                                  _ no: Int32, _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?,
-                                                  _ cap: Int64) -> Int32 {
-    runOp("binary_cross_entropy_with_logits", expect: OpArity(inputs: 2, outputs: 2), i, ni, n, nn, r, nr, o, no, compute, msg,
-          cap) { call in
+public func scnn_binary_cross_entropy_with_logits(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("binary_cross_entropy_with_logits", expect: OpArity(inputs: 2, outputs: 2), c) { call in
         let logits = call.input(0, "logits"), target = call.input(1, "target")
         let dtype = try call.floatType(logits)
         try target.requireDType(dtype, like: "logits")
@@ -596,10 +533,8 @@ func bceC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ logits: Operand, _ target: 
 
 /// in (image, kernel), ints (mode), out (out): scipy's correlate2d (or convolve2d with `flip`).
 @inline(__always)
-func signal2dOp(_ op: StaticString, flip: Bool, _ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp(op, expect: OpArity(inputs: 2, ints: 1, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg, cap) { call in
+func signal2dOp(_ op: StaticString, flip: Bool, _ c: UnsafeRawPointer?) -> Int32 {
+    runOp(op, expect: OpArity(inputs: 2, ints: 1, outputs: 1), c) { call in
         let image = call.input(0, "image"), kernel = call.input(1, "kernel")
         let dtype = try call.floatType(image)
         try kernel.requireDType(dtype, like: "image")
@@ -635,15 +570,6 @@ func signal2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Correlation2DGeomet
 }
 
 @_cdecl("scnn_correlate2d")
-public func scnn_correlate2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                             _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                             _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    signal2dOp("correlate2d", flip: false, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
+public func scnn_correlate2d(_ c: UnsafeRawPointer?) -> Int32 { signal2dOp("correlate2d", flip: false, c) }
 @_cdecl("scnn_convolve2d")
-public func scnn_convolve2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    signal2dOp("convolve2d", flip: true, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_convolve2d(_ c: UnsafeRawPointer?) -> Int32 { signal2dOp("convolve2d", flip: true, c) }

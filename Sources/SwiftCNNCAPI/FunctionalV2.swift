@@ -14,45 +14,25 @@ func copyResult<T: CNNScalar>(_ t: Tensor<T>, into r: ResultOperand) throws {
 // MARK: - tanh, leaky_relu (the elementwise family of Functional.swift)
 
 @_cdecl("scnn_tanh")
-public func scnn_tanh(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                      _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                      _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseOp("tanh", .tanh, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_tanh(_ c: UnsafeRawPointer?) -> Int32 { elementwiseOp("tanh", .tanh, c) }
 
 /// reals (negative_slope).
 @_cdecl("scnn_leaky_relu")
-public func scnn_leaky_relu(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseOp("leaky_relu", .leakyRelu, i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
-
+public func scnn_leaky_relu(_ c: UnsafeRawPointer?) -> Int32 { elementwiseOp("leaky_relu", .leakyRelu, c) }
 @_cdecl("scnn_tanh_backward")
-public func scnn_tanh_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                               _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                               _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseBackwardOp("tanh_backward", .tanh, "y", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_tanh_backward(_ c: UnsafeRawPointer?) -> Int32 { elementwiseBackwardOp("tanh_backward", .tanh, "y", c) }
 
 /// reals (negative_slope).
 @_cdecl("scnn_leaky_relu_backward")
-public func scnn_leaky_relu_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    elementwiseBackwardOp("leaky_relu_backward", .leakyRelu, "x", i, ni, n, nn, r, nr, o, no, compute, msg, cap)
-}
+public func scnn_leaky_relu_backward(_ c: UnsafeRawPointer?) -> Int32 { elementwiseBackwardOp("leaky_relu_backward", .leakyRelu, "x", c) }
 
 // MARK: - batch_norm
 
 /// in (x, running_mean?, running_var?, weight?, bias?) — the running statistics are updated in
 /// place in training mode —, ints (training), reals (momentum, eps), out (y).
 @_cdecl("scnn_batch_norm")
-public func scnn_batch_norm(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                            _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                            _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("batch_norm", expect: OpArity(inputs: 5, ints: 1, reals: 2, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg,
-          cap) { call in
+public func scnn_batch_norm(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("batch_norm", expect: OpArity(inputs: 5, ints: 1, reals: 2, outputs: 1), c) { call in
         let x = call.input(0, "x"), rm = call.input(1, "running_mean"), rv = call.input(2, "running_var")
         let w = call.input(3, "weight"), b = call.input(4, "bias")
         let dtype = try call.floatType(x)
@@ -85,11 +65,8 @@ func batchNormC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ x: Operand, _ rm: Ope
 /// in (grad_out, x, weight?), reals (eps), out (grad_x, grad_weight, grad_bias): the gradient of
 /// training-mode batch norm through the batch statistics.
 @_cdecl("scnn_batch_norm_backward")
-public func scnn_batch_norm_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("batch_norm_backward", expect: OpArity(inputs: 3, reals: 1, outputs: 3), i, ni, n, nn, r, nr, o, no, compute, msg,
-          cap) { call in
+public func scnn_batch_norm_backward(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("batch_norm_backward", expect: OpArity(inputs: 3, reals: 1, outputs: 3), c) { call in
         let gy = call.input(0, "grad_out"), x = call.input(1, "x"), w = call.input(2, "weight")
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")
@@ -121,11 +98,8 @@ public func scnn_batch_norm_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: U
 
 /// in (x), ints (output_size pair), out (y).
 @_cdecl("scnn_adaptive_avg_pool2d")
-public func scnn_adaptive_avg_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                     _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?, _ no: Int32,
-                                     _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ cap: Int64) -> Int32 {
-    runOp("adaptive_avg_pool2d", expect: OpArity(inputs: 1, ints: 2, outputs: 1), i, ni, n, nn, r, nr, o, no, compute, msg,
-          cap) { call in
+public func scnn_adaptive_avg_pool2d(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("adaptive_avg_pool2d", expect: OpArity(inputs: 1, ints: 2, outputs: 1), c) { call in
         let x = call.input(0, "x")
         let dtype = try call.floatType(x)
         try x.checkSizes()
@@ -143,12 +117,8 @@ public func scnn_adaptive_avg_pool2d(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: U
 
 /// in (grad_out, x), ints (output_size pair), out (grad_x).
 @_cdecl("scnn_adaptive_avg_pool2d_backward")
-public func scnn_adaptive_avg_pool2d_backward(_ i: UnsafeRawPointer?, _ ni: Int32, _ n: UnsafePointer<Int64>?, _ nn: Int32,
-                                              _ r: UnsafePointer<Double>?, _ nr: Int32, _ o: UnsafeMutableRawPointer?,
-                                              _ no: Int32, _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?,
-                                              _ cap: Int64) -> Int32 {
-    runOp("adaptive_avg_pool2d_backward", expect: OpArity(inputs: 2, ints: 2, outputs: 1), i, ni, n, nn, r, nr, o, no,
-          compute, msg, cap) { call in
+public func scnn_adaptive_avg_pool2d_backward(_ c: UnsafeRawPointer?) -> Int32 {
+    runOp("adaptive_avg_pool2d_backward", expect: OpArity(inputs: 2, ints: 2, outputs: 1), c) { call in
         let gy = call.input(0, "grad_out"), x = call.input(1, "x")
         let dtype = try call.floatType(gy)
         try x.requireDType(dtype, like: "grad_out")

@@ -4,8 +4,8 @@
 // An op is written once, as a body that validates (allocating nothing), declares its results and,
 // when `call.compute` is true, runs the core:
 //
-//     @_cdecl("scnn_relu") public func scnn_relu(...) -> Int32 {
-//         runOp("relu", expect: OpArity(inputs: 1, outputs: 1), ...) { call in
+//     @_cdecl("scnn_relu") public func scnn_relu(_ c: UnsafeRawPointer?) -> Int32 {
+//         runOp("relu", expect: OpArity(inputs: 1, outputs: 1), c) { call in
 //             let x = call.input(0, "x")
 //             let dtype = try call.floatType(x)
 //             try call.output(0, "out").declare(like: x, dtype: OperandType(dtype))
@@ -95,15 +95,28 @@ struct OpCall {
     }
 }
 
-/// Runs one functional op: checks the operand and setting counts, then `body`, and turns a thrown
-/// `SwiftCNNError` into the status and message.
+/// The fields of `scnn_op_call` (swiftcnn.h), by the byte offsets its `_Static_assert`s pin.
+enum OpCallLayout {
+    static let inputs = 0, ints = 8, reals = 16, outputs = 24, msg = 32, msgCap = 40
+    static let nInputs = 48, nInts = 52, nReals = 56, nOutputs = 60, compute = 64
+}
+
+/// Runs one functional op on the caller's `scnn_op_call` `c`: checks the operand and setting
+/// counts, then `body`, and turns a thrown `SwiftCNNError` into the status and message. A NULL
+/// call (no message buffer to write to) is a value error without a message.
 @inline(__always)
-func runOp(_ op: StaticString, expect: OpArity,
-           _ inputs: UnsafeRawPointer?, _ nInputs: Int32, _ ints: UnsafePointer<Int64>?, _ nInts: Int32,
-           _ reals: UnsafePointer<Double>?, _ nReals: Int32, _ outputs: UnsafeMutableRawPointer?, _ nOutputs: Int32,
-           _ compute: Bool, _ msg: UnsafeMutablePointer<CChar>?, _ msgCap: Int64,
-           _ body: (OpCall) throws -> Void) -> Int32 {
-    withStatus(msg, msgCap) {
+func runOp(_ op: StaticString, expect: OpArity, _ c: UnsafeRawPointer?, _ body: (OpCall) throws -> Void) -> Int32 {
+    guard let c else { return Status.valueError }
+    typealias L = OpCallLayout
+    let msg = c.load(fromByteOffset: L.msg, as: UnsafeMutablePointer<CChar>?.self)
+    return withStatus(msg, c.load(fromByteOffset: L.msgCap, as: Int64.self)) {
+        let inputs = c.load(fromByteOffset: L.inputs, as: UnsafeRawPointer?.self)
+        let ints = c.load(fromByteOffset: L.ints, as: UnsafePointer<Int64>?.self)
+        let reals = c.load(fromByteOffset: L.reals, as: UnsafePointer<Double>?.self)
+        let outputs = c.load(fromByteOffset: L.outputs, as: UnsafeMutableRawPointer?.self)
+        let nInputs = c.load(fromByteOffset: L.nInputs, as: Int32.self), nInts = c.load(fromByteOffset: L.nInts, as: Int32.self)
+        let nReals = c.load(fromByteOffset: L.nReals, as: Int32.self)
+        let nOutputs = c.load(fromByteOffset: L.nOutputs, as: Int32.self)
         guard nInputs == Int32(expect.inputs), nInts == Int32(expect.ints), nReals == Int32(expect.reals),
               nOutputs == Int32(expect.outputs) else {
             throw SwiftCNNError.value(
@@ -113,6 +126,7 @@ func runOp(_ op: StaticString, expect: OpArity,
               expect.reals == 0 || reals != nil, expect.outputs == 0 || outputs != nil else {
             throw SwiftCNNError.value("\(op): an operand or settings array is NULL")
         }
-        try body(OpCall(op: op, inputs: inputs, ints: ints, reals: reals, outputs: outputs, compute: compute))
+        try body(OpCall(op: op, inputs: inputs, ints: ints, reals: reals, outputs: outputs,
+                        compute: c.load(fromByteOffset: L.compute, as: Int32.self) != 0))
     }
 }

@@ -112,9 +112,21 @@ final class Owned {
     func bytesSnapshot() -> [UInt8] { Array(UnsafeRawBufferPointer(start: raw, count: bytes)) }
 }
 
-/// The Swift type of every `scnn_op_fn` export.
-typealias OpFn = (UnsafeRawPointer?, Int32, UnsafePointer<Int64>?, Int32, UnsafePointer<Double>?, Int32,
-                  UnsafeMutableRawPointer?, Int32, Bool, UnsafeMutablePointer<CChar>?, Int64) -> Int32
+/// The Swift type of every `scnn_op_fn` export: it takes one `scnn_op_call`.
+typealias OpFn = (UnsafeRawPointer?) -> Int32
+
+/// `scnn_op_call` (swiftcnn.h), laid out as the header's `_Static_assert`s pin it (72 bytes).
+struct OpCallStruct {
+    var inputs: UnsafeRawPointer?
+    var ints: UnsafePointer<Int64>?
+    var reals: UnsafePointer<Double>?
+    var outputs: UnsafeMutableRawPointer?
+    var msg: UnsafeMutablePointer<CChar>?
+    var msgCap: Int64
+    var nInputs: Int32, nInts: Int32, nReals: Int32, nOutputs: Int32
+    var compute: Int32
+    var reserved: Int32 = 0
+}
 
 /// Calls `fn` with the given arrays; a nil array is passed as NULL, and the counts default to the
 /// arrays' lengths (override them to claim other counts).
@@ -133,9 +145,13 @@ func callOp(_ fn: OpFn, inputs: [TensorDesc]?, ints: [Int64]? = [], reals: [Doub
             realsCopy.withUnsafeBufferPointer { rb in
                 outputs.withUnsafeMutableBytes { ob in
                     // No outputs: NULL (pass [] with nOutputs to test a NULL outputs array).
-                    call(cap: cap) {
-                        fn(inputs == nil ? nil : ib.baseAddress, ni, ints == nil ? nil : nb.baseAddress, nn,
-                           reals == nil ? nil : rb.baseAddress, nr, noOutputs ? nil : ob.baseAddress, no, compute, $0, $1)
+                    call(cap: cap) { msg, msgCap in
+                        var c = OpCallStruct(
+                            inputs: inputs == nil ? nil : ib.baseAddress, ints: ints == nil ? nil : nb.baseAddress,
+                            reals: reals == nil ? nil : rb.baseAddress, outputs: noOutputs ? nil : ob.baseAddress,
+                            msg: msg, msgCap: msgCap, nInputs: ni, nInts: nn, nReals: nr, nOutputs: no,
+                            compute: compute ? 1 : 0)
+                        return withUnsafePointer(to: &c) { fn(UnsafeRawPointer($0)) }
                     }
                 }
             }

@@ -77,6 +77,30 @@ final class FunctionalCAPITests: XCTestCase {
         }
     }
 
+    /// `scnn_op_call`: the test's struct, Swift's reader (OpCallLayout) and the header agree on
+    /// every offset; a NULL call is refused (there is no message buffer to write to).
+    func testOpCallLayout() throws {
+        typealias S = OpCallStruct
+        XCTAssertEqual(MemoryLayout<S>.size, 72)
+        let offsets: [(PartialKeyPath<S>, Int)] = [
+            (\S.inputs, OpCallLayout.inputs), (\S.ints, OpCallLayout.ints), (\S.reals, OpCallLayout.reals),
+            (\S.outputs, OpCallLayout.outputs), (\S.msg, OpCallLayout.msg), (\S.msgCap, OpCallLayout.msgCap),
+            (\S.nInputs, OpCallLayout.nInputs), (\S.nInts, OpCallLayout.nInts), (\S.nReals, OpCallLayout.nReals),
+            (\S.nOutputs, OpCallLayout.nOutputs), (\S.compute, OpCallLayout.compute)]
+        for (path, offset) in offsets {
+            XCTAssertEqual(MemoryLayout<S>.offset(of: path), offset, "\(path)")
+        }
+        let header = try String(contentsOfFile: headerPath, encoding: .utf8)
+        for needle in ["sizeof(scnn_op_call) == 72", "offsetof(scnn_op_call, msg) == 32", "offsetof(scnn_op_call, msg_cap) == 40",
+                       "offsetof(scnn_op_call, n_inputs) == 48", "offsetof(scnn_op_call, n_outputs) == 60",
+                       "offsetof(scnn_op_call, compute) == 64"] {
+            XCTAssertTrue(header.contains(needle), needle)
+        }
+        for (name, fn, _) in opTable {
+            XCTAssertEqual(fn(nil), VALUE, "\(name) with a NULL call")
+        }
+    }
+
     /// The op table of FuzzCAPITests names every op the CPython extension's table calls (its
     /// `OP_ROW(name, ...)` rows, which declare the `scnn_<name>` symbols), once: a new op is fuzzed.
     func testOpTableCoversTheExtensionsRows() throws {

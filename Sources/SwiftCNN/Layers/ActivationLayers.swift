@@ -1,55 +1,57 @@
-/// The logistic sigmoid, elementwise, as PyTorch's `nn.Sigmoid`: y = 1 / (1 + e^-x).
+/// The elementwise activation layers: y = f(x) forward; dL/dx = dL/dy * f'(.) backward, where f'
+/// needs only one saved tensor: the forward's OUTPUT y (sigmoid: f' = y (1 - y), tanh: f' = 1 - y^2)
+/// or its INPUT x (relu and leaky relu: f' depends on the sign of x). Any shape.
 ///
-/// Keeps its OUTPUT y, not x: sigma'(x) = y (1 - y) (the lecture's identity) needs nothing else.
-/// Any shape.
-public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
+/// The four layers are this one class with their kernels (Ops/Activations.swift, Ops/Tanh.swift,
+/// Ops/LeakyReLU.swift); only their names, settings and descriptions differ.
+public class ElementwiseLayer<T: CNNScalar>: Layer, CustomStringConvertible {
     public typealias Scalar = T
+    /// f over `count` elements: (count, x, y).
+    @usableFromInline typealias ForwardKernel = (Int, UnsafePointer<T>, UnsafeMutablePointer<T>) -> Void
+    /// dL/dx over `count` elements: (count, grad_out, saved, grad_x), saved = y or x.
+    @usableFromInline typealias BackwardKernel = (Int, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>) -> Void
 
-    let access = ExclusiveAccess(name: "Sigmoid")
-    /// The last forward's output: returned to the caller as a view and read back by backward.
-    /// (Nothing can fail between replacing it and filling it, so it is always a complete output.)
+    /// As PyTorch prints the layer: "ReLU()", "LeakyReLU(negative_slope=0.01)".
+    public let description: String
+    let name: String
+    /// Whether backward reads the forward's output (else its input).
+    let savesOutput: Bool
+    @usableFromInline let forwardKernel: ForwardKernel
+    @usableFromInline let backwardKernel: BackwardKernel
+    let access: ExclusiveAccess
+    /// What backward reads (the last complete forward's y or x, or a fused convolution's activated
+    /// output: `adopt`); nil before the first forward and after a failed one.
+    @usableFromInline var saved: Tensor<T>?
+    /// The layer's output buffer, returned to the caller as a view (reused while the shape holds).
     @usableFromInline var output: Tensor<T>?
-    /// What backward reads: `output`, or a fused convolution's activated output (`adopt`).
-    @usableFromInline var lastOutput: Tensor<T>?
     @usableFromInline var gradInput: Tensor<T>?
 
-    public init() {}
+    init(name: String, description: String, savesOutput: Bool, forward: @escaping ForwardKernel,
+         backward: @escaping BackwardKernel) {
+        self.name = name
+        self.description = description
+        self.savesOutput = savesOutput
+        self.forwardKernel = forward
+        self.backwardKernel = backward
+        self.access = ExclusiveAccess(name: name)
+    }
 
     public var parameters: [Parameter<T>] { [] }
 
-    public var lastInputShape: [Int]? { access.read { lastOutput?.shape } }
-
-    /// What backward would read (the last forward's output), for `Sequential`'s fused
-    /// Sigmoid + MaxPool2d backward.
-    @usableFromInline
-    func savedForBackward() throws -> Tensor<T> {
-        try access.run {
-            guard let y = lastOutput else { throw SwiftCNNError.runtime("Sigmoid: backward called before forward") }
-            return y
-        }
-    }
-
-    /// Takes `y`, a convolution's output already passed through the sigmoid (`ConvEpilogue`), as
-    /// this layer's forward output: backward then reads it. Returns y.
-    @usableFromInline
-    func adopt(_ y: Tensor<T>) throws -> Tensor<T> {
-        try access.run {
-            lastOutput = y
-            return y
-        }
-    }
+    public var lastInputShape: [Int]? { access.read { saved?.shape } }
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] {
-        _ = try checkedElementCount(shape, what: "Sigmoid: x")
+        _ = try checkedElementCount(shape, what: "\(name): x")
         return shape
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
     public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
         try access.run {
+            saved = nil
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
-            sigmoidForward(count: x.count, x: x.pointer, y: y.pointer)
-            lastOutput = y
+            forwardKernel(x.count, UnsafePointer(x.pointer), y.pointer)
+            saved = savesOutput ? y : x
             return y
         }
     }
@@ -57,88 +59,83 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
     @_specialize(where T == Float) @_specialize(where T == Double)
     public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
         try access.run {
-            guard let y = lastOutput else {
-                throw SwiftCNNError.runtime("Sigmoid: backward called before forward")
+            guard let s = saved else {
+                throw SwiftCNNError.runtime("\(name): backward called before forward")
             }
-            try requireGradOutShape("Sigmoid", gradOut, y.shape)
-            let gradX = try layerBuffer(&gradInput, shape: y.shape, avoiding: gradOut)
-            sigmoidBackward(count: y.count, gradOut: gradOut.pointer, y: y.pointer, gradX: gradX.pointer)
+            try requireGradOutShape(name, gradOut, s.shape)
+            let gradX = try layerBuffer(&gradInput, shape: s.shape, avoiding: gradOut)
+            backwardKernel(s.count, UnsafePointer(gradOut.pointer), UnsafePointer(s.pointer), gradX.pointer)
             return gradX
         }
     }
 
     public func zeroGrad() throws {}
 
-    public var description: String { "Sigmoid()" }
+    /// What backward would read, for `Sequential`'s fused activation + MaxPool2d backward.
+    @usableFromInline
+    func savedForBackward() throws -> Tensor<T> {
+        try access.run {
+            guard let s = saved else { throw SwiftCNNError.runtime("\(name): backward called before forward") }
+            return s
+        }
+    }
+
+    /// Takes `y`, a convolution's output already passed through this activation (`ConvEpilogue`),
+    /// as this layer's forward. Sigmoid's backward reads y; ReLU's masks by y > 0, which is x > 0
+    /// (NaN included: both false). Returns y.
+    @usableFromInline
+    func adopt(_ y: Tensor<T>) throws -> Tensor<T> {
+        try access.run {
+            saved = y
+            return y
+        }
+    }
 }
 
-/// The rectifier, elementwise, as PyTorch's `nn.ReLU`: y = max(x, 0). Keeps a view of its input x
-/// (the gradient passes where x > 0). Any shape.
-public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
-    public typealias Scalar = T
-
-    let access = ExclusiveAccess(name: "ReLU")
-    @usableFromInline var input: Tensor<T>?
-    @usableFromInline var output: Tensor<T>?
-    @usableFromInline var gradInput: Tensor<T>?
-
-    public init() {}
-
-    public var parameters: [Parameter<T>] { [] }
-
-    public var lastInputShape: [Int]? { access.read { input?.shape } }
-
-    /// What backward would read (the last forward's input), for `Sequential`'s fused
-    /// ReLU + MaxPool2d backward.
-    @usableFromInline
-    func savedForBackward() throws -> Tensor<T> {
-        try access.run {
-            guard let x = input else { throw SwiftCNNError.runtime("ReLU: backward called before forward") }
-            return x
-        }
+/// The logistic sigmoid, as PyTorch's `nn.Sigmoid`: y = 1 / (1 + e^-x); backward reads y:
+/// sigma'(x) = y (1 - y) (the lecture's identity).
+public final class Sigmoid<T: CNNScalar>: ElementwiseLayer<T> {
+    public init() {
+        super.init(name: "Sigmoid", description: "Sigmoid()", savesOutput: true,
+                   forward: { sigmoidForward(count: $0, x: $1, y: $2) },
+                   backward: { sigmoidBackward(count: $0, gradOut: $1, y: $2, gradX: $3) })
     }
+}
 
-    /// Takes `y`, a convolution's output already rectified (`ConvEpilogue`), as this layer's
-    /// forward: backward masks by y > 0, which is x > 0 (NaN included: both false). Returns y.
-    @usableFromInline
-    func adopt(_ y: Tensor<T>) throws -> Tensor<T> {
-        try access.run {
-            input = y
-            return y
-        }
+/// The rectifier, as PyTorch's `nn.ReLU`: y = max(x, 0); backward reads (a view of) x: the
+/// gradient passes where x > 0.
+public final class ReLU<T: CNNScalar>: ElementwiseLayer<T> {
+    public init() {
+        super.init(name: "ReLU", description: "ReLU()", savesOutput: false,
+                   forward: { reluForward(count: $0, x: $1, y: $2) },
+                   backward: { reluBackward(count: $0, gradOut: $1, x: $2, gradX: $3) })
     }
+}
 
-    public func outputShape(forInput shape: [Int]) throws -> [Int] {
-        _ = try checkedElementCount(shape, what: "ReLU: x")
-        return shape
+/// The hyperbolic tangent, as PyTorch's `nn.Tanh`: y = tanh(x); backward reads y:
+/// tanh'(x) = 1 - y^2.
+public final class Tanh<T: CNNScalar>: ElementwiseLayer<T> {
+    public init() {
+        super.init(name: "Tanh", description: "Tanh()", savesOutput: true,
+                   forward: { tanhForward(count: $0, x: $1, y: $2) },
+                   backward: { tanhBackward(count: $0, gradOut: $1, y: $2, gradX: $3) })
     }
+}
 
-    @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
-        try access.run {
-            let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
-            reluForward(count: x.count, x: x.pointer, y: y.pointer)
-            input = x
-            return y
-        }
+/// The leaky rectifier, as PyTorch's `nn.LeakyReLU(negative_slope=0.01)`: y = x where x > 0, else
+/// negative_slope * x; backward reads (a view of) x: the gradient is 1 where x > 0, else
+/// negative_slope. Any slope, as PyTorch (see Ops/LeakyReLU.swift).
+public final class LeakyReLU<T: CNNScalar>: ElementwiseLayer<T> {
+    /// The slope for x <= 0, as given (used as T(negativeSlope)).
+    public let negativeSlope: Double
+
+    public init(negativeSlope: Double = 0.01) {
+        self.negativeSlope = negativeSlope
+        let slope = T(negativeSlope)
+        super.init(name: "LeakyReLU", description: "LeakyReLU(negative_slope=\(negativeSlope))", savesOutput: false,
+                   forward: { leakyReluForward(count: $0, x: $1, negativeSlope: slope, y: $2) },
+                   backward: { leakyReluBackward(count: $0, gradOut: $1, x: $2, negativeSlope: slope, gradX: $3) })
     }
-
-    @_specialize(where T == Float) @_specialize(where T == Double)
-    public func backward(_ gradOut: Tensor<T>) throws -> Tensor<T> {
-        try access.run {
-            guard let x = input else {
-                throw SwiftCNNError.runtime("ReLU: backward called before forward")
-            }
-            try requireGradOutShape("ReLU", gradOut, x.shape)
-            let gradX = try layerBuffer(&gradInput, shape: x.shape, avoiding: gradOut)
-            reluBackward(count: x.count, gradOut: gradOut.pointer, x: x.pointer, gradX: gradX.pointer)
-            return gradX
-        }
-    }
-
-    public func zeroGrad() throws {}
-
-    public var description: String { "ReLU()" }
 }
 
 /// Throws `.value` unless a layer's gradOut has the last output's shape.

@@ -32,24 +32,15 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     /// `seed` determines the initial weights. Throws `.value` for sizes < 1, padding < 0, dilation < 1.
     public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
                 padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), bias: Bool = true, seed: UInt64) throws {
-        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
-        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
-        try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
-        try requirePair("Conv2d", "stride", stride, atLeast: 1)
-        try requirePair("Conv2d", "padding", padding, atLeast: 0)
-        try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
-        let weightShape = [outChannels, inChannels, kernelSize.0, kernelSize.1]
-        let fanIn = try checkedElementCount(Array(weightShape.dropFirst()), what: "Conv2d: weight")
-        _ = try checkedElementCount(weightShape, what: "Conv2d: weight")
+        (self.weight, self.bias) = try convolutionParameters(
+            inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize, stride: stride,
+            padding: .explicit(padding.0, padding.1), dilation: dilation, groups: 1, bias: bias, seed: seed)
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernelSize = kernelSize
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
-        self.weight = try Parameter(name: "weight", shape: weightShape)
-        self.bias = bias ? try Parameter(name: "bias", shape: [outChannels]) : nil
-        initializeDefault(weight: weight.data, bias: self.bias?.data, fanIn: fanIn, seed: seed)
     }
 
     public var parameters: [Parameter<T>] { bias.map { [weight, $0] } ?? [weight] }
@@ -117,10 +108,60 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
 
     /// As PyTorch prints it: `Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))`.
     public var description: String {
-        var s = "Conv2d(\(inChannels), \(outChannels), kernel_size=\(describePair(kernelSize)), stride=\(describePair(stride))"
-        if padding != (0, 0) { s += ", padding=\(describePair(padding))" }
-        if dilation != (1, 1) { s += ", dilation=\(describePair(dilation))" }
-        if bias == nil { s += ", bias=False" }
-        return s + ")"
+        describeConvolution(inChannels, outChannels, kernelSize, stride, .explicit(padding.0, padding.1), dilation,
+                            groups: 1, hasBias: bias != nil)
     }
+}
+
+// What both convolution layers (this one and GroupedConv2d) share: their settings' checks, their
+// parameters and their description.
+
+/// The checked (weight, bias) of a convolution layer: weight (K, C/G, kH, kW) and bias (K) from
+/// U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C/G*kH*kW, as PyTorch. Throws `.value` for sizes
+/// < 1, padding < 0, dilation < 1, channel counts not divisible by `groups`, "same" with a stride
+/// other than 1.
+func convolutionParameters<T: CNNScalar>(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int),
+                                         padding: ConvPadding, dilation: (Int, Int), groups: Int, bias: Bool,
+                                         seed: UInt64) throws -> (Parameter<T>, Parameter<T>?) {
+    guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
+    guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
+    guard groups >= 1 else { throw SwiftCNNError.value("Conv2d: groups must be >= 1, got \(groups)") }
+    guard inChannels % groups == 0 else {
+        throw SwiftCNNError.value("Conv2d: in_channels (\(inChannels)) must be divisible by groups (\(groups))")
+    }
+    guard outChannels % groups == 0 else {
+        throw SwiftCNNError.value("Conv2d: out_channels (\(outChannels)) must be divisible by groups (\(groups))")
+    }
+    try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
+    try requirePair("Conv2d", "stride", stride, atLeast: 1)
+    switch padding {
+    case .explicit(let ph, let pw): try requirePair("Conv2d", "padding", (ph, pw), atLeast: 0)
+    case .same:
+        guard stride == (1, 1) else {
+            throw SwiftCNNError.value(
+                "Conv2d: padding='same' is not supported for strided convolutions, got stride (\(stride.0), \(stride.1))")
+        }
+    }
+    try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
+    let weightShape = [outChannels, inChannels / groups, kernelSize.0, kernelSize.1]
+    let fanIn = try checkedElementCount(Array(weightShape.dropFirst()), what: "Conv2d: weight")
+    _ = try checkedElementCount(weightShape, what: "Conv2d: weight")
+    let weight = try Parameter<T>(name: "weight", shape: weightShape)
+    let biasParameter = bias ? try Parameter<T>(name: "bias", shape: [outChannels]) : nil
+    initializeDefault(weight: weight.data, bias: biasParameter?.data, fanIn: fanIn, seed: seed)
+    return (weight, biasParameter)
+}
+
+/// PyTorch's repr of a convolution: `Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1), padding=same, groups=2)`.
+func describeConvolution(_ inChannels: Int, _ outChannels: Int, _ kernelSize: (Int, Int), _ stride: (Int, Int),
+                         _ padding: ConvPadding, _ dilation: (Int, Int), groups: Int, hasBias: Bool) -> String {
+    var s = "Conv2d(\(inChannels), \(outChannels), kernel_size=\(describePair(kernelSize)), stride=\(describePair(stride))"
+    switch padding {
+    case .same: s += ", padding=same"
+    case .explicit(let ph, let pw): if (ph, pw) != (0, 0) { s += ", padding=\(describePair((ph, pw)))" }
+    }
+    if dilation != (1, 1) { s += ", dilation=\(describePair(dilation))" }
+    if groups != 1 { s += ", groups=\(groups)" }
+    if !hasBias { s += ", bias=False" }
+    return s + ")"
 }

@@ -24,33 +24,11 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
                 padding: ConvPadding = .explicit(0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1,
                 bias: Bool = true, seed: UInt64) throws {
-        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
-        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
-        guard groups >= 1 else { throw SwiftCNNError.value("Conv2d: groups must be >= 1, got \(groups)") }
-        guard inChannels % groups == 0 else {
-            throw SwiftCNNError.value("Conv2d: in_channels (\(inChannels)) must be divisible by groups (\(groups))")
-        }
-        guard outChannels % groups == 0 else {
-            throw SwiftCNNError.value("Conv2d: out_channels (\(outChannels)) must be divisible by groups (\(groups))")
-        }
-        try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
-        try requirePair("Conv2d", "stride", stride, atLeast: 1)
-        try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
-        switch padding {
-        case .explicit(let ph, let pw): try requirePair("Conv2d", "padding", (ph, pw), atLeast: 0)
-        case .same:
-            guard stride == (1, 1) else {
-                throw SwiftCNNError.value("Conv2d: padding='same' is not supported for strided convolutions, got stride (\(stride.0), \(stride.1))")
-            }
-        }
-        let weightShape = [outChannels, inChannels / groups, kernelSize.0, kernelSize.1]
-        let fanIn = try checkedElementCount(Array(weightShape.dropFirst()), what: "Conv2d: weight")
-        _ = try checkedElementCount(weightShape, what: "Conv2d: weight")
+        (self.weight, self.bias) = try convolutionParameters(
+            inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize, stride: stride,
+            padding: padding, dilation: dilation, groups: groups, bias: bias, seed: seed)
         (self.inChannels, self.outChannels, self.groups) = (inChannels, outChannels, groups)
         (self.kernelSize, self.stride, self.padding, self.dilation) = (kernelSize, stride, padding, dilation)
-        self.weight = try Parameter(name: "weight", shape: weightShape)
-        self.bias = bias ? try Parameter(name: "bias", shape: [outChannels]) : nil
-        initializeDefault(weight: weight.data, bias: self.bias?.data, fanIn: fanIn, seed: seed)
     }
 
     public var parameters: [Parameter<T>] { bias.map { [weight, $0] } ?? [weight] }
@@ -113,14 +91,7 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     public var description: String {
-        var s = "Conv2d(\(inChannels), \(outChannels), kernel_size=\(describePair(kernelSize)), stride=\(describePair(stride))"
-        switch padding {
-        case .same: s += ", padding=same"
-        case .explicit(let ph, let pw): if (ph, pw) != (0, 0) { s += ", padding=\(describePair((ph, pw)))" }
-        }
-        if dilation != (1, 1) { s += ", dilation=\(describePair(dilation))" }
-        if groups != 1 { s += ", groups=\(groups)" }
-        if bias == nil { s += ", bias=False" }
-        return s + ")"
+        describeConvolution(inChannels, outChannels, kernelSize, stride, padding, dilation, groups: groups,
+                            hasBias: bias != nil)
     }
 }

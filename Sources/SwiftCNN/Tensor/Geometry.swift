@@ -94,7 +94,7 @@ func checkIndexRange(_ op: @autoclosure () -> String, axis: String, outputSize: 
 ///     weight (K, C, kH, kW)
 ///     bias   (K)
 ///     y      (N, K, Ho, Wo),  Ho = (H + 2*padH - dilationH*(kH-1) - 1) / strideH + 1  (same for Wo)
-public struct Conv2DGeometry: Equatable, Sendable {
+public struct Conv2DGeometry: Equatable, Sendable, SlidingWindowGeometry {
     public let batch, inChannels, height, width, outChannels, kernelH, kernelW,
                strideH, strideW, padH, padW, dilationH, dilationW, outH, outW: Int
 
@@ -104,6 +104,7 @@ public struct Conv2DGeometry: Equatable, Sendable {
     public var weightShape: [Int] { [outChannels, inChannels, kernelH, kernelW] }
     /// (N, K, Ho, Wo)
     public var outputShape: [Int] { [batch, outChannels, outH, outW] }
+    public var outputDims: (Int, Int, Int, Int) { (batch, outChannels, outH, outW) }
     /// (K,)
     public var biasShape: [Int] { [outChannels] }
 
@@ -217,22 +218,6 @@ public struct Conv2DGeometry: Equatable, Sendable {
                       weight: (weightShape[0], weightShape[1], weightShape[2], weightShape[3]), biasLength: biasLength,
                       stride: stride, padding: padding, dilation: dilation)
     }
-
-    /// Throws a value error unless `gradOut` is this geometry's output shape.
-    public func checkGradOut(op: @autoclosure () -> String, _ gradOut: (Int, Int, Int, Int)) throws {
-        guard gradOut == (batch, outChannels, outH, outW) else {
-            throw SwiftCNNError.value(
-                "\(op()): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
-        }
-    }
-
-    /// The same from a shape array.
-    public func checkGradOut(op: String, _ gradOutShape: [Int]) throws {
-        guard gradOutShape == outputShape else {
-            throw SwiftCNNError.value(
-                "\(op): grad_out must have shape \(describeShape(outputShape)), got \(describeShape(gradOutShape))")
-        }
-    }
 }
 
 // MARK: - pooling
@@ -243,13 +228,14 @@ public struct Conv2DGeometry: Equatable, Sendable {
 ///
 /// As PyTorch, padding must be at most half the kernel (`padding <= kernel_size // 2`), for both
 /// kinds. That guarantees every window overlaps the real input, so a max window is never all -inf.
-public struct Pool2DGeometry: Equatable, Sendable {
+public struct Pool2DGeometry: Equatable, Sendable, SlidingWindowGeometry {
     public let batch, channels, height, width, kernelH, kernelW, strideH, strideW, padH, padW, outH, outW: Int
 
     /// (N, C, H, W)
     public var inputShape: [Int] { [batch, channels, height, width] }
     /// (N, C, Ho, Wo)
     public var outputShape: [Int] { [batch, channels, outH, outW] }
+    public var outputDims: (Int, Int, Int, Int) { (batch, channels, outH, outW) }
 
     /// Validates everything `swiftcnn.h` lists and computes the output size: the one validation of
     /// a pooling call (C ABI, Tensor level, layers). Allocates nothing unless it throws.
@@ -325,10 +311,22 @@ public struct Pool2DGeometry: Equatable, Sendable {
         try self.init(op: op, kind: kind, x: (xShape[0], xShape[1], xShape[2], xShape[3]), kernelSize: kernelSize,
                       stride: stride, padding: padding)
     }
+}
 
-    /// Throws a value error unless `gradOut` is this geometry's output shape.
+/// A convolution's or a pooling's geometry, as its backward sees it: the output's (N, C, Ho, Wo),
+/// which grad_out must match.
+public protocol SlidingWindowGeometry {
+    /// [N, C or K, Ho, Wo].
+    var outputShape: [Int] { get }
+    /// The same as a tuple (no allocation).
+    var outputDims: (Int, Int, Int, Int) { get }
+}
+
+extension SlidingWindowGeometry {
+    /// Throws a value error unless `gradOut` is this geometry's output shape. Allocates nothing
+    /// unless it throws.
     public func checkGradOut(op: @autoclosure () -> String, _ gradOut: (Int, Int, Int, Int)) throws {
-        guard gradOut == (batch, channels, outH, outW) else {
+        guard gradOut == outputDims else {
             throw SwiftCNNError.value(
                 "\(op()): grad_out must have shape \(describeShape(outputShape)), got \(describeShape([gradOut.0, gradOut.1, gradOut.2, gradOut.3]))")
         }

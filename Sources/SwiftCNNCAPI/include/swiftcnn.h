@@ -71,23 +71,41 @@ int64_t scnn_get_num_threads(void);
 
 /* ---- functional ops ---------------------------------------------------------------------------- */
 /*
- * Every functional op has this one signature:
+ * Every functional op has this one signature, `int32_t scnn_<name>(const scnn_op_call *call)`:
  *   inputs[n_inputs]    the tensor operands, in the Python signature's order (absent optional
  *                       ones with ndim SCNN_ABSENT)
  *   ints[n_ints]        integer settings, reals[n_reals] floating-point settings (listed per op)
  *   outputs[n_outputs]  the results
- *   compute             false: validate everything and write each output's ndim, shape and dtype
- *                       (data untouched); true: validate again, check that every output has exactly
+ *   compute             0: validate everything and write each output's ndim, shape and dtype
+ *                       (data untouched); 1: validate again, check that every output has exactly
  *                       that shape and dtype and non-overlapping memory, and compute.
+ *   msg[msg_cap]        room for the error message of a failed call (NUL-terminated)
  * Both modes run the same validation, which allocates nothing. A caller allocates between the two.
  * Outputs must not overlap inputs (elementwise ops: an output may BE its first input, exactly).
- * A loss is a 0-d SCNN_FLOAT64 output.
+ * A loss is a 0-d SCNN_FLOAT64 output. One struct rather than eleven parameters: every op's
+ * exported function is then one line of Swift, and the call can grow a field without a new ABI.
  */
-typedef int32_t scnn_op_fn(const scnn_tensor *inputs, int32_t n_inputs,
-                           const int64_t *ints, int32_t n_ints,
-                           const double *reals, int32_t n_reals,
-                           scnn_tensor *outputs, int32_t n_outputs,
-                           bool compute, char *msg, int64_t msg_cap);
+typedef struct {
+    const scnn_tensor *inputs;
+    const int64_t *ints;
+    const double *reals;
+    scnn_tensor *outputs;
+    char *msg;
+    int64_t msg_cap;
+    int32_t n_inputs, n_ints, n_reals, n_outputs;
+    int32_t compute;
+    int32_t reserved; /* 0 */
+} scnn_op_call;
+
+typedef int32_t scnn_op_fn(const scnn_op_call *call);
+
+/* The Swift side reads this struct by these offsets (Sources/SwiftCNNCAPI/OpCall.swift). */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(scnn_op_call) == 72, "scnn_op_call is 72 bytes");
+_Static_assert(offsetof(scnn_op_call, msg) == 32 && offsetof(scnn_op_call, msg_cap) == 40, "msg at 32, msg_cap at 40");
+_Static_assert(offsetof(scnn_op_call, n_inputs) == 48 && offsetof(scnn_op_call, n_outputs) == 60, "counts at 48..63");
+_Static_assert(offsetof(scnn_op_call, compute) == 64, "compute at 64");
+#endif
 
 /*
  * The ops are the library's exported symbols `scnn_<name>`, each a scnn_op_fn: conv2d,
