@@ -20,16 +20,19 @@ func conv2dForwardDirect<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>,
                 var r0 = 0, r1 = g.kernelH
                 while r0 < r1 && h0 + r0 * g.dilationH < 0 { r0 += 1 }
                 while r1 > r0 && h0 + (r1 - 1) * g.dilationH >= g.height { r1 -= 1 }
-                var j = 0
                 // Four outputs at a time where their windows need no column clipping: four
                 // independent multiply-add chains (one chain alone waits on the FMA latency at every
                 // tap; that wait was half the per-call cost of a tiny conv2d from Python). Each
-                // output still sums its taps in the order of `conv2dForwardDirectOne`.
+                // output still sums its taps in the order of `conv2dForwardDirectOne`. A row's last
+                // block ends at the row's end, recomputing up to three outputs of the block before
+                // it (bit for bit: same taps, same order) rather than leaving them to one chain each.
+                let row = out
+                var j = 0
                 while j < g.outW {
-                    let w0 = j * g.strideW - g.padW, w3 = (j + 3) * g.strideW - g.padW
-                    if j + 4 > g.outW || w0 < 0 || w3 + (g.kernelW - 1) * g.dilationW >= g.width {
-                        conv2dForwardDirectOne(g, xn: xn, wk: wk, bias: b, h0: h0, r0: r0, r1: r1, j: j, out: out)
-                        out += 1
+                    let jb = j + 4 > g.outW && g.outW >= 4 ? g.outW - 4 : j
+                    let w0 = jb * g.strideW - g.padW, w3 = (jb + 3) * g.strideW - g.padW
+                    if jb + 4 > g.outW || w0 < 0 || w3 + (g.kernelW - 1) * g.dilationW >= g.width {
+                        conv2dForwardDirectOne(g, xn: xn, wk: wk, bias: b, h0: h0, r0: r0, r1: r1, j: j, out: row + j)
                         j += 1
                         continue
                     }
@@ -48,10 +51,10 @@ func conv2dForwardDirect<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>,
                             }
                         }
                     }
-                    out[0] = sum0; out[1] = sum1; out[2] = sum2; out[3] = sum3
-                    out += 4
-                    j += 4
+                    row[jb] = sum0; row[jb + 1] = sum1; row[jb + 2] = sum2; row[jb + 3] = sum3
+                    j = jb + 4
                 }
+                out += g.outW
             }
         }
     }
