@@ -64,7 +64,7 @@ if [ -f "$ASAN_PKG/swiftcnn/libSwiftCNNCAPI.so" ]; then
     "$CLANG" -shared -fPIC -O1 -g -fno-omit-frame-pointer \
         -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize=function -fno-sanitize-recover=all \
         -Wall -Wno-unused-function -I"$PY_INC" -I"$NP_INC" -I"$ROOT/Sources/SwiftCNNCAPI/include" \
-        python/swiftcnn/_core.c -o "$FUZZ_PKG/swiftcnn/_core$EXT_SUFFIX" \
+        python/swiftcnn/_core*.c -o "$FUZZ_PKG/swiftcnn/_core$EXT_SUFFIX" \
         -L"$FUZZ_PKG/swiftcnn" -lSwiftCNNCAPI -Wl,-rpath,'$ORIGIN'
     echo "fuzz.sh: target: the AddressSanitizer build of scripts/sanitize.sh (Swift core from $ASAN_PKG/swiftcnn;"
     echo "         the extension recompiled with coverage into $FUZZ_PKG/swiftcnn; runtime $ATHERIS_RT)"

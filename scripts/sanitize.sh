@@ -71,7 +71,7 @@ if [ "${SANITIZE_SKIP_BUILD:-0}" != "1" ]; then
     (cd python/swiftcnn && tar --exclude='*.so' --exclude='__pycache__' -cf - .) | (cd "$PKG" && tar -xf -)
     cp "$BIN/libSwiftCNNCAPI.so" "$PKG/"
 
-    echo "== compiling _core.c with $CLANG -fsanitize=address,undefined"
+    echo "== compiling the extension (_core*.c) with $CLANG -fsanitize=address,undefined"
     PY_INC="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     NP_INC="$("$PYTHON" -c 'import numpy; print(numpy.get_include())')"
     EXT_SUFFIX="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
@@ -79,7 +79,7 @@ if [ "${SANITIZE_SKIP_BUILD:-0}" != "1" ]; then
         -fsanitize=address,undefined -fno-sanitize-recover=all \
         -Wall -Wno-unused-function \
         -I"$PY_INC" -I"$NP_INC" -I"$ROOT/Sources/SwiftCNNCAPI/include" \
-        python/swiftcnn/_core.c -o "$PKG/_core$EXT_SUFFIX" \
+        python/swiftcnn/_core*.c -o "$PKG/_core$EXT_SUFFIX" \
         -L"$PKG" -lSwiftCNNCAPI -Wl,-rpath,'$ORIGIN'
 fi
 [ -f "$PKG/libSwiftCNNCAPI.so" ] || { echo "sanitize.sh: no build in $PKG; run without SANITIZE_SKIP_BUILD" >&2; exit 2; }
@@ -102,8 +102,15 @@ buf = libc.malloc(4 * 8)
 x = Tensor(buf, (ctypes.c_int64 * 8)(16), 1, 1)  # 16 float64 (SCNN_FLOAT64 = 1) in a 4-double block
 y = Tensor(buf, (ctypes.c_int64 * 8)(16), 1, 1)
 msg = ctypes.create_string_buffer(512)
-lib.scnn_relu(ctypes.byref(x), 1, None, 0, None, 0, ctypes.byref(y), 1, ctypes.c_bool(True), msg,
-              ctypes.c_int64(512))
+class Call(ctypes.Structure):  # scnn_op_call
+    _fields_ = [('inputs', ctypes.c_void_p), ('ints', ctypes.c_void_p), ('reals', ctypes.c_void_p),
+                ('outputs', ctypes.c_void_p), ('msg', ctypes.c_char_p), ('msg_cap', ctypes.c_int64),
+                ('n_inputs', ctypes.c_int32), ('n_ints', ctypes.c_int32), ('n_reals', ctypes.c_int32),
+                ('n_outputs', ctypes.c_int32), ('compute', ctypes.c_int32), ('reserved', ctypes.c_int32)]
+assert ctypes.sizeof(Call) == 72
+call = Call(ctypes.addressof(x), None, None, ctypes.addressof(y), ctypes.cast(msg, ctypes.c_char_p), 512,
+            1, 0, 0, 1, 1, 0)
+lib.scnn_relu(ctypes.byref(call))
 print('canary: no report')
 " 2>&1 || true)"
 if ! grep -q "heap-buffer-overflow" <<<"$canary_out"; then
