@@ -14,7 +14,7 @@
 #     "unsupported option '-sanitize=undefined' for target 'x86_64-unknown-linux-gnu'" (Swift 6.3).
 #     Swift's own checks (overflow, bounds, unwrap traps: we build -O, never -Ounchecked) take its
 #     place for the Swift code.
-#   - the C extension swiftcnn._core from python/swiftcnn/_core.c, compiled by the Swift
+#   - the C extension swiftcnn._core from python/swiftcnn/_core*.c, compiled by the Swift
 #     toolchain's own clang with -fsanitize=address,undefined (UBSan halts on the first report);
 #   - a copy of the Python package in .build-asan/py/swiftcnn with those two libraries in it,
 #     put first on PYTHONPATH (ahead of the editable install's python/ path).
