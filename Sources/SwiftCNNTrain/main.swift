@@ -25,8 +25,15 @@ let usage = """
     Trains the lecture's network (ReLU) on MNIST IDX files (not gzipped) and saves it for swiftcnn.load.
     """
 
+/// Writes `text` to standard error (file descriptor 2: the C `stderr` global is shared mutable
+/// state that Swift 6's concurrency checking refuses).
+func printError(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}
+
 func fail(_ message: String) -> Never {
-    fputs("swiftcnn-train: \(message)\n", stderr)
+    printError("swiftcnn-train: \(message)")
     exit(2)
 }
 
@@ -180,6 +187,6 @@ func fmt(_ value: Double, _ digits: Int = 4) -> String {
 do {
     try run()
 } catch {
-    fputs("swiftcnn-train: \(error)\n", stderr)
+    printError("swiftcnn-train: \(error)")
     exit(1)
 }
