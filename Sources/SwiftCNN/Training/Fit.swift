@@ -75,7 +75,7 @@ func checkedLabels<L: BinaryInteger>(_ labels: [L], classes: Int, op: String, ar
     out.reserveCapacity(labels.count)
     for (i, label) in labels.enumerated() {
         guard let v = Int64(exactly: label), v >= 0, v < Int64(classes) else {
-            throw SwiftCNNError.value("\(op): \(argument) must hold class indices in [0, \(classes)), got \(label) at index \(i)")
+            throw SwiftCNNError.value("\(op): \(argument) (class indices) must be in [0, \(classes)), got \(label) at index \(i)")
         }
         out.append(v)
     }
