@@ -11,7 +11,8 @@
 /// gradient of group g is the full correlation of its output gradients with its rotated filters,
 /// its weight gradient the correlation of its input channels with its output gradients). They run
 /// through the ordinary kernels (`conv2dForward` / `conv2dBackward`) on each group's channels,
-/// gathered into a contiguous buffer when G > 1. G = C is a depthwise convolution.
+/// gathered into a contiguous buffer when G > 1. G = C = K (one filter per channel, stride 1, no
+/// dilation) is a depthwise convolution and has its own kernels (Kernels/DepthwiseConv.swift).
 ///
 /// "same" padding (stride 1) keeps the output size equal to the input size: the total padding of
 /// an axis is d*(k-1); PyTorch puts floor(total/2) before and the rest after, so for an even
@@ -153,6 +154,9 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
     if g.isPlain {
         return try conv2dForward(g.group, x: x, weight: weight, bias: bias, y: y, workspace: workspace)
     }
+    if depthwiseConvApplies(g) {   // one filter per channel: Kernels/DepthwiseConv.swift
+        return try depthwiseConv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: workspace.slots)
+    }
     let gi = g.group
     let xg = try Tensor<T>(zeros: [gi.batch, gi.inChannels, gi.height, gi.width])
     let yg = try Tensor<T>(zeros: [gi.batch, gi.outChannels, gi.outH, gi.outW])
@@ -175,6 +179,10 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
     if g.isPlain {
         return try conv2dBackward(g.group, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
                                   gradBias: gradBias, accumulate: accumulate, workspace: workspace)
+    }
+    if depthwiseConvApplies(g) {
+        return try depthwiseConv2dBackward(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
+                                           gradBias: gradBias, accumulate: accumulate, workspace: workspace.slots)
     }
     let gi = g.group
     let xg = try Tensor<T>(zeros: [gi.batch, gi.inChannels, gi.height, gi.width])
