@@ -155,6 +155,17 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
         return try conv2dForward(g.group, x: x, weight: weight, bias: bias, y: y, workspace: workspace)
     }
     if depthwiseConvApplies(g) {   // one filter per channel: Kernels/DepthwiseConv.swift
+        // Called with a concrete type so the SIMD8 kernel is specialized (generic SIMD is ~100x slower).
+        if T.self == Float.self {
+            return try depthwiseConv2dForward(g, x: cast(x, Float.self), weight: cast(weight, Float.self),
+                                              bias: bias.map { cast($0, Float.self) }, y: castMutable(y, Float.self),
+                                              workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Float>.self))
+        }
+        if T.self == Double.self {
+            return try depthwiseConv2dForward(g, x: cast(x, Double.self), weight: cast(weight, Double.self),
+                                              bias: bias.map { cast($0, Double.self) }, y: castMutable(y, Double.self),
+                                              workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Double>.self))
+        }
         return try depthwiseConv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: workspace.slots)
     }
     let gi = g.group
@@ -181,6 +192,20 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
                                   gradBias: gradBias, accumulate: accumulate, workspace: workspace)
     }
     if depthwiseConvApplies(g) {
+        if T.self == Float.self {
+            return try depthwiseConv2dBackward(g, gradOut: cast(gradOut, Float.self), x: cast(x, Float.self),
+                                               weight: cast(weight, Float.self), gradX: gradX.map { castMutable($0, Float.self) },
+                                               gradWeight: gradWeight.map { castMutable($0, Float.self) },
+                                               gradBias: gradBias.map { castMutable($0, Float.self) }, accumulate: accumulate,
+                                               workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Float>.self))
+        }
+        if T.self == Double.self {
+            return try depthwiseConv2dBackward(g, gradOut: cast(gradOut, Double.self), x: cast(x, Double.self),
+                                               weight: cast(weight, Double.self), gradX: gradX.map { castMutable($0, Double.self) },
+                                               gradWeight: gradWeight.map { castMutable($0, Double.self) },
+                                               gradBias: gradBias.map { castMutable($0, Double.self) }, accumulate: accumulate,
+                                               workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Double>.self))
+        }
         return try depthwiseConv2dBackward(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
                                            gradBias: gradBias, accumulate: accumulate, workspace: workspace.slots)
     }
@@ -200,4 +225,13 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
             scatterGroupGradient(g, gxg.pointer, firstChannel: group * gi.inChannels, into: gradX)
         }
     }
+}
+
+/// p reinterpreted as pointing to U (the caller has checked that T is U).
+@inline(__always) private func cast<T, U>(_ p: UnsafePointer<T>, _: U.Type) -> UnsafePointer<U> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: U.self)
+}
+
+@inline(__always) private func castMutable<T, U>(_ p: UnsafeMutablePointer<T>, _: U.Type) -> UnsafeMutablePointer<U> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: U.self)
 }
