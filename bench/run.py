@@ -5,7 +5,7 @@ Usage (from the repository root):
 
     python bench/run.py                  # full run, writes bench/RESULTS.md
     python bench/run.py --quick          # smoke run (fewer, shorter repeats)
-    python bench/run.py --only 2         # one figure (1..6 or lenet/conv3x3/conv5x5/percall/memory/bnnet)
+    python bench/run.py --only 2         # one figure (1..7 or lenet/conv3x3/conv5x5/percall/memory/bnnet/depthwise)
     python bench/run.py --no-torch       # swiftcnn alone
     python bench/run.py --no-swiftcnn    # PyTorch alone (checks the harness before the library builds)
 
@@ -558,7 +558,7 @@ def figure_lenet(ctx) -> Figure:
 # ----------------------------------------------------------------------------------------------
 
 def _conv_figure(ctx, number: int, N: int, C: int, H: int, W: int, K: int, R: int, pad: int,
-                 torch_ref: str) -> Figure:
+                 torch_ref: str, groups: int = 1) -> Figure:
     """One conv layer, stride 1: forward, backward (combined) and torch's per-part backward, GFLOP/s.
 
     FLOPs per pass = 2*N*K*C*R*S*Ho*Wo (forward, grad-input and grad-weight each); the combined
@@ -568,10 +568,11 @@ def _conv_figure(ctx, number: int, N: int, C: int, H: int, W: int, K: int, R: in
     sc, torch, s = ctx.sc, ctx.torch, ctx.settings
     Ho = H + 2 * pad - R + 1
     Wo = W + 2 * pad - R + 1
-    flops = 2 * N * K * C * R * R * Ho * Wo
-    fig = Figure(number, f"Conv layer N={N}, C={C}, {H}x{W}, K={K}, {R}x{R}, padding {pad}: "
+    flops = 2 * N * K * (C // groups) * R * R * Ho * Wo
+    grouped = f", groups={groups}" if groups > 1 else ""
+    fig = Figure(number, f"Conv layer N={N}, C={C}, {H}x{W}, K={K}, {R}x{R}, padding {pad}{grouped}: "
                          f"GFLOP/s (higher is better)")
-    fig.notes.append(f"{flops / 1e9:.3f} GFLOP per pass (2*N*K*C*R*S*Ho*Wo, Ho=Wo={Ho}); float32, with bias. "
+    fig.notes.append(f"{flops / 1e9:.3f} GFLOP per pass (2*N*K*(C/groups)*R*S*Ho*Wo, Ho=Wo={Ho}); float32, with bias. "
                      f"PyTorch reference here: {torch_ref} (forward / grad-input / grad-weight).")
     fig.notes.append("swiftcnn's functional API offers only `conv2d_backward(grad_out, x, w)`, which returns "
                      "grad-input, grad-weight and grad-bias together, so swiftcnn is timed as a whole and "
@@ -580,14 +581,14 @@ def _conv_figure(ctx, number: int, N: int, C: int, H: int, W: int, K: int, R: in
                      "per part (`torch.nn.grad.conv2d_input` / `conv2d_weight`) for reference.")
     rng = np.random.default_rng(1)
     x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-    w = (rng.standard_normal((K, C, R, R), dtype=np.float32) / np.sqrt(C * R * R)).astype(np.float32)
+    w = (rng.standard_normal((K, C // groups, R, R), dtype=np.float32) / np.sqrt(C // groups * R * R)).astype(np.float32)
     bias = rng.standard_normal(K, dtype=np.float32)
     gy = rng.standard_normal((N, K, Ho, Wo), dtype=np.float32)
 
     fwd, bwd, dx, dw = {}, {}, {}, {}
     if sc is not None:
-        fwd["sc"] = lambda: sc.conv2d(x, w, bias, padding=pad)
-        bwd["sc"] = lambda: sc.conv2d_backward(gy, x, w, padding=pad)
+        fwd["sc"] = lambda: sc.conv2d(x, w, bias, padding=pad, groups=groups)
+        bwd["sc"] = lambda: sc.conv2d_backward(gy, x, w, padding=pad, groups=groups)
     if torch is not None:
         F = torch.nn.functional
         xt, wt, bt, gyt = (torch.from_numpy(a) for a in (x, w, bias, gy))
@@ -595,19 +596,19 @@ def _conv_figure(ctx, number: int, N: int, C: int, H: int, W: int, K: int, R: in
 
         def t_fwd():
             with torch.no_grad():
-                F.conv2d(xt, wt, bt, padding=pad)
+                F.conv2d(xt, wt, bt, padding=pad, groups=groups)
 
         fwd["torch"] = t_fwd
-        bwd["torch"] = lambda: aten_bwd(gyt, xt, wt, [K], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+        bwd["torch"] = lambda: aten_bwd(gyt, xt, wt, [K], [1, 1], [pad, pad], [1, 1], False, [0, 0], groups,
                                         [True, True, True])
-        dx["torch"] = lambda: torch.nn.grad.conv2d_input(xt.shape, wt, gyt, padding=pad)
-        dw["torch"] = lambda: torch.nn.grad.conv2d_weight(xt, wt.shape, gyt, padding=pad)
+        dx["torch"] = lambda: torch.nn.grad.conv2d_input(xt.shape, wt, gyt, padding=pad, groups=groups)
+        dw["torch"] = lambda: torch.nn.grad.conv2d_weight(xt, wt.shape, gyt, padding=pad, groups=groups)
         if sc is not None:  # check that both compute the same thing before timing
-            y_sc = sc.conv2d(x, w, bias, padding=pad)
+            y_sc = sc.conv2d(x, w, bias, padding=pad, groups=groups)
             with torch.no_grad():
-                y_t = F.conv2d(xt, wt, bt, padding=pad).numpy()
-            gx_sc, gw_sc, gb_sc = sc.conv2d_backward(gy, x, w, padding=pad)
-            gx_t, gw_t, gb_t = aten_bwd(gyt, xt, wt, [K], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                y_t = F.conv2d(xt, wt, bt, padding=pad, groups=groups).numpy()
+            gx_sc, gw_sc, gb_sc = sc.conv2d_backward(gy, x, w, padding=pad, groups=groups)
+            gx_t, gw_t, gb_t = aten_bwd(gyt, xt, wt, [K], [1, 1], [pad, pad], [1, 1], False, [0, 0], groups,
                                         [True, True, True])
 
             def rel(a, b):
@@ -643,6 +644,11 @@ def figure_conv3x3(ctx) -> Figure:
 def figure_conv5x5(ctx) -> Figure:
     """Figure 3: conv N=64, C=6, 14x14, K=16, 5x5, no padding (the lecture's second conv)."""
     return _conv_figure(ctx, 3, 64, 6, 14, 14, 16, 5, 0, "~281 / 117 / 110")
+
+
+def figure_depthwise(ctx) -> Figure:
+    """Figure 7 (issue 15's 5b): depthwise conv N=32, C=K=128, 32x32, 3x3, padding 1, groups=128."""
+    return _conv_figure(ctx, 7, 32, 128, 32, 32, 128, 3, 1, "not yet recorded", groups=128)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1098,8 +1104,9 @@ FIGURES = {
     "4": figure_percall, "percall": figure_percall,
     "5": figure_memory, "memory": figure_memory,
     "6": figure_bn_net, "bnnet": figure_bn_net,
+    "7": figure_depthwise, "depthwise": figure_depthwise,
 }
-ORDER = [figure_lenet, figure_conv3x3, figure_conv5x5, figure_percall, figure_memory, figure_bn_net]
+ORDER = [figure_lenet, figure_conv3x3, figure_conv5x5, figure_percall, figure_memory, figure_bn_net, figure_depthwise]
 
 
 class Context:
@@ -1129,7 +1136,7 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer and shorter repeats (smoke run)")
     p.add_argument("--only", action="append", metavar="FIGURE", choices=sorted(FIGURES),
-                   help="run only this figure (repeatable): 1..5 or lenet, conv3x3, conv5x5, percall, memory")
+                   help="run only this figure (repeatable): 1..7 or lenet, conv3x3, conv5x5, percall, memory, bnnet, depthwise")
     p.add_argument("--no-torch", action="store_true", help="do not import or measure PyTorch")
     p.add_argument("--no-swiftcnn", action="store_true", help="do not import or measure swiftcnn")
     p.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")

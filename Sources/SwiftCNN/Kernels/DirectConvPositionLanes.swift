@@ -214,11 +214,16 @@ func positionLaneForwardImage(_ s: DirectConvShape, xpad: UnsafePointer<Float>, 
     // input channels) stay in L1 while every channel block uses them; the packed weights, a few
     // bytes per multiply-add, stream from L2 instead (for 64 -> 64 channels, 3 x 3, the other order
     // re-read ~300 KiB of input per channel block).
+    // A narrow register file (AVX2) computes each block as sub-blocks (bit-identical results).
+    let narrow = directConvRegisterFile == .narrow
     for qb in 0..<blocks {
         for block in 0..<s.positionChannelBlocks {
             let wb = packed + block * taps * rows
             let out = scratch + block * rows * rowStride + qb * width
-            if s.positionSingle {
+            if narrow {
+                positionLaneNarrowBlock(rows: rows, width: width, taps: taps, offsets: offsets, x: xpad + qb * width,
+                                        packed: wb, out: out, rowStride: rowStride)
+            } else if s.positionSingle {
                 positionLaneForwardBlock1(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb, out: out)
             } else if rows == 8 {
                 positionLaneForwardBlock8x3(taps: taps, offsets: offsets, x: xpad + qb * width, packed: wb,

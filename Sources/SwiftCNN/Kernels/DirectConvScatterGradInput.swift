@@ -90,6 +90,7 @@ func scatterGradInputImage(_ s: DirectConvShape, gq: UnsafePointer<Float>, packe
                            height h: Int, width w: Int, top: Int, left: Int) {
     let (K, kH, kW) = (s.outChannels, s.kernelH, s.kernelW), plane = s.paddedPlane
     let blocks = (s.inChannels + 5) / 6, row = s.gradRow
+    let narrow = directConvRegisterFile == .narrow   // AVX2: 16-position sub-blocks, the same bits
     dxpad.update(repeating: 0, count: s.scatterPaddedCount)
     for block in 0..<blocks {
         let planes = dxpad + block * 6 * plane
@@ -98,8 +99,15 @@ func scatterGradInputImage(_ s: DirectConvShape, gq: UnsafePointer<Float>, packe
                 let wp = packed + ((block * kH + r) * kW + col) * K * 6
                 for qb in 0..<s.scatterBlocks {
                     let q0 = qb * 48
-                    scatterBlock(outChannels: K, g: gq + q0, gRow: row, packed: wp,
-                                 dx: planes + q0 + r * s.paddedW + col, plane: plane)
+                    if narrow {
+                        for p in stride(from: 0, to: 48, by: 16) {
+                            scatterNarrowBlock6x2(outChannels: K, g: gq + q0 + p, gRow: row, packed: wp,
+                                                  dx: planes + q0 + p + r * s.paddedW + col, plane: plane)
+                        }
+                    } else {
+                        scatterBlock(outChannels: K, g: gq + q0, gRow: row, packed: wp,
+                                     dx: planes + q0 + r * s.paddedW + col, plane: plane)
+                    }
                 }
             }
         }

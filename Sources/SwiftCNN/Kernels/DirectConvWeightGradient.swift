@@ -165,6 +165,19 @@ extension DirectConvShape {
 func weightGradImages(_ s: DirectConvShape, images: Int, xpad: UnsafePointer<Float>, xImageStride: Int,
                       gq: UnsafePointer<Float>, offsets: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Float>,
                       dropped: UnsafeMutablePointer<Float>) {
+    if directConvRegisterFile == .narrow {
+        weightGradImagesNarrow(s, images: images, xpad: xpad, xImageStride: xImageStride, gq: gq, offsets: offsets, acc: acc)
+    } else {
+        weightGradImagesWide(s, images: images, xpad: xpad, xImageStride: xImageStride, gq: gq, offsets: offsets,
+                             acc: acc, dropped: dropped)
+    }
+}
+
+/// `weightGradImages` through the AVX-512 blocks (`RegisterFile.wide`).
+@usableFromInline
+func weightGradImagesWide(_ s: DirectConvShape, images: Int, xpad: UnsafePointer<Float>, xImageStride: Int,
+                          gq: UnsafePointer<Float>, offsets: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Float>,
+                          dropped: UnsafeMutablePointer<Float>) {
     let taps = s.taps, vectors = s.spanVectors, row = s.gradRow, K = s.outChannels
     let xImageBytes = xImageStride * 4, gImageBytes = s.gradRowsCount * 4
     withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 8) { pointers in
@@ -199,6 +212,42 @@ func weightGradImages(_ s: DirectConvShape, images: Int, xpad: UnsafePointer<Flo
                 k += 3
             }
             t0 += 8
+        }
+    }
+}
+
+/// `weightGradImages` through the narrow blocks (Kernels/DirectConvNarrowBlocks.swift), the same
+/// partial sums bit for bit: the same tap and channel blocks, each 8-lane half of a block on its
+/// own, 2 channels (4 × 6 blocks) or 1 channel (3 × 8 blocks, channels past K skipped) at a time.
+@usableFromInline
+func weightGradImagesNarrow(_ s: DirectConvShape, images: Int, xpad: UnsafePointer<Float>, xImageStride: Int,
+                            gq: UnsafePointer<Float>, offsets: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Float>) {
+    let taps = s.taps, vectors = s.spanVectors, row = s.gradRow, K = s.outChannels
+    let xImageBytes = xImageStride * 4, gImageBytes = s.gradRowsCount * 4
+    let four = s.weightGradUses4x6, width = four ? 6 : 8
+    withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 8) { pointers in
+        let p = pointers.baseAddress!
+        var t0 = 0
+        while t0 < taps {
+            let count = min(width, taps - t0)
+            for half in 0..<2 {
+                for i in 0..<width { p[i] = xpad + Int(offsets[t0 + (i < count ? i : 0)]) + 8 * half }
+                if four {
+                    for k in stride(from: 0, to: K, by: 2) {
+                        weightGradNarrowBlock2x6(images: images, vectors: vectors, xImageBytes: xImageBytes,
+                                                 gImageBytes: gImageBytes, g: gq + k * row + 8 * half, gRowBytes: row * 4,
+                                                 p: UnsafePointer(p), acc: acc + (k * taps + t0) * 16 + 8 * half,
+                                                 accRow: taps * 16, count: count)
+                    }
+                } else {
+                    for k in 0..<K {
+                        weightGradNarrowBlock1x8(images: images, vectors: vectors, xImageBytes: xImageBytes,
+                                                 gImageBytes: gImageBytes, g: gq + k * row + 8 * half, p: UnsafePointer(p),
+                                                 acc: acc + (k * taps + t0) * 16 + 8 * half, count: count)
+                    }
+                }
+            }
+            t0 += width
         }
     }
 }

@@ -11,7 +11,8 @@
 /// gradient of group g is the full correlation of its output gradients with its rotated filters,
 /// its weight gradient the correlation of its input channels with its output gradients). They run
 /// through the ordinary kernels (`conv2dForward` / `conv2dBackward`) on each group's channels,
-/// gathered into a contiguous buffer when G > 1. G = C is a depthwise convolution.
+/// gathered into a contiguous buffer when G > 1. G = C = K (one filter per channel, stride 1, no
+/// dilation) is a depthwise convolution and has its own kernels (Kernels/DepthwiseConv.swift).
 ///
 /// "same" padding (stride 1) keeps the output size equal to the input size: the total padding of
 /// an axis is d*(k-1); PyTorch puts floor(total/2) before and the rest after, so for an even
@@ -153,6 +154,20 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
     if g.isPlain {
         return try conv2dForward(g.group, x: x, weight: weight, bias: bias, y: y, workspace: workspace)
     }
+    if depthwiseConvApplies(g) {   // one filter per channel: Kernels/DepthwiseConv.swift
+        // Called with a concrete type so the SIMD8 kernel is specialized (generic SIMD is ~100x slower).
+        if T.self == Float.self {
+            return try depthwiseConv2dForward(g, x: cast(x, Float.self), weight: cast(weight, Float.self),
+                                              bias: bias.map { cast($0, Float.self) }, y: castMutable(y, Float.self),
+                                              workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Float>.self))
+        }
+        if T.self == Double.self {
+            return try depthwiseConv2dForward(g, x: cast(x, Double.self), weight: cast(weight, Double.self),
+                                              bias: bias.map { cast($0, Double.self) }, y: castMutable(y, Double.self),
+                                              workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Double>.self))
+        }
+        return try depthwiseConv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: workspace.slots)
+    }
     let gi = g.group
     let xg = try Tensor<T>(zeros: [gi.batch, gi.inChannels, gi.height, gi.width])
     let yg = try Tensor<T>(zeros: [gi.batch, gi.outChannels, gi.outH, gi.outW])
@@ -176,6 +191,24 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
         return try conv2dBackward(g.group, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
                                   gradBias: gradBias, accumulate: accumulate, workspace: workspace)
     }
+    if depthwiseConvApplies(g) {
+        if T.self == Float.self {
+            return try depthwiseConv2dBackward(g, gradOut: cast(gradOut, Float.self), x: cast(x, Float.self),
+                                               weight: cast(weight, Float.self), gradX: gradX.map { castMutable($0, Float.self) },
+                                               gradWeight: gradWeight.map { castMutable($0, Float.self) },
+                                               gradBias: gradBias.map { castMutable($0, Float.self) }, accumulate: accumulate,
+                                               workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Float>.self))
+        }
+        if T.self == Double.self {
+            return try depthwiseConv2dBackward(g, gradOut: cast(gradOut, Double.self), x: cast(x, Double.self),
+                                               weight: cast(weight, Double.self), gradX: gradX.map { castMutable($0, Double.self) },
+                                               gradWeight: gradWeight.map { castMutable($0, Double.self) },
+                                               gradBias: gradBias.map { castMutable($0, Double.self) }, accumulate: accumulate,
+                                               workspace: unsafeDowncast(workspace.slots, to: ScratchSlots<Double>.self))
+        }
+        return try depthwiseConv2dBackward(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
+                                           gradBias: gradBias, accumulate: accumulate, workspace: workspace.slots)
+    }
     let gi = g.group
     let xg = try Tensor<T>(zeros: [gi.batch, gi.inChannels, gi.height, gi.width])
     let gyg = try Tensor<T>(zeros: [gi.batch, gi.outChannels, gi.outH, gi.outW])
@@ -192,4 +225,13 @@ func copyOutputGroup<T: CNNScalar>(_ g: GroupedConv2DGeometry, full: UnsafeMutab
             scatterGroupGradient(g, gxg.pointer, firstChannel: group * gi.inChannels, into: gradX)
         }
     }
+}
+
+/// p reinterpreted as pointing to U (the caller has checked that T is U).
+@inline(__always) private func cast<T, U>(_ p: UnsafePointer<T>, _: U.Type) -> UnsafePointer<U> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: U.self)
+}
+
+@inline(__always) private func castMutable<T, U>(_ p: UnsafeMutablePointer<T>, _: U.Type) -> UnsafeMutablePointer<U> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: U.self)
 }
