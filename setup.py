@@ -137,13 +137,17 @@ def swift_build_command(build):
 BUILDS = requested_builds()
 
 
+# The extensions' symbols are stripped like the Swift core's (Python's CFLAGS have -g).
+STRIP = [] if os.environ.get("SWIFTCNN_KEEP_SYMBOLS", "") == "1" else ["-s"]
+
+
 def core_extension(build):
     return Extension(
         f"swiftcnn.{extension_name(build)}",
         sources=list(CORE_SOURCES),
         extra_compile_args=["-O2"],
         libraries=[LOADER.swift_library(build)[len("lib"):-len(".so")]],
-        extra_link_args=["-Wl,-rpath,$ORIGIN"],
+        extra_link_args=["-Wl,-rpath,$ORIGIN", *STRIP],
     )
 
 
@@ -170,6 +174,14 @@ class BuildSwiftExt(build_ext):
                 tmp = dest_dir / (lib.name + ".tmp")
                 shutil.copyfile(lib, tmp)
                 os.replace(tmp, dest_dir / lib.name)
+
+    def build_extensions(self):
+        # Python's own link line may carry an rpath to its build prefix (pyenv's does:
+        # -Wl,-rpath,/root/.pyenv/.../lib); in a wheel that is a path of the build machine, searched
+        # for libSwiftCNNCAPI_*.so before $ORIGIN. Keep only the $ORIGIN rpath the extensions add.
+        self.compiler.linker_so = [a for a in self.compiler.linker_so
+                                   if not (a.startswith("-Wl,-rpath,") and "$ORIGIN" not in a)]
+        super().build_extensions()
 
     def dest_dirs(self):
         dirs = [Path(self.build_lib) / "swiftcnn"]
@@ -269,7 +281,8 @@ setup(
     include_package_data=False,  # MANIFEST.in lists the C sources for the sdist, not for the wheel
     ext_modules=[
         *(core_extension(build) for build in BUILDS),
-        Extension("swiftcnn._cpu", sources=["python/swiftcnn/_cpu.c"], extra_compile_args=["-O2"]),
+        Extension("swiftcnn._cpu", sources=["python/swiftcnn/_cpu.c"], extra_compile_args=["-O2"],
+                  extra_link_args=STRIP),
     ],
     cmdclass={"build_ext": BuildSwiftExt},
     zip_safe=False,

@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # Sets up and runs every test of swiftcnn on a fresh machine (Swift 6, Python 3.9+ with pip, gcc):
-#   1. installs the package with its test extra (builds the Swift library and the C extension),
+#   1. builds the sdist and the wheel once (scripts/build_wheel.sh: `python -m build`, the Swift core
+#      for every x86-64 level, `auditwheel show`/`repair`, and a smoke test of the repaired wheel in
+#      a fresh venv with no swift or compiler on PATH), then installs that wheel with its test extra,
 #   2. runs the Swift core's XCTest suite twice: debug, and optimized with the flags the Python
 #      package is built with (the SIMD kernels as shipped; an -O-only miscompile was caught this way),
-#   3. runs the pytest suite against the installed package (torch parity tests included).
+#   3. runs the pytest suite against the installed wheel (torch parity tests included; test_isa.py
+#      runs the numerics under every x86-64 level this CPU executes).
 # Any failure, including pytest collecting no tests (exit 5), fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check ".[test]"
+rm -rf .build-wheel
+bash scripts/build_wheel.sh --out .build-wheel
+WHEEL="$(ls .build-wheel/manylinux/swiftcnn-*.whl)"
+python3 -m pip install --quiet --disable-pip-version-check "$WHEEL[test]"
+# pip skips a wheel whose version is already installed: install this very wheel over any such copy.
+python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
+(cd / && python3 -c "import swiftcnn; c = swiftcnn._loader.config(); assert c['carried'] == list(swiftcnn._loader.LEVELS), c")
 swift build --product swiftcnn-example   # the README's Swift example keeps compiling
 swift test
 swift test -c release -Xswiftc -enable-testing -Xswiftc -target-cpu -Xswiftc native -Xswiftc -DSWIFTCNN_FMA
