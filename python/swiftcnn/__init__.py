@@ -17,7 +17,9 @@ are imported on first use (``viz`` needs matplotlib). See API.md for the full co
 """
 import importlib
 
-from . import _core
+from . import _loader
+_loader.load(__name__)  # installs swiftcnn._core: the build for the best ISA this CPU runs (or SWIFTCNN_ISA's)
+from . import _core  # noqa: E402
 from . import functional, optim
 from ._random import manual_seed
 from .functional import *  # noqa: F401,F403  every functional op, re-exported at top level
@@ -71,11 +73,12 @@ _check_installed_version(__version__)
 
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
+show_config = _loader.show_config
 
 _LAZY_SUBMODULES = ("datasets", "viz")
 
 __all__ = [
-    "__version__", "manual_seed", "load", "save", "set_num_threads", "get_num_threads",
+    "__version__", "manual_seed", "load", "save", "set_num_threads", "get_num_threads", "show_config",
     "gradcheck", "GradcheckReport",
     # layers and models
     "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Sigmoid", "ReLU", "Flatten",
