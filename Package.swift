@@ -29,5 +29,5 @@ let package = Package(
         .testTarget(name: "SwiftCNNTests", dependencies: ["SwiftCNN", "SwiftCNNTestSupport"]),
         .testTarget(name: "SwiftCNNCAPITests", dependencies: ["SwiftCNNCAPI", "SwiftCNN", "SwiftCNNTestSupport"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -2,7 +2,7 @@
 ///
 /// Keeps its OUTPUT y, not x: sigma'(x) = y (1 - y) (the lecture's identity) needs nothing else.
 /// Any shape.
-public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Sigmoid<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     let access = ExclusiveAccess(name: "Sigmoid")
@@ -45,12 +45,12 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             sigmoidForward(count: x.count, x: x.pointer, y: y.pointer)
             lastOutput = y
-            return y
+            return try result.deliver(y)
         }
     }
 
@@ -74,7 +74,7 @@ public final class Sigmoid<T: CNNScalar>: Layer, CustomStringConvertible {
 
 /// The rectifier, elementwise, as PyTorch's `nn.ReLU`: y = max(x, 0). Keeps a view of its input x
 /// (the gradient passes where x > 0). Any shape.
-public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class ReLU<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     let access = ExclusiveAccess(name: "ReLU")
@@ -114,12 +114,12 @@ public final class ReLU<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             reluForward(count: x.count, x: x.pointer, y: y.pointer)
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

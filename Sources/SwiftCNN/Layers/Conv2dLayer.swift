@@ -6,7 +6,7 @@
 /// Forward keeps a view of x; backward computes dL/dx (overwritten into the layer's buffer) and adds
 /// dL/dweight, dL/dbias into the parameter grads. The im2col scratch lives in the layer's workspace
 /// and is reused across calls.
-public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Conv2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let inChannels: Int
@@ -32,9 +32,9 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     /// `seed` determines the initial weights. Throws `.value` for sizes < 1, padding < 0, dilation < 1.
     public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
                 padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), bias: Bool = true, seed: UInt64) throws {
-        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
-        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
-        try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
+        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: inChannels must be >= 1, got \(inChannels)") }
+        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: outChannels must be >= 1, got \(outChannels)") }
+        try requirePair("Conv2d", "kernelSize", kernelSize, atLeast: 1)
         try requirePair("Conv2d", "stride", stride, atLeast: 1)
         try requirePair("Conv2d", "padding", padding, atLeast: 0)
         try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
@@ -66,14 +66,14 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
         try makeGeometry(shape).outputShape
     }
 
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
-        try forward(x, epilogue: .none)
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
+        try forward(x, epilogue: .none, returning: result)
     }
 
     /// forward, with an activation applied to each image's output as it is computed (`Sequential`
     /// fuses a following ReLU or Sigmoid this way; the activation layer then adopts the result).
     @_specialize(where T == Float) @_specialize(where T == Double)
-    func forward(_ x: Tensor<T>, epilogue: ConvEpilogue) throws -> Tensor<T> {
+    func forward(_ x: Tensor<T>, epilogue: ConvEpilogue, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
@@ -81,7 +81,7 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
                               y: y.pointer, epilogue: epilogue, workspace: workspace)
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -1,7 +1,7 @@
 /// A 2-D convolution layer with groups and/or "same" padding (PyTorch's `Conv2d(..., groups=G,
 /// padding="same")`); the forward and backward of Ops/GroupedConv2D.swift. The plain layer
 /// (`Conv2d`, groups 1, explicit padding) keeps its fused fast paths; this one is its general form.
-public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class GroupedConv2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let inChannels, outChannels, groups: Int
@@ -24,16 +24,16 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
     public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
                 padding: ConvPadding = .explicit(0, 0), dilation: (Int, Int) = (1, 1), groups: Int = 1,
                 bias: Bool = true, seed: UInt64) throws {
-        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
-        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
+        guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: inChannels must be >= 1, got \(inChannels)") }
+        guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: outChannels must be >= 1, got \(outChannels)") }
         guard groups >= 1 else { throw SwiftCNNError.value("Conv2d: groups must be >= 1, got \(groups)") }
         guard inChannels % groups == 0 else {
-            throw SwiftCNNError.value("Conv2d: in_channels (\(inChannels)) must be divisible by groups (\(groups))")
+            throw SwiftCNNError.value("Conv2d: inChannels (\(inChannels)) must be divisible by groups (\(groups))")
         }
         guard outChannels % groups == 0 else {
-            throw SwiftCNNError.value("Conv2d: out_channels (\(outChannels)) must be divisible by groups (\(groups))")
+            throw SwiftCNNError.value("Conv2d: outChannels (\(outChannels)) must be divisible by groups (\(groups))")
         }
-        try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
+        try requirePair("Conv2d", "kernelSize", kernelSize, atLeast: 1)
         try requirePair("Conv2d", "stride", stride, atLeast: 1)
         try requirePair("Conv2d", "dilation", dilation, atLeast: 1)
         switch padding {
@@ -65,7 +65,7 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] { try makeGeometry(shape).outputShape }
 
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
@@ -75,7 +75,7 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
             }
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -1,7 +1,7 @@
 /// The leaky rectifier, elementwise, as PyTorch's `nn.LeakyReLU(negative_slope=0.01)`:
 /// y = x where x > 0, else negative_slope * x. Keeps a view of its input x (the gradient is 1 where
 /// x > 0, else negative_slope). Any shape; any slope, as PyTorch (see Ops/LeakyReLU.swift).
-public final class LeakyReLU<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class LeakyReLU<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     /// The slope for x <= 0, as given (used as T(negativeSlope)).
@@ -26,13 +26,13 @@ public final class LeakyReLU<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             input = nil
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             leakyReluForward(count: x.count, x: x.pointer, negativeSlope: T(negativeSlope), y: y.pointer)
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -1,7 +1,7 @@
 /// The hyperbolic tangent, elementwise, as PyTorch's `nn.Tanh`: y = tanh(x).
 ///
 /// Keeps its OUTPUT y, not x: tanh'(x) = 1 - y^2 needs nothing else. Any shape.
-public final class Tanh<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Tanh<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     let access = ExclusiveAccess(name: "Tanh")
@@ -23,13 +23,13 @@ public final class Tanh<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             lastOutput = nil
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             tanhForward(count: x.count, x: x.pointer, y: y.pointer)
             lastOutput = y
-            return y
+            return try result.deliver(y)
         }
     }
 
