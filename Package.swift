@@ -36,5 +36,5 @@ let package = Package(
         .testTarget(name: "SwiftCNNCAPITests", dependencies: ["SwiftCNNCAPI", "SwiftCNN", "SwiftCNNTestSupport"]),
         .testTarget(name: "SwiftCNNIOTests", dependencies: ["SwiftCNNIO", "SwiftCNN", "SwiftCNNTestSupport"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

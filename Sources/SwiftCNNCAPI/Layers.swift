@@ -196,8 +196,9 @@ public func scnn_layer_create(_ kind: UnsafePointer<CChar>?, _ dtype: Int32,
         let settings = LayerSettings(kind: String(cString: kind), ints: ints, intCount: Int(nInts), reals: reals,
                                      realCount: Int(nReals), children: handles, seed: seed)
         switch dt {
-        case .float32: returnLayer(.float32(try makeLayer(Float.self, settings)), to: out)
-        case .float64: returnLayer(.float64(try makeLayer(Double.self, settings)), to: out)
+        // The initializers' messages name the Swift labels (inChannels); Python's name its arguments.
+        case .float32: returnLayer(.float32(try pythonNames { try makeLayer(Float.self, settings) }), to: out)
+        case .float64: returnLayer(.float64(try pythonNames { try makeLayer(Double.self, settings) }), to: out)
         }
     }
 }
@@ -256,7 +257,7 @@ func layerForwardC<T: CNNScalar>(_ layer: any Layer<T>, _ op: String, _ x: Opera
     if y.operand.region().overlaps(x.region()) {
         throw SwiftCNNError.value("\(op): out must not share memory with x")
     }
-    let result = try layer.forward(xt)
+    let result = try layer.forwardView(xt)
     guard result.shape == ys else {
         throw SwiftCNNError.runtime(
             "\(op): forward returned shape \(describeShape(result.shape)), expected \(describeShape(ys)); was the layer used by another thread?")

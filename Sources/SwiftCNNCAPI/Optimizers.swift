@@ -96,9 +96,9 @@ public func scnn_optimizer_create(_ kind: UnsafePointer<CChar>?, _ data: UnsafeR
         let made: (any Optimizer, String)
         switch dt {
         case .float32:
-            made = try makeOptimizer(Float.self, kind: k, try borrowedParameters(Float.self, data, grads, count, op: op), reals, Int(nReals))
+            made = try pythonNames { try makeOptimizer(Float.self, kind: k, try borrowedParameters(Float.self, data, grads, count, op: op), reals, Int(nReals)) }
         case .float64:
-            made = try makeOptimizer(Double.self, kind: k, try borrowedParameters(Double.self, data, grads, count, op: op), reals, Int(nReals))
+            made = try pythonNames { try makeOptimizer(Double.self, kind: k, try borrowedParameters(Double.self, data, grads, count, op: op), reals, Int(nReals)) }
         }
         out.pointee = OpaquePointer(Unmanaged.passRetained(OptimizerHandle(made.0, dtype: dt, name: made.1)).toOpaque())
     }

@@ -100,3 +100,14 @@ struct Region {
     func identical(_ other: Region) -> Bool { start == other.start && bytes == other.bytes }
 }
 
+
+/// Runs `body` (a layer or optimizer constructor), rewriting a SwiftCNNError's message from the Swift
+/// argument labels the core's initializers name (`inChannels`, `learningRate`) to the Python
+/// argument names (`in_channels`, `lr`) that Python users pass.
+func pythonNames<R>(_ body: () throws -> R) throws -> R {
+    do {
+        return try body()
+    } catch let error as SwiftCNNError {
+        throw error.withPythonArgumentNames()
+    }
+}

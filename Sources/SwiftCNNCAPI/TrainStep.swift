@@ -74,7 +74,7 @@ func trainStepC<T: CNNScalar>(_ model: any Layer<T>, _ opt: OptimizerHandle?, _ 
 
     // The step.
     try opt?.optimizer.zeroGrad()
-    let logits = try model.forward(xt)
+    let logits = try model.forwardView(xt)
     guard logits.shape == ys else {
         throw SwiftCNNError.runtime(
             "\(op): the model returned shape \(describeShape(logits.shape)), expected \(describeShape(ys)); was it used by another thread?")

@@ -60,8 +60,9 @@ func relErr<T: CNNScalar>(_ a: [T], _ b: [T]) -> Double { relativeError(a, b) }
 
 func tol<T: CNNScalar>(_: T.Type) -> Double { T.self == Float.self ? 1e-5 : 1e-12 }
 
-/// A retained layer handle released at deinit.
-final class LayerRef {
+/// A retained layer handle released at deinit. Sendable: the handle is immutable and the C ABI
+/// guards the layer behind it (a concurrent call gets SCNN_RUNTIME_ERROR).
+final class LayerRef: @unchecked Sendable {
     let raw: OpaquePointer
     init(_ raw: OpaquePointer) { self.raw = raw }
     deinit { scnn_layer_release(raw) }

@@ -56,7 +56,9 @@ func dtypeCode<T: CNNScalar>(_: T.Type) -> Int32 { T.self == Float.self ? F32 : 
 /// A descriptor holds a raw pointer and keeps nothing alive, and Swift may release an object right
 /// after its last use (`Owned(t).desc` frees at once, and -O shortens lifetimes further), so every
 /// Owned is also kept in a pool until the test's tearDown calls `Owned.drain()`.
-final class Owned {
+/// `@unchecked Sendable`: the concurrency tests share read-only operands between threads (the pool
+/// is under `poolLock`).
+final class Owned: @unchecked Sendable {
     nonisolated(unsafe) private static var pool: [Owned] = []
     private static let poolLock = NSLock()
     static func drain() {
@@ -112,8 +114,9 @@ final class Owned {
     func bytesSnapshot() -> [UInt8] { Array(UnsafeRawBufferPointer(start: raw, count: bytes)) }
 }
 
-/// The Swift type of every `scnn_op_fn` export: it takes one `scnn_op_call`.
-typealias OpFn = (UnsafeRawPointer?) -> Int32
+/// The Swift type of every `scnn_op_fn` export: it takes one `scnn_op_call` (@Sendable: the exports
+/// are global functions, and the fuzzer's global table of them must be Sendable in Swift 6).
+typealias OpFn = @Sendable (UnsafeRawPointer?) -> Int32
 
 /// `scnn_op_call` (swiftcnn.h), laid out as the header's `_Static_assert`s pin it (72 bytes).
 struct OpCallStruct {
@@ -306,8 +309,9 @@ func snapshot<T: CNNScalar>(_ l: LayerRef, _: T.Type) -> [[T]] {
 
 // MARK: - optimizers
 
-/// A retained optimizer handle released at deinit.
-final class OptRef {
+/// A retained optimizer handle released at deinit. Sendable: the handle is immutable and the C ABI
+/// guards the optimizer behind it (a concurrent call gets SCNN_RUNTIME_ERROR).
+final class OptRef: @unchecked Sendable {
     let raw: OpaquePointer
     init(_ raw: OpaquePointer) { self.raw = raw }
     deinit { scnn_optimizer_release(raw) }

@@ -1,3 +1,4 @@
+import Synchronization
 import XCTest
 @_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
@@ -302,7 +303,7 @@ final class LayerCAPITests: XCTestCase {
         XCTAssertEqual(d.bytes, TensorDesc.garbage.bytes)
         var name = [CChar](repeating: 65, count: 8)
         assertStatus(call { scnn_layer_parameter(l.raw, 0, &d, &g, &name, 4, $0, $1) }, OK)
-        XCTAssertEqual(String(cString: name), "wei")
+        XCTAssertEqual(name.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, "wei")
         assertStatus(call { scnn_layer_parameter(l.raw, 1, &d, &g, nil, 0, $0, $1) }, OK)
         XCTAssertEqual(d.dims, [3])
     }
@@ -368,8 +369,7 @@ final class LayerCAPITests: XCTestCase {
         // A second input of another batch size, so a forward by the other thread changes the shape
         // backward must produce.
         let x2 = Owned(randomTensor([2, 1, 6, 6], seed: 4) as Tensor<Double>)
-        let lock = NSLock()
-        var okCount = 0, busyCount = 0, other: [String] = []
+        let counts = Mutex((ok: 0, busy: 0, other: [String]()))
         DispatchQueue.concurrentPerform(iterations: 4) { t in
             for _ in 0..<150 {
                 let y = Owned(shape: [3, 4], dtype: F64), gx = Owned(shape: [3, 1, 6, 6], dtype: F64)
@@ -384,14 +384,16 @@ final class LayerCAPITests: XCTestCase {
                     var x2d = x2.desc, y2d = y2.desc
                     o3 = layerForward(model, &x2d, &y2d, compute: true)
                 }
-                lock.lock()
-                for o in [o1, o2, o3] {
-                    if o.status == OK { okCount += 1 } else if o.status == RUNTIME { busyCount += 1 } else { other.append(o.message) }
+                let corrupt = o1.status == OK && y.values(Double.self) != expected
+                counts.withLock { c in
+                    for o in [o1, o2, o3] {
+                        if o.status == OK { c.ok += 1 } else if o.status == RUNTIME { c.busy += 1 } else { c.other.append(o.message) }
+                    }
+                    if corrupt { c.other.append("corrupt forward output") }
                 }
-                if o1.status == OK && y.values(Double.self) != expected { other.append("corrupt forward output") }
-                lock.unlock()
             }
         }
+        let (okCount, busyCount, other) = counts.withLock { $0 }
         XCTAssertEqual(other, [])
         XCTAssertGreaterThan(okCount, 0)
         // Still consistent afterwards.

@@ -1,3 +1,4 @@
+import Synchronization
 import XCTest
 @_spi(Engine) @testable import SwiftCNN
 import SwiftCNNTestSupport
@@ -301,19 +302,19 @@ final class OptimizerCAPITests: XCTestCase {
         let opt = optimizer(for: model, lr: 0.01)
         let x = Owned(randomTensor([4, 8], seed: 3) as Tensor<Double>)
         let labels = Owned(labels: [0, 1, 2, 0])
-        let lock = NSLock()
-        var statuses: [Int32: Int] = [:]
+        let counts = Mutex([Int32: Int]())
         DispatchQueue.concurrentPerform(iterations: 3) { _ in
             for _ in 0..<200 {
                 let (o, loss, _) = trainStep(model, opt, x.desc, labels.desc)
-                lock.lock()
-                statuses[o.status, default: 0] += 1
-                if o.status == OK && !loss.isFinite { statuses[-1, default: 0] += 1 }
-                lock.unlock()
+                counts.withLock { statuses in
+                    statuses[o.status, default: 0] += 1
+                    if o.status == OK && !loss.isFinite { statuses[-1, default: 0] += 1 }
+                }
                 let s = call { scnn_optimizer_step(opt.raw, $0, $1) }
-                lock.lock(); statuses[s.status, default: 0] += 1; lock.unlock()
+                counts.withLock { $0[s.status, default: 0] += 1 }
             }
         }
+        let statuses = counts.withLock { $0 }
         XCTAssertEqual(Set(statuses.keys).subtracting([OK, RUNTIME]), [])
         XCTAssertGreaterThan(statuses[OK, default: 0], 0)
         XCTAssertTrue(parameters(model).allSatisfy { $0.values(Double.self).allSatisfy(\.isFinite) })

@@ -292,10 +292,10 @@ final class ModelFileTests: XCTestCase {
     }
 
     func testCustomLayersCannotBeSaved() throws {
-        final class Custom: Layer {
+        final class Custom: Layer, @unchecked Sendable {
             typealias Scalar = Float
             func outputShape(forInput shape: [Int]) throws -> [Int] { shape }
-            func forward(_ x: Tensor<Float>) throws -> Tensor<Float> { x }
+            func forward(_ x: Tensor<Float>, returning result: ForwardResult) throws -> Tensor<Float> { try result.deliver(x) }
             var lastInputShape: [Int]? { nil }
             func backward(_ gradOut: Tensor<Float>) throws -> Tensor<Float> { gradOut }
             var parameters: [Parameter<Float>] { [] }

@@ -91,7 +91,7 @@ final class AdaptiveAvgPoolTests: XCTestCase {
         assertThrowsKind(.overflow) {
             try adaptiveAvgPool2d(x, outputSize: (Int.max / 2, 1))
         }
-        assertThrowsKind(.value, contains: "AdaptiveAvgPool2d: output_size must be >= 1, got (1, -1)") {
+        assertThrowsKind(.value, contains: "AdaptiveAvgPool2d: outputSize must be >= 1, got (1, -1)") {
             try AdaptiveAvgPool2d<Float>(outputSize: (1, -1))
         }
     }

@@ -231,7 +231,7 @@ final class BatchNormTests: XCTestCase {
         XCTAssertEqual(plain.description, "BatchNorm1d(2, eps=1e-05, momentum=None, affine=False, track_running_stats=False)")
         XCTAssertTrue(plain.parameters.isEmpty)
         XCTAssertTrue(plain.buffers.isEmpty)
-        assertThrowsKind(.value, contains: "BatchNorm2d: num_features must be >= 1, got 0") {
+        assertThrowsKind(.value, contains: "BatchNorm2d: numFeatures must be >= 1, got 0") {
             try BatchNorm<Float>(.batchNorm2d, numFeatures: 0)
         }
         assertThrowsKind(.value, contains: "BatchNorm1d: eps must be a finite number >= 0, got -1.0") {

@@ -100,16 +100,18 @@ final class DropoutTests: XCTestCase {
         assertThrowsKind(.runtime, contains: "Dropout: backward called before forward") { try layer.backward(g) }
         layer.setTraining(false)
         XCTAssertFalse(layer.isTraining)
-        // Eval: the identity, the input itself, and its backward is grad_out itself.
-        let y = try layer.forward(x)
+        // Eval: the identity, the input itself (forwardView; forward copies it), and its backward is
+        // grad_out itself.
+        let y = try layer.forwardView(x)
         XCTAssertEqual(y.pointer, x.pointer)
+        XCTAssertNotEqual(try layer.forward(x).pointer, x.pointer)
         XCTAssertEqual(try layer.backward(g).pointer, g.pointer)
         XCTAssertEqual(layer.lastInputShape, [4, 5])
         layer.setTraining(true)
         XCTAssertTrue(layer.isTraining)
         XCTAssertNotEqual(try layer.forward(x).scalars, x.scalars)
         // p = 0: identity; p = 1: zeros (NaN * 0 stays NaN, as PyTorch), and a zero gradient.
-        XCTAssertEqual(try Dropout<Double>(p: 0, seed: 1).forward(x).pointer, x.pointer)
+        XCTAssertEqual(try Dropout<Double>(p: 0, seed: 1).forwardView(x).pointer, x.pointer)
         let all = try Dropout<Double>(p: 1, seed: 1)
         XCTAssertEqual(try all.forward(x).scalars, [Double](repeating: 0, count: 20))
         XCTAssertEqual(try all.backward(g).scalars, [Double](repeating: 0, count: 20))

@@ -33,7 +33,7 @@ final class LectureNetworkTests: XCTestCase {
             let model = try lectureNetwork(Float.self, relu: relu)
             let (x, labels) = batch(4, as: Float.self)
             let optimizer = try SGD(parameters: model.parameters, learningRate: relu ? 0.05 : 0.2)
-            var losses: [Double] = []
+            var losses: [Float] = []
             for _ in 0..<5 {
                 try optimizer.zeroGrad()
                 let (loss, g) = try softmaxCrossEntropy(logits: model.forward(x), labels: labels)
@@ -69,7 +69,7 @@ final class LectureNetworkTests: XCTestCase {
         let (xd, labels) = batch(4, as: Double.self)
         let (ld, gd) = try softmaxCrossEntropy(logits: md.forward(xd), labels: labels)
         let (lf, gf) = try softmaxCrossEntropy(logits: mf.forward(converted(xd, to: Float.self)), labels: labels)
-        XCTAssertEqual(lf, ld, accuracy: 1e-4 * ld)
+        XCTAssertEqual(Double(lf), ld, accuracy: 1e-4 * ld)
         assertRelativeError(try mf.backward(gf).scalars, try md.backward(gd).scalars, 1e-4)
         for (pf, pd) in zip(mf.parameters, md.parameters) {
             assertRelativeError(pf.grad.scalars, pd.grad.scalars, 1e-4, pf.name)
@@ -78,7 +78,7 @@ final class LectureNetworkTests: XCTestCase {
 
     /// Same seeds, same data: bit-identical losses run to run.
     func testDeterministic() throws {
-        func run() throws -> [Double] {
+        func run() throws -> [Float] {
             let model = try lectureNetwork(Float.self, seed: 3)
             let (x, labels) = batch(4, as: Float.self)
             let adam = try Adam(parameters: model.parameters, learningRate: 0.01)

@@ -165,12 +165,12 @@ final class LossTests: XCTestCase {
         let labels: [Int64] = [0, 1, 2, 3, 4, 5, 6, 9]
         let d = try softmaxCrossEntropy(logits: zd, labels: labels)
         let f = try softmaxCrossEntropy(logits: zf, labels: labels)
-        XCTAssertEqual(f.loss, d.loss, accuracy: 1e-4 * abs(d.loss))
+        XCTAssertEqual(Double(f.loss), d.loss, accuracy: 1e-4 * abs(d.loss))
         assertRelativeError(f.grad.scalars, d.grad.scalars, 1e-4)
         let td = randomTensor([8, 10], seed: 10, 0, 1, as: Double.self)
         let bd = try binaryCrossEntropyWithLogits(logits: zd, target: td)
         let bf = try binaryCrossEntropyWithLogits(logits: zf, target: converted(td, to: Float.self))
-        XCTAssertEqual(bf.loss, bd.loss, accuracy: 1e-4 * abs(bd.loss))
+        XCTAssertEqual(Double(bf.loss), bd.loss, accuracy: 1e-4 * abs(bd.loss))
         assertRelativeError(bf.grad.scalars, bd.grad.scalars, 1e-4)
     }
 }

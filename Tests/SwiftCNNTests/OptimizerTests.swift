@@ -110,17 +110,17 @@ final class OptimizerTests: XCTestCase {
 
     func testValidation() throws {
         let p = try parameter([1], grad: [0])
-        assertThrowsKind(.value, contains: "SGD: invalid lr: -0.1") { try SGD(parameters: [p], learningRate: -0.1) }
-        assertThrowsKind(.value, contains: "SGD: invalid lr: nan") { try SGD(parameters: [p], learningRate: .nan) }
+        assertThrowsKind(.value, contains: "SGD: invalid learningRate: -0.1") { try SGD(parameters: [p], learningRate: -0.1) }
+        assertThrowsKind(.value, contains: "SGD: invalid learningRate: nan") { try SGD(parameters: [p], learningRate: .nan) }
         assertThrowsKind(.value, contains: "SGD: invalid momentum") { try SGD(parameters: [p], learningRate: 0.1, momentum: -1) }
-        assertThrowsKind(.value, contains: "SGD: invalid weight_decay") { try SGD(parameters: [p], learningRate: 0.1, weightDecay: -1) }
+        assertThrowsKind(.value, contains: "SGD: invalid weightDecay") { try SGD(parameters: [p], learningRate: 0.1, weightDecay: -1) }
         assertThrowsKind(.value, contains: "nesterov") { try SGD(parameters: [p], learningRate: 0.1, nesterov: true) }
         assertThrowsKind(.value, contains: "nesterov") {
             try SGD(parameters: [p], learningRate: 0.1, momentum: 0.9, dampening: 0.1, nesterov: true)
         }
-        assertThrowsKind(.value, contains: "Adam: invalid lr") { try Adam(parameters: [p], learningRate: -1) }
-        assertThrowsKind(.value, contains: "Adam: invalid eps") { try Adam(parameters: [p], epsilon: -1e-8) }
-        assertThrowsKind(.value, contains: "Adam: invalid weight_decay") { try Adam(parameters: [p], weightDecay: -1) }
+        assertThrowsKind(.value, contains: "Adam: invalid learningRate") { try Adam(parameters: [p], learningRate: -1) }
+        assertThrowsKind(.value, contains: "Adam: invalid epsilon") { try Adam(parameters: [p], epsilon: -1e-8) }
+        assertThrowsKind(.value, contains: "Adam: invalid weightDecay") { try Adam(parameters: [p], weightDecay: -1) }
         assertThrowsKind(.value, contains: "Adam: invalid beta1: 1.0 (must be in [0, 1))") { try Adam(parameters: [p], beta1: 1) }
         assertThrowsKind(.value, contains: "Adam: invalid beta2: -0.5") { try Adam(parameters: [p], beta2: -0.5) }
         assertThrowsKind(.value, contains: "Parameter q: grad must have the shape of data (2,), got (3,)") {
@@ -139,7 +139,7 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(p.data.scalars, [0.5, -1])
         try sgd.setLearningRate(0.5)
         XCTAssertEqual(sgd.learningRate, 0.5)
-        assertThrowsKind(.value, contains: "SGD: invalid lr: -1.0") { try sgd.setLearningRate(-1) }
+        assertThrowsKind(.value, contains: "SGD: invalid learningRate: -1.0") { try sgd.setLearningRate(-1) }
         XCTAssertEqual(sgd.learningRate, 0.5)
         try sgd.zeroGrad()
         XCTAssertEqual(p.grad.scalars, [0, 0])

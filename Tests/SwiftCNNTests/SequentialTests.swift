@@ -55,8 +55,9 @@ final class SequentialTests: XCTestCase {
         let model = try Sequential<Double>(conv, pool, flat, fc)
         let x = randomTensor([2, 1, 4, 4], seed: 9, as: Double.self)
         let g = randomTensor([2, 3], seed: 10, as: Double.self)
-        let y = try model.forward(x)
+        let y = try model.forwardView(x)
         XCTAssertEqual(y.pointer, fc.output!.pointer)  // a view of the last layer's buffer, no copy
+        XCTAssertNotEqual(try model.forward(x).pointer, fc.output!.pointer)  // forward: a copy
         let expected = try linear(flat.forward(avgPool2d(conv2d(x, weight: conv.weight.data, bias: conv.bias!.data,
                                                                  padding: (1, 1)), kernelSize: (2, 2))),
                                   weight: fc.weight.data, bias: fc.bias!.data)

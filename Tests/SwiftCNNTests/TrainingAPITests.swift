@@ -44,7 +44,7 @@ final class TrainingAPITests: XCTestCase {
         let m = try model.evaluate(x, y, batchSize: 13)
         XCTAssertEqual(m.accuracy, Double(correct) / 50)
         let (loss, _) = try softmaxCrossEntropy(logits: logits, labels: y)
-        XCTAssertEqual(m.loss, loss, accuracy: 1e-12)
+        XCTAssertEqual(m.loss, Double(loss), accuracy: 1e-12)
         // predict in one batch equals predict in batches of 7 (row by row the same computation).
         let whole = try model.predict(x)
         assertRelativeError(whole.scalars, logits.scalars, T.self == Float.self ? 1e-6 : 1e-14)

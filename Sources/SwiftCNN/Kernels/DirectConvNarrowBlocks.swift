@@ -130,7 +130,7 @@ func positionLaneNarrowBlock1x8(taps: Int, offsets: UnsafePointer<Int32>, x: Uns
         let x2 = xp.loadUnaligned(fromByteOffset: 64, as: Lanes8.self), x3 = xp.loadUnaligned(fromByteOffset: 96, as: Lanes8.self)
         let x4 = xp.loadUnaligned(fromByteOffset: 128, as: Lanes8.self), x5 = xp.loadUnaligned(fromByteOffset: 160, as: Lanes8.self)
         let x6 = xp.loadUnaligned(fromByteOffset: 192, as: Lanes8.self), x7 = xp.loadUnaligned(fromByteOffset: 224, as: Lanes8.self)
-        var b = Lanes8(repeating: wp[0])
+        let b = Lanes8(repeating: wp[0])
         a00 = multiplyAdd(x0, b, a00); a01 = multiplyAdd(x1, b, a01); a02 = multiplyAdd(x2, b, a02); a03 = multiplyAdd(x3, b, a03); a04 = multiplyAdd(x4, b, a04); a05 = multiplyAdd(x5, b, a05); a06 = multiplyAdd(x6, b, a06); a07 = multiplyAdd(x7, b, a07)
         wp += wStride
     }

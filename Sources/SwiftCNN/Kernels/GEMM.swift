@@ -61,6 +61,13 @@ import Darwin
 func gemm<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
                         a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
                         beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+    #if DEBUG
+    if debugUsesScalarKernels {   // unoptimized builds: plain loops (Ops/DebugScalarKernels.swift)
+        debugGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                  beta: beta, c: c, ldc: ldc)
+        return
+    }
+    #endif
     gemmDispatch(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                  beta: beta, c: c, ldc: ldc, threads: Threading.numThreads)
 }

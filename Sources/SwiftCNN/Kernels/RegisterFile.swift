@@ -19,7 +19,7 @@ import Darwin
 /// Both compute every output element as the same chain of multiply-adds (taps in order, from zero),
 /// so the choice changes speed only, never a result bit.
 @usableFromInline
-enum RegisterFile {
+enum RegisterFile: Sendable {
     /// AVX-512: the original blocks.
     case wide
     /// 16 vector registers of 8 floats or fewer (AVX2, SSE, NEON): the narrow sub-blocks.

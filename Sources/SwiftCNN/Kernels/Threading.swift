@@ -48,7 +48,21 @@ func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         for i in 0..<count { body(i) }
         return
     }
-    DispatchQueue.concurrentPerform(iterations: count, execute: body)
+    // Dispatch wants a @Sendable body; ours captures raw pointers (not Sendable), and what makes
+    // sharing them sound is this function's contract (each chunk writes its own disjoint outputs,
+    // and every chunk has finished when concurrentPerform returns), which the compiler cannot see.
+    withoutActuallyEscaping(body) { body in
+        let chunk = ChunkBody(run: body)
+        DispatchQueue.concurrentPerform(iterations: count) { chunk.run($0) }
+    }
+}
+
+/// `parallelFor`'s body, declared Sendable on the strength of `parallelFor`'s contract (disjoint
+/// writes per chunk; all chunks joined before it returns).
+@usableFromInline
+struct ChunkBody: @unchecked Sendable {
+    @usableFromInline let run: (Int) -> Void
+    @usableFromInline init(run: @escaping (Int) -> Void) { self.run = run }
 }
 
 /// The number of chunks worth running in parallel for `work` units of work (flops or element

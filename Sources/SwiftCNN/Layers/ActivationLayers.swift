@@ -4,7 +4,10 @@
 ///
 /// The four layers are this one class with their kernels (Ops/Activations.swift, Ops/Tanh.swift,
 /// Ops/LeakyReLU.swift); only their names, settings and descriptions differ.
-public class ElementwiseLayer<T: CNNScalar>: Layer, CustomStringConvertible {
+///
+/// `@unchecked Sendable`: every access to the mutable state goes through `access` (ExclusiveAccess),
+/// which refuses a second thread at run time instead of racing.
+public class ElementwiseLayer<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
     /// f over `count` elements: (count, x, y).
     @usableFromInline typealias ForwardKernel = (Int, UnsafePointer<T>, UnsafeMutablePointer<T>) -> Void
@@ -46,13 +49,13 @@ public class ElementwiseLayer<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             saved = nil
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             forwardKernel(x.count, UnsafePointer(x.pointer), y.pointer)
             saved = savesOutput ? y : x
-            return y
+            return try result.deliver(y)
         }
     }
 
@@ -94,7 +97,7 @@ public class ElementwiseLayer<T: CNNScalar>: Layer, CustomStringConvertible {
 
 /// The logistic sigmoid, as PyTorch's `nn.Sigmoid`: y = 1 / (1 + e^-x); backward reads y:
 /// sigma'(x) = y (1 - y) (the lecture's identity).
-public final class Sigmoid<T: CNNScalar>: ElementwiseLayer<T> {
+public final class Sigmoid<T: CNNScalar>: ElementwiseLayer<T>, @unchecked Sendable {
     public init() {
         super.init(name: "Sigmoid", description: "Sigmoid()", savesOutput: true,
                    forward: { sigmoidForward(count: $0, x: $1, y: $2) },
@@ -104,7 +107,7 @@ public final class Sigmoid<T: CNNScalar>: ElementwiseLayer<T> {
 
 /// The rectifier, as PyTorch's `nn.ReLU`: y = max(x, 0); backward reads (a view of) x: the
 /// gradient passes where x > 0.
-public final class ReLU<T: CNNScalar>: ElementwiseLayer<T> {
+public final class ReLU<T: CNNScalar>: ElementwiseLayer<T>, @unchecked Sendable {
     public init() {
         super.init(name: "ReLU", description: "ReLU()", savesOutput: false,
                    forward: { reluForward(count: $0, x: $1, y: $2) },
@@ -114,7 +117,7 @@ public final class ReLU<T: CNNScalar>: ElementwiseLayer<T> {
 
 /// The hyperbolic tangent, as PyTorch's `nn.Tanh`: y = tanh(x); backward reads y:
 /// tanh'(x) = 1 - y^2.
-public final class Tanh<T: CNNScalar>: ElementwiseLayer<T> {
+public final class Tanh<T: CNNScalar>: ElementwiseLayer<T>, @unchecked Sendable {
     public init() {
         super.init(name: "Tanh", description: "Tanh()", savesOutput: true,
                    forward: { tanhForward(count: $0, x: $1, y: $2) },
@@ -125,7 +128,7 @@ public final class Tanh<T: CNNScalar>: ElementwiseLayer<T> {
 /// The leaky rectifier, as PyTorch's `nn.LeakyReLU(negative_slope=0.01)`: y = x where x > 0, else
 /// negative_slope * x; backward reads (a view of) x: the gradient is 1 where x > 0, else
 /// negative_slope. Any slope, as PyTorch (see Ops/LeakyReLU.swift).
-public final class LeakyReLU<T: CNNScalar>: ElementwiseLayer<T> {
+public final class LeakyReLU<T: CNNScalar>: ElementwiseLayer<T>, @unchecked Sendable {
     /// The slope for x <= 0, as given (used as T(negativeSlope)).
     public let negativeSlope: Double
 

@@ -4,7 +4,7 @@
 ///
 /// Bins: rows floor(i*H/Ho) ..< ceil((i+1)*H/Ho), columns likewise (Ops/AdaptiveAvgPool.swift).
 /// Backward spreads each output gradient evenly over its bin; it needs only the input's shape.
-public final class AdaptiveAvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class AdaptiveAvgPool2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     /// (Ho, Wo).
@@ -18,7 +18,7 @@ public final class AdaptiveAvgPool2d<T: CNNScalar>: Layer, CustomStringConvertib
     /// PyTorch's `AdaptiveAvgPool2d(output_size)` (an int n means (n, n)). Throws `.value` for an
     /// output size < 1.
     public init(outputSize: (Int, Int)) throws {
-        try requirePair("AdaptiveAvgPool2d", "output_size", outputSize, atLeast: 1)
+        try requirePair("AdaptiveAvgPool2d", "outputSize", outputSize, atLeast: 1)
         self.outputSize = outputSize
     }
 
@@ -31,14 +31,14 @@ public final class AdaptiveAvgPool2d<T: CNNScalar>: Layer, CustomStringConvertib
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             geometry = nil
             let g = try AdaptivePool2DGeometry(op: "AdaptiveAvgPool2d", xShape: x.shape, outputSize: outputSize)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
             adaptiveAvgPool2dForward(g, x: x.pointer, y: y.pointer)
             geometry = g
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -22,7 +22,7 @@ public enum BatchNormKind: Sendable, Equatable, CustomStringConvertible {
 /// Parameters "weight" (ones) and "bias" (zeros) when `affine`; buffers "running_mean" (zeros),
 /// "running_var" (ones), "num_batches_tracked" (a 0-d Int64, 0) when `trackRunningStats`. The
 /// buffers are allocated once and only ever written in place. A rejected forward changes nothing.
-public final class BatchNorm<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class BatchNorm<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let kind: BatchNormKind
@@ -58,7 +58,7 @@ public final class BatchNorm<T: CNNScalar>: Layer, CustomStringConvertible {
                 affine: Bool = true, trackRunningStats: Bool = true) throws {
         let name = kind.description
         guard numFeatures >= 1 else {
-            throw SwiftCNNError.value("\(name): num_features must be >= 1, got \(numFeatures)")
+            throw SwiftCNNError.value("\(name): numFeatures must be >= 1, got \(numFeatures)")
         }
         try checkBatchNormEps(op: name, eps)
         if let momentum { try checkBatchNormMomentum(op: name, momentum) }
@@ -131,7 +131,7 @@ public final class BatchNorm<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             geometry = nil
             input = nil
@@ -166,7 +166,7 @@ public final class BatchNorm<T: CNNScalar>: Layer, CustomStringConvertible {
             usedBatchStatistics = useBatch
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -12,9 +12,9 @@ import Darwin
 /// Like `Parameter`, a value holding views: copies read and write the layer's memory and keep it
 /// alive. The layer writes its buffers in place (training updates them) and never reallocates them,
 /// so a caller (the C ABI) may expose the memory without copying and write into it (load_state_dict).
-public struct Buffer<T: CNNScalar> {
+public struct Buffer<T: CNNScalar>: Sendable {
     /// The memory: a tensor of the layer's scalar type, or 64-bit integers (`num_batches_tracked`).
-    public enum Storage {
+    public enum Storage: Sendable {
         case floating(Tensor<T>)
         case int64(Int64Tensor)
     }
@@ -56,7 +56,10 @@ public struct Buffer<T: CNNScalar> {
 
 /// Row-major Int64 memory a layer owns (zero-filled, malloc'd, stable for the object's life):
 /// `num_batches_tracked`, a 0-d int64 array in PyTorch.
-public final class Int64Tensor {
+///
+/// `@unchecked Sendable` with the same contract as `Tensor`: a shared view of memory whose
+/// elements are not synchronized; the owning layer writes it only under its exclusive-access guard.
+public final class Int64Tensor: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Int64>
     public let shape: [Int]
     public let count: Int

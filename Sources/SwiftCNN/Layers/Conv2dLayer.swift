@@ -6,7 +6,7 @@
 /// Forward keeps a view of x; backward computes dL/dx (overwritten into the layer's buffer) and adds
 /// dL/dweight, dL/dbias into the parameter grads. The im2col scratch lives in the layer's workspace
 /// and is reused across calls.
-public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Conv2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let inChannels: Int
@@ -57,14 +57,14 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
         try makeGeometry(shape).outputShape
     }
 
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
-        try forward(x, epilogue: .none)
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
+        try forward(x, epilogue: .none, returning: result)
     }
 
     /// forward, with an activation applied to each image's output as it is computed (`Sequential`
     /// fuses a following ReLU or Sigmoid this way; the activation layer then adopts the result).
     @_specialize(where T == Float) @_specialize(where T == Double)
-    func forward(_ x: Tensor<T>, epilogue: ConvEpilogue) throws -> Tensor<T> {
+    func forward(_ x: Tensor<T>, epilogue: ConvEpilogue, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
@@ -72,7 +72,7 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
                               y: y.pointer, epilogue: epilogue, workspace: workspace)
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 
@@ -123,16 +123,16 @@ public final class Conv2d<T: CNNScalar>: Layer, CustomStringConvertible {
 func convolutionParameters<T: CNNScalar>(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int),
                                          padding: ConvPadding, dilation: (Int, Int), groups: Int, bias: Bool,
                                          seed: UInt64) throws -> (Parameter<T>, Parameter<T>?) {
-    guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: in_channels must be >= 1, got \(inChannels)") }
-    guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: out_channels must be >= 1, got \(outChannels)") }
+    guard inChannels >= 1 else { throw SwiftCNNError.value("Conv2d: inChannels must be >= 1, got \(inChannels)") }
+    guard outChannels >= 1 else { throw SwiftCNNError.value("Conv2d: outChannels must be >= 1, got \(outChannels)") }
     guard groups >= 1 else { throw SwiftCNNError.value("Conv2d: groups must be >= 1, got \(groups)") }
     guard inChannels % groups == 0 else {
-        throw SwiftCNNError.value("Conv2d: in_channels (\(inChannels)) must be divisible by groups (\(groups))")
+        throw SwiftCNNError.value("Conv2d: inChannels (\(inChannels)) must be divisible by groups (\(groups))")
     }
     guard outChannels % groups == 0 else {
-        throw SwiftCNNError.value("Conv2d: out_channels (\(outChannels)) must be divisible by groups (\(groups))")
+        throw SwiftCNNError.value("Conv2d: outChannels (\(outChannels)) must be divisible by groups (\(groups))")
     }
-    try requirePair("Conv2d", "kernel_size", kernelSize, atLeast: 1)
+    try requirePair("Conv2d", "kernelSize", kernelSize, atLeast: 1)
     try requirePair("Conv2d", "stride", stride, atLeast: 1)
     switch padding {
     case .explicit(let ph, let pw): try requirePair("Conv2d", "padding", (ph, pw), atLeast: 0)

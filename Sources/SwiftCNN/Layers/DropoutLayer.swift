@@ -8,7 +8,7 @@
 /// Like PyTorch, the identity cases (eval mode, p = 0, an empty input) return the input itself,
 /// with no copy and no draw, and their backward returns grad_out itself; p = 1 gives zeros without
 /// drawing. Otherwise the output, the mask and the input gradient are layer-owned buffers.
-public final class Dropout<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Dropout<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     /// The probability of zeroing an element, in [0, 1].
@@ -51,13 +51,13 @@ public final class Dropout<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             inputShape = nil
             mask = nil
             guard training.isOn, p > 0, x.count > 0 else {
                 inputShape = x.shape
-                return x
+                return try result.deliver(x)
             }
             let m = try layerBuffer(&maskBuffer, shape: x.shape, avoiding: x)
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
@@ -69,7 +69,7 @@ public final class Dropout<T: CNNScalar>: Layer, CustomStringConvertible {
             dropoutForward(count: x.count, x: x.pointer, mask: m.pointer, y: y.pointer)
             mask = m
             inputShape = x.shape
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -4,7 +4,7 @@
 /// Forward returns a view of x itself, backward a view of gradOut itself, each with the other shape:
 /// no copy, no buffer (caffe's Flatten shares its bottom blob the same way). The input needs at least
 /// 2 dimensions, and every dimension after the batch must be >= 1.
-public final class Flatten<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Flatten<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     let access = ExclusiveAccess(name: "Flatten")
@@ -27,11 +27,11 @@ public final class Flatten<T: CNNScalar>: Layer, CustomStringConvertible {
         return [shape[0], try checkedElementCount(Array(shape.dropFirst()), what: "Flatten: x")]
     }
 
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let y = try x.reshaped(try outputShape(forInput: x.shape))
             inputShape = x.shape
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -1,7 +1,7 @@
 /// A 2-D convolution layer with groups and/or "same" padding (PyTorch's `Conv2d(..., groups=G,
 /// padding="same")`); the forward and backward of Ops/GroupedConv2D.swift. The plain layer
 /// (`Conv2d`, groups 1, explicit padding) keeps its fused fast paths; this one is its general form.
-public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class GroupedConv2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let inChannels, outChannels, groups: Int
@@ -43,7 +43,7 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
 
     public func outputShape(forInput shape: [Int]) throws -> [Int] { try makeGeometry(shape).outputShape }
 
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
@@ -53,7 +53,7 @@ public final class GroupedConv2d<T: CNNScalar>: Layer, CustomStringConvertible {
             }
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -5,25 +5,44 @@ import Synchronization
 /// hand-written backward).
 ///
 /// Buffers: a layer owns its output and input-gradient buffers and reuses them while shapes stay the
-/// same, so a training loop allocates nothing in the steady state. What forward and backward return
-/// are views of those buffers, valid until the layer's next forward (resp. backward); copy them to
-/// keep them longer. A layer keeps a view of its input, not a copy: the caller keeps it alive and
-/// unchanged until backward (mutating it gives wrong gradients, never a crash).
+/// same, so a training loop allocates nothing in the steady state. `forward` returns an owned copy
+/// of the output, which never changes afterwards (keep it, store it, send it to another task);
+/// `forwardView` returns the layer's output buffer itself, with no copy, valid until the layer's
+/// next forward (what `Sequential` passes between its children, and what the C ABI hands to
+/// Python). `backward` returns a view of the input-gradient buffer, valid until the next backward;
+/// copy it (`copy()`) to keep it longer. A layer keeps a view of its input, not a copy: the caller
+/// keeps it alive and unchanged until backward (mutating it gives wrong gradients, never a crash).
 ///
 /// Threads: a layer is used by one thread at a time; a second thread calling in at the same moment
 /// gets `SwiftCNNError.runtime("... is in use by another thread")` instead of corrupting state.
 ///
+/// Sendable: a layer (or a whole `Sequential`) may be moved into a `Task` or owned by an actor.
+/// The library's layers are `@unchecked Sendable` on the strength of that run-time guard: every
+/// method that reads or writes a layer's mutable state runs under its `ExclusiveAccess` flag, and
+/// the training mode is atomic. The compiler cannot check this, hence "unchecked". The guard
+/// refuses concurrent use rather than serializing it: to call one model from several tasks, let an
+/// actor own it (see the README's "Swift" section), so that the calls queue up. A layer of your own
+/// must keep the same promise (guard its mutable state, e.g. with a lock or an actor) to conform.
+///
 /// Specialization: the layers' entry points carry `@_specialize` for Float and Double, so calls
 /// through `any Layer<Float>` from other modules run code specialized for the scalar type.
-public protocol Layer<Scalar>: AnyObject {
+public protocol Layer<Scalar>: AnyObject, Sendable {
     associatedtype Scalar: CNNScalar
 
     /// The output shape `forward` would give for an input of `shape`; throws what forward would throw.
     func outputShape(forInput shape: [Int]) throws -> [Int]
 
-    /// Computes the output, keeping a view of `x` (not a copy) and what backward needs. Returns a view
-    /// of a layer-owned buffer, valid until this layer's next forward.
-    func forward(_ x: Tensor<Scalar>) throws -> Tensor<Scalar>
+    /// Computes the output, keeping a view of `x` (not a copy) and what backward needs, and returns
+    /// it as `result` asks: an owned copy (`.copy`, what `forward(_:)` does) or the layer's own
+    /// output buffer (`.view`, what `forwardView(_:)` does: no copy, valid until the next forward).
+    /// The copy is taken while the layer is still held, so a concurrent call cannot change it.
+    ///
+    /// - Parameters:
+    ///   - x: the input batch, e.g. (N, C, H, W) for a convolution; kept (as a view) until
+    ///     backward, so leave it unchanged until then.
+    ///   - result: `.copy` for a tensor of its own, `.view` for the layer's buffer.
+    /// - Returns: the output.
+    func forward(_ x: Tensor<Scalar>, returning result: ForwardResult) throws -> Tensor<Scalar>
 
     /// The shape of the last successful forward's input (the shape backward's result will have),
     /// nil before any forward.
@@ -62,11 +81,27 @@ public protocol Layer<Scalar>: AnyObject {
     var buffers: [Buffer<Scalar>] { get }
 }
 
+/// What `Layer.forward(_:returning:)` hands back.
+public enum ForwardResult: Sendable {
+    /// A tensor of its own, which no later call changes (`forward(_:)`).
+    case copy
+    /// The layer's output buffer itself, overwritten at the layer's next forward (`forwardView(_:)`).
+    case view
+
+    /// `y` itself for `.view`, a copy of it for `.copy`. Layers call it last, inside their
+    /// exclusive-access guard, so the copy cannot race with another thread's forward.
+    @inlinable
+    public func deliver<T: CNNScalar>(_ y: Tensor<T>) throws -> Tensor<T> {
+        self == .view ? y : try y.copy()
+    }
+}
+
 /// A trainable tensor and its gradient: two tensors of one shape, owned by a layer.
 ///
 /// `Parameter` is a value holding two views: copies of it (in an optimizer, in a Sequential's list)
-/// read and write the layer's memory, and keep that memory alive.
-public struct Parameter<T: CNNScalar> {
+/// read and write the layer's memory, and keep that memory alive. Sendable as its tensors are (see
+/// `Tensor`): sending one shares the memory, it does not copy it.
+public struct Parameter<T: CNNScalar>: Sendable {
     /// The state-dict key relative to the layer asked: "weight", "0.bias", "2.0.weight".
     public let name: String
     /// The values, updated in place by optimizers.
@@ -177,6 +212,29 @@ func requirePair(_ op: String, _ name: String, _ pair: (Int, Int), atLeast minim
 }
 
 extension Layer {
+    /// Computes the output and returns an owned copy of it: a tensor that no later call changes,
+    /// safe to keep in a struct or send to another task. The copy costs one pass over the output
+    /// (for a classifier, the logits: negligible next to the network); `forwardView(_:)` skips it.
+    ///
+    /// - Parameter x: the input batch; kept (as a view) until backward, so leave it unchanged until then.
+    /// - Returns: the output, in memory of its own.
+    @inlinable
+    public func forward(_ x: Tensor<Scalar>) throws -> Tensor<Scalar> {
+        try forward(x, returning: .copy)
+    }
+
+    /// Computes the output and returns the layer's own output buffer, with no copy: the zero-copy
+    /// form of `forward(_:)` for loops that use the output before the next forward (a training
+    /// step: loss, then backward). The layer overwrites this memory at its next forward, so do not
+    /// keep the result past that (copy it with `copy()` to keep it).
+    ///
+    /// - Parameter x: the input batch; kept (as a view) until backward, so leave it unchanged until then.
+    /// - Returns: a view of the layer's output buffer, valid until this layer's next forward.
+    @inlinable
+    public func forwardView(_ x: Tensor<Scalar>) throws -> Tensor<Scalar> {
+        try forward(x, returning: .view)
+    }
+
     public func backward(_ gradOut: Tensor<Scalar>, inputGradient: Bool) throws -> Tensor<Scalar>? {
         try backward(gradOut)
     }

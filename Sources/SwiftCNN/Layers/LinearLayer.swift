@@ -4,7 +4,7 @@
 ///
 /// Forward keeps a view of x; backward computes dL/dx = dL/dy W into the layer's buffer and adds
 /// dL/dW = (dL/dy)^T x and dL/db = sum_n dL/dy into the parameter grads.
-public final class Linear<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Linear<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let inFeatures: Int
@@ -23,8 +23,8 @@ public final class Linear<T: CNNScalar>: Layer, CustomStringConvertible {
     /// PyTorch's `Linear(in_features, out_features, bias=True)`; `seed` determines the initial
     /// weights. Throws `.value` for sizes < 1.
     public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, seed: UInt64) throws {
-        guard inFeatures >= 1 else { throw SwiftCNNError.value("Linear: in_features must be >= 1, got \(inFeatures)") }
-        guard outFeatures >= 1 else { throw SwiftCNNError.value("Linear: out_features must be >= 1, got \(outFeatures)") }
+        guard inFeatures >= 1 else { throw SwiftCNNError.value("Linear: inFeatures must be >= 1, got \(inFeatures)") }
+        guard outFeatures >= 1 else { throw SwiftCNNError.value("Linear: outFeatures must be >= 1, got \(outFeatures)") }
         let weightShape = [outFeatures, inFeatures]
         _ = try checkedElementCount(weightShape, what: "Linear: weight")
         self.inFeatures = inFeatures
@@ -48,7 +48,7 @@ public final class Linear<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try makeGeometry(x.shape)
             let y = try layerBuffer(&output, shape: g.outputShape, avoiding: x)
@@ -57,7 +57,7 @@ public final class Linear<T: CNNScalar>: Layer, CustomStringConvertible {
                           y: y.pointer)
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

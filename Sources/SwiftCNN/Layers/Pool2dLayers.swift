@@ -5,7 +5,7 @@
 /// Forward records, for each output, the flat index of its window's first maximum (Int32, within
 /// the input plane); backward routes each output gradient to that one input (the max is locally the
 /// identity on the winner and constant in the others), adding where windows overlap.
-public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class MaxPool2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let kernelSize: (Int, Int)
@@ -36,7 +36,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try Pool2DGeometry(op: "MaxPool2d", kind: .max, xShape: x.shape, kernelSize: kernelSize,
                                        stride: stride, padding: padding)
@@ -46,7 +46,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
             argmax = indices
             pool2dForward(g, kind: .max, x: x.pointer, y: y.pointer, argmax: indices.pointer)
             geometry = g
-            return y
+            return try result.deliver(y)
         }
     }
 
@@ -89,7 +89,7 @@ public final class MaxPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
 ///     x (N, C, H, W) -> y (N, C, Ho, Wo),  y[n,c,i,j] = (1 / (kH kW)) sum over the window of x[n,c]
 ///
 /// Backward spreads each output gradient evenly, 1/(kH kW) to every input of its window.
-public final class AvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class AvgPool2d<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     public let kernelSize: (Int, Int)
@@ -120,7 +120,7 @@ public final class AvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             let g = try Pool2DGeometry(op: "AvgPool2d", kind: .average, xShape: x.shape, kernelSize: kernelSize,
                                        stride: stride, padding: padding)
@@ -128,7 +128,7 @@ public final class AvgPool2d<T: CNNScalar>: Layer, CustomStringConvertible {
             pool2dForward(g, kind: .average, x: x.pointer, y: y.pointer, argmax: nil)
             geometry = g
             input = x
-            return y
+            return try result.deliver(y)
         }
     }
 

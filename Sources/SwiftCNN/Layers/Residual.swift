@@ -9,7 +9,7 @@
 /// Named like a nested Sequential: parameters and buffers "0.weight", "1.running_mean" (and
 /// "2.0.weight" inside an outer Sequential at index 2). The mode is passed to every child. The
 /// branch is a `Sequential`, so its fusions (Conv2d + ReLU/Sigmoid, ReLU/Sigmoid + MaxPool2d) apply.
-public final class Residual<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Residual<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     /// f: the branch.
@@ -63,17 +63,17 @@ public final class Residual<T: CNNScalar>: Layer, CustomStringConvertible {
     }
 
     @_specialize(where T == Float) @_specialize(where T == Double)
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             inputShape = nil
-            let f = try body.forward(x)
+            let f = try body.forwardView(x)
             try requireBranchShape(f.shape, x.shape)
             // Our own buffer is never f (a child's buffer, or x itself for an identity branch); it
             // must avoid x when the caller feeds us our previous output.
             let y = try layerBuffer(&output, shape: x.shape, avoiding: x)
             addElementwise(count: x.count, x.pointer, f.pointer, into: y.pointer)
             inputShape = x.shape
-            return y
+            return try result.deliver(y)
         }
     }
 

@@ -9,7 +9,7 @@
 ///
 /// A layer object may appear only once in a model (nested Sequentials included): a layer keeps the
 /// state of one forward, so a second use would overwrite what the first one's backward needs.
-public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
+public final class Sequential<T: CNNScalar>: Layer, @unchecked Sendable, CustomStringConvertible {
     public typealias Scalar = T
 
     /// The children, in order.
@@ -71,7 +71,7 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
         return s
     }
 
-    public func forward(_ x: Tensor<T>) throws -> Tensor<T> {
+    public func forward(_ x: Tensor<T>, returning result: ForwardResult) throws -> Tensor<T> {
         try access.run {
             activationShapes = nil  // a failed forward leaves nothing for backward to misuse
             var shapes = [x.shape]
@@ -84,19 +84,19 @@ public final class Sequential<T: CNNScalar>: Layer, CustomStringConvertible {
                 // the largest activations of a CNN saved; the same values as running both).
                 if i + 1 < layers.count, let conv = layers[i] as? Conv2d<T>,
                    let (epilogue, adopt) = fusableActivation(layers[i + 1]) {
-                    h = try inLayer(i) { try conv.forward(h, epilogue: epilogue) }
+                    h = try inLayer(i) { try conv.forward(h, epilogue: epilogue, returning: .view) }
                     shapes.append(h.shape)
                     h = try inLayer(i + 1) { try adopt(h) }
                     shapes.append(h.shape)
                     i += 2
                     continue
                 }
-                h = try inLayer(i) { try layers[i].forward(h) }
+                h = try inLayer(i) { try layers[i].forwardView(h) }
                 shapes.append(h.shape)
                 i += 1
             }
             activationShapes = shapes
-            return h
+            return try result.deliver(h)
         }
     }
 

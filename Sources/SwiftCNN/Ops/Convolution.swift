@@ -61,6 +61,13 @@ func conv2dImageChunks(_ g: Conv2DGeometry) -> Int {
 func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
                                  bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
                                  epilogue: ConvEpilogue = .none, workspace: ScratchSlots<T>) throws {
+    #if DEBUG
+    if debugUsesScalarKernels {   // unoptimized builds: plain loops (Ops/DebugScalarKernels.swift)
+        debugConv2dForward(g, x: x, weight: weight, bias: bias, y: y)
+        applyEpilogue(epilogue, y, count: g.batch * g.outChannels * g.outH * g.outW)
+        return
+    }
+    #endif
     let (kdim, hw) = (g.colRows, g.colCols)           // GEMM: (K × kdim) · (kdim × hw)
     // A tiny problem (a functional call on a small input) is cheaper as direct loops: packing
     // im2col panels padded to the 16/64-wide register tile costs many times the few multiply-adds.
@@ -150,6 +157,13 @@ func conv2dBackward<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>
                                   weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                   gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
                                   accumulate: Bool, workspace: ScratchSlots<T>) throws {
+    #if DEBUG
+    if debugUsesScalarKernels {   // unoptimized builds: plain loops (Ops/DebugScalarKernels.swift)
+        debugConv2dBackward(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
+                            gradBias: gradBias, accumulate: accumulate)
+        return
+    }
+    #endif
     // One exit on each side of the branch: with an early `return` for the empty batch, `-O` builds
     // that specialize this function in another module (the tests) returned from the Tensor-level
     // conv2dBackward with a garbage error (a crash in swift_getErrorValue); pinned by

@@ -182,6 +182,10 @@ func softmaxCrossEntropyNaive<T: CNNScalar>(batch: Int, classes: Int, logits: Un
 }
 
 // MARK: - Tensor level
+//
+// The Swift API's losses come back in the model's scalar type T (a Float model gets a Float loss).
+// They are accumulated in Double by the pointer-level functions above (which the C ABI calls, and
+// whose Double result Python receives), then rounded to T once.
 
 /// `softmax(logits)`: probabilities over axis 1; logits (N, K) with K >= 1.
 @_specialize(where T == Float) @_specialize(where T == Double)
@@ -196,7 +200,7 @@ public func softmax<T: CNNScalar>(_ logits: Tensor<T>, into out: Tensor<T>? = ni
 /// `labels` holds N values in [0, K); `gradInto` receives the gradient if given.
 @_specialize(where T == Float) @_specialize(where T == Double)
 public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, labels: UnsafeBufferPointer<Int64>,
-                                              gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
+                                              gradInto out: Tensor<T>? = nil) throws -> (loss: T, grad: Tensor<T>) {
     let (batch, classes) = try logitsShape(op: "softmax_cross_entropy", logits)
     guard labels.count == batch else {
         throw SwiftCNNError.value(
@@ -208,40 +212,40 @@ public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, labels: UnsafeB
     }
     let loss = try softmaxCrossEntropy(batch: batch, classes: classes, logits: logits.pointer, labels: base,
                                        gradLogits: grad.pointer)
-    return (loss, grad)
+    return (T(loss), grad)
 }
 
 /// `softmax_cross_entropy(logits, target)` with class indices given as an array.
 @inlinable
 public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, labels: [Int64],
-                                              gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
+                                              gradInto out: Tensor<T>? = nil) throws -> (loss: T, grad: Tensor<T>) {
     try labels.withUnsafeBufferPointer { try softmaxCrossEntropy(logits: logits, labels: $0, gradInto: out) }
 }
 
 /// `softmax_cross_entropy(logits, target)` with class probabilities of the logits' shape.
 @_specialize(where T == Float) @_specialize(where T == Double)
 public func softmaxCrossEntropy<T: CNNScalar>(logits: Tensor<T>, targetProbabilities target: Tensor<T>,
-                                              gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
+                                              gradInto out: Tensor<T>? = nil) throws -> (loss: T, grad: Tensor<T>) {
     let (batch, classes) = try logitsShape(op: "softmax_cross_entropy", logits)
     try requireSameShape(op: "softmax_cross_entropy", "target", target, "logits", logits)
     let grad = try makeOutput(out, shape: logits.shape, op: "softmax_cross_entropy",
                               inputs: [("logits", logits), ("target", target)])
     let loss = softmaxCrossEntropy(batch: batch, classes: classes, logits: logits.pointer,
                                    targetProbabilities: target.pointer, gradLogits: grad.pointer)
-    return (loss, grad)
+    return (T(loss), grad)
 }
 
 /// `binary_cross_entropy_with_logits(logits, target)`: (mean loss, grad_logits); any shape, target
 /// of the logits' shape.
 @_specialize(where T == Float) @_specialize(where T == Double)
 public func binaryCrossEntropyWithLogits<T: CNNScalar>(logits: Tensor<T>, target: Tensor<T>,
-                                                       gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
+                                                       gradInto out: Tensor<T>? = nil) throws -> (loss: T, grad: Tensor<T>) {
     try requireSameShape(op: "binary_cross_entropy_with_logits", "target", target, "logits", logits)
     let grad = try makeOutput(out, shape: logits.shape, op: "binary_cross_entropy_with_logits",
                               inputs: [("logits", logits), ("target", target)])
     let loss = binaryCrossEntropyWithLogits(count: logits.count, logits: logits.pointer, target: target.pointer,
                                             gradLogits: grad.pointer)
-    return (loss, grad)
+    return (T(loss), grad)
 }
 
 /// (N, K) of 2-D logits with K >= 1, or a value error naming `logits`.

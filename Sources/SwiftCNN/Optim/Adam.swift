@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -16,10 +17,16 @@ import Darwin
 ///
 /// m and v start at zero, so early averages are biased toward zero; dividing by 1 - beta^t removes
 /// that bias exactly. The step size is then about lr per coordinate, whatever the gradient's scale.
-public final class Adam<T: CNNScalar>: Optimizer {
+public final class Adam<T: CNNScalar>: Optimizer, @unchecked Sendable {
     /// The parameters updated, without repeats of the same memory.
     public let parameters: [Parameter<T>]
-    public var learningRate: Double
+    /// The learning rate of the next step (atomic: may be set from any thread, even during a step,
+    /// which then uses the old or the new value throughout).
+    public var learningRate: Double {
+        get { Double(bitPattern: learningRateBits.load(ordering: .relaxed)) }
+        set { learningRateBits.store(newValue.bitPattern, ordering: .relaxed) }
+    }
+    let learningRateBits: Atomic<UInt64>
     public let beta1: Double
     public let beta2: Double
     public let epsilon: Double
@@ -32,17 +39,18 @@ public final class Adam<T: CNNScalar>: Optimizer {
     /// First and second moment estimates, one tensor each per parameter.
     @usableFromInline var firstMoment: [Tensor<T>]
     @usableFromInline var secondMoment: [Tensor<T>]
-    /// Steps taken so far (t of the last step).
-    public private(set) var stepCount = 0
+    /// Steps taken so far (t of the last step); atomic, so it can be read from any thread.
+    public var stepCount: Int { steps.load(ordering: .relaxed) }
+    let steps = Atomic<Int>(0)
 
     /// `Adam(params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)`. Throws `.value` where
     /// PyTorch raises: lr, eps or weight_decay negative (or NaN), a beta outside [0, 1).
     public init(parameters: [Parameter<T>], learningRate: Double = 0.001, beta1: Double = 0.9, beta2: Double = 0.999,
                 epsilon: Double = 1e-8, weightDecay: Double = 0, decoupledWeightDecay: Bool = false) throws {
         let op = decoupledWeightDecay ? "AdamW" : "Adam"
-        try requireNonNegative("lr", learningRate, op: op)
-        try requireNonNegative("eps", epsilon, op: op)
-        try requireNonNegative("weight_decay", weightDecay, op: op)
+        try requireNonNegative("learningRate", learningRate, op: op)
+        try requireNonNegative("epsilon", epsilon, op: op)
+        try requireNonNegative("weightDecay", weightDecay, op: op)
         for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
             guard beta >= 0 && beta < 1 else {
                 throw SwiftCNNError.value("\(op): invalid \(name): \(beta) (must be in [0, 1))")
@@ -50,7 +58,7 @@ public final class Adam<T: CNNScalar>: Optimizer {
         }
         self.decoupledWeightDecay = decoupledWeightDecay
         self.parameters = uniqueParameters(parameters)
-        self.learningRate = learningRate
+        self.learningRateBits = Atomic(learningRate.bitPattern)
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
@@ -66,6 +74,7 @@ public final class Adam<T: CNNScalar>: Optimizer {
             // Scalars in Double, as PyTorch computes them in Python floats.
             let biasCorrection1 = 1 - pow(beta1, Double(t))
             let biasCorrection2 = 1 - pow(beta2, Double(t))
+            let learningRate = self.learningRate   // read once: one value for the whole step
             let stepSize = T(learningRate / biasCorrection1)
             let biasCorrection2Sqrt = T(biasCorrection2.squareRoot())
             let w = T(1 - beta1), b2 = T(beta2), oneMinusB2 = T(1 - beta2), eps = T(epsilon)
@@ -88,7 +97,7 @@ public final class Adam<T: CNNScalar>: Optimizer {
                     p[i] = multiplyAdd(-stepSize, m[i] / denom, p[i])
                 }
             }
-            stepCount = t
+            steps.store(t, ordering: .relaxed)
         }
     }
 

@@ -3,7 +3,13 @@
 /// An optimizer holds `Parameter` values (views of the layers' data and grad tensors), which keep
 /// that memory alive. `step()` writes `data` and its own state, never `grad`. Like layers, an
 /// optimizer is used by one thread at a time (a concurrent second call gets `.runtime`).
-public protocol Optimizer: AnyObject {
+///
+/// `Sendable`: an optimizer may be handed to another task or actor. Its mutable state is guarded
+/// at run time (`step` and `zeroGrad` under a non-blocking exclusive-access flag; the learning rate
+/// is atomic), so concurrent misuse throws instead of racing. It writes the parameters' memory,
+/// which it shares with the layers: run `step` and the model's forward/backward in one task (or
+/// one actor), not concurrently.
+public protocol Optimizer: AnyObject, Sendable {
     /// One update of every parameter from its current gradient.
     func step() throws
     /// Fills every parameter's gradient with zeros.
@@ -16,7 +22,7 @@ public protocol Optimizer: AnyObject {
 extension Optimizer {
     /// Sets the learning rate after checking it as PyTorch's constructors do (lr >= 0, not NaN).
     public func setLearningRate(_ lr: Double) throws {
-        try requireNonNegative("lr", lr, op: "\(type(of: self))".split(separator: "<").first.map(String.init) ?? "Optimizer")
+        try requireNonNegative("learningRate", lr, op: "\(type(of: self))".split(separator: "<").first.map(String.init) ?? "Optimizer")
         learningRate = lr
     }
 }

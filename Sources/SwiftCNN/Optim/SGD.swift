@@ -1,3 +1,4 @@
+import Synchronization
 /// Stochastic gradient descent with momentum, dampening, weight decay and Nesterov momentum, as
 /// `torch.optim.SGD`. For each parameter p with gradient g, per step:
 ///
@@ -11,10 +12,16 @@
 /// With momentum 0 this is the lecture's update theta <- theta - eta dL/dtheta. The momentum buffer
 /// b is a running, exponentially weighted sum of past gradients (velocity); Nesterov evaluates the
 /// step at the look-ahead point, which with this rearrangement costs nothing extra.
-public final class SGD<T: CNNScalar>: Optimizer {
+public final class SGD<T: CNNScalar>: Optimizer, @unchecked Sendable {
     /// The parameters updated, without repeats of the same memory.
     public let parameters: [Parameter<T>]
-    public var learningRate: Double
+    /// The learning rate of the next step (atomic: may be set from any thread, even during a step,
+    /// which then uses the old or the new value throughout).
+    public var learningRate: Double {
+        get { Double(bitPattern: learningRateBits.load(ordering: .relaxed)) }
+        set { learningRateBits.store(newValue.bitPattern, ordering: .relaxed) }
+    }
+    let learningRateBits: Atomic<UInt64>
     public let momentum: Double
     public let dampening: Double
     public let weightDecay: Double
@@ -30,15 +37,15 @@ public final class SGD<T: CNNScalar>: Optimizer {
     /// momentum or with dampening.
     public init(parameters: [Parameter<T>], learningRate: Double, momentum: Double = 0, dampening: Double = 0,
                 weightDecay: Double = 0, nesterov: Bool = false) throws {
-        try requireNonNegative("lr", learningRate, op: "SGD")
+        try requireNonNegative("learningRate", learningRate, op: "SGD")
         try requireNonNegative("momentum", momentum, op: "SGD")
-        try requireNonNegative("weight_decay", weightDecay, op: "SGD")
+        try requireNonNegative("weightDecay", weightDecay, op: "SGD")
         guard !nesterov || (momentum > 0 && dampening == 0) else {
             throw SwiftCNNError.value(
                 "SGD: nesterov momentum requires a momentum > 0 and zero dampening, got momentum \(momentum), dampening \(dampening)")
         }
         self.parameters = uniqueParameters(parameters)
-        self.learningRate = learningRate
+        self.learningRateBits = Atomic(learningRate.bitPattern)
         self.momentum = momentum
         self.dampening = dampening
         self.weightDecay = weightDecay

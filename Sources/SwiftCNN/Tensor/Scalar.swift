@@ -11,7 +11,12 @@ import Darwin
 /// Everything numeric in the core is generic over `CNNScalar` and `@inlinable`, so callers in other
 /// modules (the C ABI) get code specialized for each type. The transcendental functions come from
 /// the C math library because the core does not import Foundation.
-public protocol CNNScalar: BinaryFloatingPoint, SIMDScalar, Sendable, CustomStringConvertible
+///
+/// `Codable` is not used by SwiftCNN: it is stated because `SIMDScalar` already implies it (its
+/// `SIMD2Storage.Scalar == Self` constraint requires `Self: Codable`, since `SIMDStorage.Scalar`
+/// is `Codable`), and a protocol that leaves such an implied conformance unstated gets a compiler
+/// warning in every module that uses it. `Float` and `Double` are `Codable` in the standard library.
+public protocol CNNScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable, CustomStringConvertible
 where Self.RawSignificand: FixedWidthInteger {
     /// e^x
     static func exp(_ x: Self) -> Self

@@ -34,6 +34,27 @@ public struct SwiftCNNError: Error, CustomStringConvertible, Sendable {
     @inlinable public static func runtime(_ message: String) -> SwiftCNNError { SwiftCNNError(.runtime, message) }
 }
 
+extension SwiftCNNError {
+    /// The Swift argument labels that the layer and optimizer initializers' messages name, with
+    /// the Python (PyTorch) argument names they stand for. Swift users read `inChannels`, Python
+    /// users `in_channels`: the C ABI passes its errors through `withPythonArgumentNames()`.
+    @_spi(Engine) public static let pythonArgumentNames: [(swift: String, python: String)] = [
+        ("inChannels", "in_channels"), ("outChannels", "out_channels"), ("kernelSize", "kernel_size"),
+        ("inFeatures", "in_features"), ("outFeatures", "out_features"), ("numFeatures", "num_features"),
+        ("outputSize", "output_size"), ("learningRate", "lr"), ("weightDecay", "weight_decay"),
+        ("epsilon", "eps"),
+    ]
+
+    /// This error with the Swift argument labels in its message replaced by the Python names.
+    @_spi(Engine) public func withPythonArgumentNames() -> SwiftCNNError {
+        var text = message
+        for (swift, python) in SwiftCNNError.pythonArgumentNames where text.contains(swift) {
+            text = text.replacing(swift, with: python)
+        }
+        return SwiftCNNError(kind, text)
+    }
+}
+
 /// Formats a shape the way NumPy prints it: `(2, 3)`, `(5,)`, `()`.
 @_spi(Engine) public func describeShape(_ shape: [Int]) -> String {
     if shape.count == 1 { return "(\(shape[0]),)" }

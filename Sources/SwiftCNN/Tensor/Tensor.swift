@@ -12,7 +12,15 @@ import Darwin
 /// somebody else keeps alive (`init(borrowing:shape:)`: NumPy buffers handed over by the Python
 /// extension, with no copy). Copies of a `Tensor` value share the same memory: it is a view, like a
 /// NumPy array, and writes through one are seen through all.
-public struct Tensor<Scalar: CNNScalar> {
+///
+/// Sendable (unchecked): a tensor can be passed to another task or actor, and what crosses is the
+/// view, not a copy of the elements. The elements are not synchronized, exactly as with the memory
+/// behind an `UnsafeMutableBufferPointer`: do not write a tensor in one task while another task reads
+/// or writes the same memory. Tensors that nobody else references (`init(zeros:)`, `copy()`, the
+/// result of `forward`, a loss gradient) are safe to send as they are; a view (`forwardView`,
+/// `reshaped`, a parameter's `data`) shares its owner's memory and is safe to send only when the
+/// owner will not write it meanwhile.
+public struct Tensor<Scalar: CNNScalar>: @unchecked Sendable {
     /// Sizes per dimension, outermost first.
     public let shape: [Int]
     /// The product of `shape`.

@@ -328,14 +328,14 @@ extension Sequential {
         let (loss, _) = try softmaxCrossEntropy(logits: logits, labels: labels)
         var correct = 0
         for row in 0..<n where Int64(argmax(logits.pointer + row * k, k)) == labels[row] { correct += 1 }
-        return Evaluation(loss: loss, accuracy: Double(correct) / Double(n))
+        return Evaluation(loss: Double(loss), accuracy: Double(correct) / Double(n))
     }
 }
 
 /// `softmaxCrossEntropy(logits:labels:)` with labels of any integer type (`[Int]` ...): each must
 /// be in [0, K) (else `.value` naming the index).
 public func softmaxCrossEntropy<T: CNNScalar, L: BinaryInteger>(logits: Tensor<T>, labels: [L],
-                                                                 gradInto out: Tensor<T>? = nil) throws -> (loss: Double, grad: Tensor<T>) {
+                                                                 gradInto out: Tensor<T>? = nil) throws -> (loss: T, grad: Tensor<T>) {
     guard logits.rank == 2, logits.shape[1] >= 1 else {
         throw SwiftCNNError.value("softmax_cross_entropy: logits must be 2-D (N, K) with K >= 1, got shape \(describeShape(logits.shape))")
     }
