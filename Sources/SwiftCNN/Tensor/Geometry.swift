@@ -120,9 +120,13 @@ public struct Conv2DGeometry: Equatable, Sendable, SlidingWindowGeometry {
     /// It allocates nothing; a message is built only when a rule fails.
     ///
     /// - Parameters:
-    ///   - op: the name prefixed to error messages ("conv2d", "conv2d_backward", "Conv2d").
-    ///   - x: (N, C, H, W); weight: (K, C, kH, kW); biasLength: `nil` for no bias.
-    ///   - stride, padding, dilation: (h, w) pairs.
+    ///   - opName: the name prefixed to error messages ("conv2d", "conv2d_backward", "Conv2d").
+    ///   - x: (N, C, H, W).
+    ///   - weight: (K, C, kH, kW).
+    ///   - biasLength: the bias's length, `nil` for no bias.
+    ///   - stride: (h, w), each >= 1.
+    ///   - padding: (h, w) zeros on each side, each >= 0.
+    ///   - dilation: (h, w), each >= 1.
     /// - Throws: `.value` naming the argument with expected and actual shapes; `.overflow` if an
     ///   element count (x, weight, y, the im2col buffer) or the kernels' index arithmetic does not
     ///   fit in a 64-bit integer.
@@ -241,9 +245,13 @@ public struct Pool2DGeometry: Equatable, Sendable, SlidingWindowGeometry {
     /// a pooling call (C ABI, Tensor level, layers). Allocates nothing unless it throws.
     ///
     /// - Parameters:
-    ///   - op: the name prefixed to error messages ("max_pool2d", "avg_pool2d_backward", ...).
-    ///   - kernelSize, padding: (h, w) pairs; stride: a pair, or `nil` for the default, which is
-    ///     the kernel size (PyTorch's rule, decided here and nowhere else).
+    ///   - opName: the name prefixed to error messages ("max_pool2d", "avg_pool2d_backward", ...).
+    ///   - kind: max or average pooling.
+    ///   - x: (N, C, H, W).
+    ///   - kernelSize: (h, w), each >= 1.
+    ///   - stride: (h, w), or `nil` for the default, which is the kernel size (PyTorch's rule,
+    ///     decided here and nowhere else).
+    ///   - padding: (h, w), each at most half the kernel.
     /// - Throws: `.value` naming the argument; `.overflow` for element counts beyond `Int`, and for
     ///   max pooling, for input planes of more than 2^31 - 1 elements (argmax indices are Int32).
     public init(op opName: @autoclosure () -> String, kind: PoolKind, x: (Int, Int, Int, Int), kernelSize: (Int, Int),
