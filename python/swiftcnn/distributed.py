@@ -158,6 +158,10 @@ def abort_on_error(comm, consistent=(FloatingPointError,)):
         sys.stderr.write(f"swiftcnn: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting "
                          f"the MPI job.\n{text}")
         sys.stderr.flush()
+        # mpiexec forwards each rank's stderr through a pipe, and an abort kills the job before
+        # that forwarding has drained it: without this pause the user sometimes sees no message at
+        # all (a CI run lost it once). Half a second is nothing next to a job that is ending.
+        time.sleep(0.5)
         comm.Abort(1)
         raise  # pragma: no cover - Abort does not return
 
