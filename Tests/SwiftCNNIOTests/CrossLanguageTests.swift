@@ -75,20 +75,9 @@ final class CrossLanguageTests: XCTestCase {
         return []
     }
 
-    /// The same architecture as ModelFileTests.richModel and the Python model below.
+    /// ModelFileTests.richModel: every layer kind; the Python model below builds the same.
     static func richModel<T: CNNScalar>(_: T.Type) throws -> Sequential<T> {
-        try Sequential<T>(
-            Conv2d<T>(inChannels: 1, outChannels: 4, kernelSize: (3, 3), padding: (1, 1), seed: 1),
-            BatchNorm<T>(.batchNorm2d, numFeatures: 4), LeakyReLU<T>(negativeSlope: 0.02),
-            Residual<T>(GroupedConv2d<T>(inChannels: 4, outChannels: 4, kernelSize: (3, 3), padding: .same, groups: 2, seed: 2),
-                        Tanh<T>()),
-            Sequential<T>(AvgPool2d<T>(kernelSize: (2, 2)), ReLU<T>()),
-            AdaptiveAvgPool2d<T>(outputSize: (2, 2)),
-            MaxPool2d<T>(kernelSize: (2, 2), stride: (1, 1)),
-            Flatten<T>(), Dropout<T>(p: 0.25, seed: 3),
-            Linear<T>(inFeatures: 4, outFeatures: 6, seed: 4), Sigmoid<T>(),
-            BatchNorm<T>(.batchNorm1d, numFeatures: 6, eps: 1e-3, momentum: nil, affine: false),
-            Linear<T>(inFeatures: 6, outFeatures: 3, bias: false, seed: 5))
+        try ModelFileTests.richModel(T.self)
     }
 
     static let pythonReads = """
