@@ -4,6 +4,7 @@ step's time goes (the profile behind bench/RESULTS.md's figure 1).
 
     python bench/layers.py                 # sigmoid network, batch 256
     python bench/layers.py --act relu --batch 64
+    python bench/layers.py --dtype float64  # both frameworks in float64 (run.py's figure 8)
 
 Each layer's forward and backward is timed alone on the activations the network produces
 (swiftcnn: the layer objects' forward/backward; PyTorch: the same modules, backward through
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--act", choices=["sigmoid", "relu"], default="sigmoid")
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--no-torch", action="store_true")
@@ -64,8 +66,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     x, y = bench.synthetic_mnist(args.batch)
-    model = bench.swiftcnn_net(sc, args.act)
-    tmodel = bench.torch_net(torch, args.act) if torch else None
+    x = x.astype(args.dtype)
+    model = bench.swiftcnn_net(sc, args.act, args.dtype)
+    tmodel = bench.torch_net(torch, args.act, args.dtype) if torch else None
     if tmodel is not None:
         tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
 
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
     th = torch.from_numpy(x) if torch else None
     for i, layer in enumerate(model.layers):
         out = layer.forward(h)
-        g = np.random.default_rng(i).standard_normal(out.shape).astype(np.float32)
+        g = np.random.default_rng(i).standard_normal(out.shape).astype(args.dtype)
         sf = median_us(lambda: layer.forward(h), args.repeats, 0.2)
         layer.forward(h)
         sb = median_us(lambda: layer.backward(g), args.repeats, 0.2)
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
         rows.append((f"{i} {type(layer).__name__}", sf, tf, sb, tb))
         h = out
 
-    print(f"lecture network ({args.act}), batch {args.batch}, {args.threads} threads, "
+    print(f"lecture network ({args.act}, {args.dtype}), batch {args.batch}, {args.threads} threads, "
           f"microseconds per batch (median of {args.repeats})")
     print(f"{'layer':<14}{'sc fwd':>10}{'torch fwd':>11}{'ratio':>7}{'sc bwd':>10}{'torch bwd':>11}{'ratio':>7}")
     tot = [0.0, 0.0, 0.0, 0.0]

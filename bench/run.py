@@ -435,6 +435,8 @@ def fmt_value(x: float) -> str:
 def fmt_stats(s: Optional[Stats]) -> str:
     if s is None:
         return "-"
+    if len(s.values) == 1:  # a derived figure (e.g. a speedup of medians): no spread to show
+        return fmt_value(s.median)
     return f"{fmt_value(s.median)} ({fmt_value(s.lo)}-{fmt_value(s.hi)})"
 
 
@@ -718,7 +720,7 @@ def load_mnist_train(sc) -> tuple:
         x, y = sc.datasets.load_dataset("mnist", "train")
     except (OSError, ValueError) as e:  # DatasetFetchError is an OSError
         return None, None, (f"MNIST is not in swiftcnn's data cache ({cache}) and could not be fetched: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                            f"{type(e).__name__}: {' '.join(str(e).split())[:600]}")
     return x, y, f"swiftcnn.datasets.load_dataset('mnist', 'train') (cache {cache})"
 
 
@@ -1427,7 +1429,8 @@ def figure_scaling(ctx) -> Figure:
                      "frameworks are interleaved within each process, the thread counts are not, so compare the "
                      "sgemm probes below. Speedup = median(2 threads) / median(1 thread) per framework; the ratio "
                      "column is left empty (the two speedups are not a swiftcnn/PyTorch ratio). Target "
-                     "(issue 15, 4): swiftcnn >= 1.8x for every row.")
+                     "(issue 15, 4): swiftcnn >= 1.8x for every row. The table's last two columns are the "
+                     "swiftcnn/PyTorch ratios at each thread count (issue 15's target 3 asks figure 3's at both).")
     for t in SCALING_THREADS:
         r = runs[t]
         fig.notes.append(f"{t}-thread process: sgemm probe {_fmt_probe(r.get('probe_before'))} before, "
@@ -1447,8 +1450,9 @@ def figure_scaling(ctx) -> Figure:
                     order.append(key)
                 med[t][key] = {k: statistics.median(row[k]) if row.get(k) else None for k in ("sc", "torch")}
     fig.extra_md += [f"| figure | measurement | unit | swiftcnn {t1} thr | swiftcnn {t2} thr | speedup | "
-                     f"PyTorch {t1} thr | PyTorch {t2} thr | speedup |",
-                     "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                     f"PyTorch {t1} thr | PyTorch {t2} thr | speedup | ratio sc/torch {t1} thr | "
+                     f"ratio sc/torch {t2} thr |",
+                     "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def speedup(key, k):
         a, b = med[t1].get(key, {}).get(k), med[t2].get(key, {}).get(k)
@@ -1460,8 +1464,9 @@ def figure_scaling(ctx) -> Figure:
         s_t, to1, to2 = speedup(key, "torch")
         cell = lambda v: fmt_value(v) if v is not None else "-"  # noqa: E731
         sp = lambda v: f"{v:.2f}x" if v is not None else "-"  # noqa: E731
+        ratio = lambda a, b: sp(a / b) if a and b else "-"  # noqa: E731
         fig.extra_md.append(f"| {num} | {label} | {unit} | {cell(sc1)} | {cell(sc2)} | {sp(s_sc)} | "
-                            f"{cell(to1)} | {cell(to2)} | {sp(s_t)} |")
+                            f"{cell(to1)} | {cell(to2)} | {sp(s_t)} | {ratio(sc1, to1)} | {ratio(sc2, to2)} |")
         row = Row(f"fig {num}: {label}", "x", True, no_ratio=True,
                   target=1.8 if s_sc is not None else None, target_abs=True)
         row.sc = Stats([s_sc]) if s_sc is not None else None
