@@ -1275,7 +1275,8 @@ def render_markdown(ctx, figures: list) -> str:
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
             for row in fig.rows:
                 r = row.ratio()
-                spread = " / ".join(f"{s.spread_pct():.0f}%" if s else "-" for s in (row.sc, row.torch))
+                spread = " / ".join(f"{s.spread_pct():.0f}%" if s and len(s.values) > 1 else "-"
+                                    for s in (row.sc, row.torch))
                 L.append(f"| {row.label} | {row.unit} | {fmt_stats(row.sc)} | {fmt_stats(row.torch)} | "
                          f"{f'{r:.2f}x' if r is not None else '-'} | {spread} | {row.target_text()} | "
                          f"{row.verdict()}{star if row.verdict() else ''} |")
@@ -1446,7 +1447,7 @@ def figure_scaling(ctx) -> Figure:
         fig.notes.append(f"{t}-thread process: sgemm probe {_fmt_probe(r.get('probe_before'))} before, "
                          f"{_fmt_probe(r.get('probe_after'))} after; other processes used "
                          f"{100 * r.get('others', 0.0):.0f}% of the cores"
-                         + (f"; {r['load']}" if r.get("load") else ""))
+                         + "".join(f"; figure {f['number']}: {f['load']}" for f in r["figures"] if f.get("load")))
     med = {t: {} for t in SCALING_THREADS}
     order = []
     for t in SCALING_THREADS:
@@ -1491,6 +1492,7 @@ def figures_to_json(ctx, figures: list) -> dict:
     return {"threads": ctx.threads, "probe_before": ctx.probe_before, "probe_after": ctx.probe_after,
             "others": ctx.others, "load": ctx.load_text,
             "figures": [{"number": f.number, "title": f.title, "error": f.error, "skipped": f.skipped,
+                         "load": f.load,
                          "rows": [{"label": r.label, "unit": r.unit,
                                    "sc": r.sc.values if r.sc else None,
                                    "torch": r.torch.values if r.torch else None} for r in f.rows]}
