@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: swiftcnn against PyTorch (CPU), same process, 2 threads, float32.
+"""Side-by-side benchmark: swiftcnn against PyTorch (CPU), same process, 2 threads, float32 (figure 8: float64).
 
 Usage (from the repository root):
 
