@@ -29,4 +29,5 @@ SWIFTCNN_REQUIRE_PYTHON=1 swift test -c release "${RELEASE_FLAGS[@]}"
 # The Swift-only trainer, with the flags of the run above so only its own two targets compile.
 swift build -c release "${RELEASE_FLAGS[@]}" --product swiftcnn-train
 # Run from the repo root: python/tests imports the installed `swiftcnn`, not the source tree.
-SWIFTCNN_REQUIRE_TORCH=1 SWIFTCNN_REQUIRE_SWIFT_TRAIN=1 python3 -m pytest python/tests -q -p no:cacheprovider "$@"
+# bench/test_run.py checks the benchmark harness itself (verdicts, --load cleanup), never timings.
+SWIFTCNN_REQUIRE_TORCH=1 SWIFTCNN_REQUIRE_SWIFT_TRAIN=1 python3 -m pytest python/tests bench/test_run.py -q -p no:cacheprovider "$@"
