@@ -286,11 +286,14 @@ func gemmBlocked<V: SIMD, A: GEMMPackableA, B: GEMMPackableB>(
             var ic = rows.lowerBound
             while ic < rows.upperBound {
                 let mc = min(mcMax, rows.upperBound - ic)
-                // When C is narrow (one or two NR panels) each element of A is used only once or
-                // twice, and packing A would cost as much as the multiply: a dense A is then read in
-                // place, and only a partial last panel is packed (zero-padded). Otherwise packing pays
-                // (contiguous, L2-resident panels).
-                let direct = alpha == 1 && nc <= 2 * nr ? a.inPlace : nil
+                // When C is narrow (up to two wide NR panels: 128 floats, 64 doubles) each element
+                // of A is used only a few times, and packing A would cost about as much as the
+                // multiply: a dense A is then read in place, and only a partial last panel is packed
+                // (zero-padded). Otherwise packing pays (contiguous, L2-resident panels). The bound
+                // is the wide tile's for both tiles: the narrow tile's own (32 floats) made the
+                // Linear layers of LeNet (n = 84, 120) pack their whole input per call and thread.
+                // (Packed or in place, the sums are the same.)
+                let direct = alpha == 1 && nc <= 8 * (64 / MemoryLayout<T>.stride) ? a.inPlace : nil
                 let fullPanels = direct == nil ? 0 : mc / gemmMR * gemmMR
                 var packed = (rs: 1, ks: gemmMR)
                 if fullPanels < mc {
