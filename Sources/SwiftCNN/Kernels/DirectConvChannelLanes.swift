@@ -83,6 +83,7 @@ func channelLaneForwardImage(_ s: DirectConvShape, xpad: UnsafePointer<Float>, p
                              offsets: UnsafePointer<Int32>, bias: UnsafePointer<Float>?,
                              y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
     let taps = s.taps, span = s.span, outPlane = s.outH * s.outW
+    let narrow = directConvRegisterFile == .narrow   // AVX2: two 6-position sub-blocks, the same bits
     for group in 0..<s.groups {
         let k0 = group * 16, lanes = min(16, s.outChannels - k0)
         var initial = Lanes(repeating: 0)
@@ -90,8 +91,13 @@ func channelLaneForwardImage(_ s: DirectConvShape, xpad: UnsafePointer<Float>, p
         let wg = packed + group * taps * 16
         var q0 = 0
         while q0 < span {
-            channelLaneForwardBlock(taps: taps, offsets: offsets, x: xpad + q0, packed: wg, initial: initial,
-                                    out: scratch + q0 * 16)
+            if narrow {
+                channelLaneForwardBlockNarrow(taps: taps, offsets: offsets, x: xpad + q0, packed: wg, initial: initial,
+                                              out: scratch + q0 * 16)
+            } else {
+                channelLaneForwardBlock(taps: taps, offsets: offsets, x: xpad + q0, packed: wg, initial: initial,
+                                        out: scratch + q0 * 16)
+            }
             q0 += channelLanePixels
         }
         // Pixel-major scratch -> channel planes, skipping the wasted positions j >= outW: one

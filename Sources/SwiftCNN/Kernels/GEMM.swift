@@ -24,7 +24,9 @@ import Darwin
 ///
 /// The micro-kernel keeps an MR × NR tile of C in registers (6 × 4 SIMD vectors: 24 of the 32
 /// AVX-512 registers); per k step it loads 4 vectors of B, broadcasts 6 scalars of A and issues 24
-/// multiply-adds. Packing makes every load of the micro-kernel contiguous whatever the transposes
+/// multiply-adds. On a narrow register file (AVX2; `directConvRegisterFile`) the tile is 6 × 2
+/// vectors of 32 bytes instead (Kernels/GEMMNarrow.swift), with the same sums bit for bit.
+/// Packing makes every load of the micro-kernel contiguous whatever the transposes
 /// and leading dimensions, and pads the edges with zeros so one kernel serves every tile. When C is
 /// narrow (one or two NR panels) a dense A is read in place instead: each of its elements is then
 /// used only once or twice, and packing it would cost about as much as the multiply.
@@ -106,16 +108,21 @@ func gemmDispatch<T: CNNScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: I
 /// them, else row ranges in whole MR panels. The split depends only on (m, n, k, threads).
 @usableFromInline
 struct GEMMPlan {
-    /// Columns of the register tile: 4 SIMD vectors of 64 bytes (16 floats or 8 doubles).
+    /// Columns of the register tile: 4 SIMD vectors of 64 bytes (64 floats or 32 doubles) for the
+    /// wide (AVX-512) register file, 2 vectors of 32 bytes (16 floats or 8 doubles) for the narrow one
+    /// (Kernels/GEMMNarrow.swift).
     @usableFromInline let nr: Int
+    /// Which micro-kernel runs the tiles (`directConvRegisterFile` unless a test pins it).
+    @usableFromInline let registerFile: RegisterFile
     @usableFromInline let chunks: Int
     @usableFromInline let splitColumns: Bool
     /// Elements of packing memory per chunk: Ap (MC×KC), Bp (KC×NC), an MR×NR edge tile, KC scratch.
     @usableFromInline let bufferCount: Int
 
     @inlinable
-    init<T: CNNScalar>(_: T.Type, m: Int, n: Int, k: Int, threads: Int) {
-        let nr = 4 * (64 / MemoryLayout<T>.stride)
+    init<T: CNNScalar>(_: T.Type, m: Int, n: Int, k: Int, threads: Int,
+                       registerFile: RegisterFile = directConvRegisterFile) {
+        let nr = registerFile == .wide ? 4 * (64 / MemoryLayout<T>.stride) : gemmNarrowVectors * (32 / MemoryLayout<T>.stride)
         let colPanels = (n + nr - 1) / nr, rowPanels = (m + gemmMR - 1) / gemmMR
         var chunks = 1
         if threads > 1 {
@@ -129,6 +136,7 @@ struct GEMMPlan {
         let kc = min(gemmKC, k)
         let nc = min(gemmNC, colPanels * nr)
         self.nr = nr
+        self.registerFile = registerFile
         self.chunks = chunks
         self.splitColumns = splitColumns
         self.bufferCount = mc * kc + kc * nc + gemmMR * nr + kc
@@ -156,13 +164,21 @@ func gemmRun<T: CNNScalar, A: GEMMPackableA, B: GEMMPackableB>(
             let panels = chunkRange(t, of: plan.chunks, total: (m + gemmMR - 1) / gemmMR)
             rows = panels.lowerBound * gemmMR ..< min(panels.upperBound * gemmMR, m)
         }
-        // One SIMD vector is 64 bytes (one AVX-512 register, one cache line).
-        if MemoryLayout<T>.stride == 4 {
-            gemmBlocked(SIMD16<T>.self, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b, beta: beta,
-                        c: c, ldc: ldc, buffer: buffer)
-        } else {
-            gemmBlocked(SIMD8<T>.self, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b, beta: beta,
-                        c: c, ldc: ldc, buffer: buffer)
+        // Wide: one SIMD vector is 64 bytes (one AVX-512 register, one cache line), 4 per tile row.
+        // Narrow: 32 bytes (one AVX2 register), 2 per tile row (Kernels/GEMMNarrow.swift).
+        switch (plan.registerFile, MemoryLayout<T>.stride == 4) {
+        case (.wide, true):
+            gemmBlocked(SIMD16<T>.self, vectors: 4, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b,
+                        beta: beta, c: c, ldc: ldc, buffer: buffer)
+        case (.wide, false):
+            gemmBlocked(SIMD8<T>.self, vectors: 4, rows: rows, cols: cols, k: k, alpha: alpha, a: a, b: b,
+                        beta: beta, c: c, ldc: ldc, buffer: buffer)
+        case (.narrow, true):
+            gemmBlocked(SIMD8<T>.self, vectors: gemmNarrowVectors, rows: rows, cols: cols, k: k, alpha: alpha,
+                        a: a, b: b, beta: beta, c: c, ldc: ldc, buffer: buffer)
+        case (.narrow, false):
+            gemmBlocked(SIMD4<T>.self, vectors: gemmNarrowVectors, rows: rows, cols: cols, k: k, alpha: alpha,
+                        a: a, b: b, beta: beta, c: c, ldc: ldc, buffer: buffer)
         }
     }
     // One chunk: run it here, without the buffer array and the parallelFor closure (a heap array
@@ -240,14 +256,16 @@ struct GEMMDenseB<Scalar: CNNScalar>: GEMMPackableB {
 // MARK: - the blocked kernel
 
 /// The single-threaded blocked GEMM (see the file comment) on rows × cols of C (absolute indices
-/// into op(A), op(B) and C). `buffer` holds `GEMMPlan.bufferCount` elements.
+/// into op(A), op(B) and C). `buffer` holds `GEMMPlan.bufferCount` elements. The tile is MR rows ×
+/// `vectors` SIMD vectors: 4 (`gemmMicroKernel`) or `gemmNarrowVectors` (`gemmMicroKernelNarrow`).
 @inlinable
 func gemmBlocked<V: SIMD, A: GEMMPackableA, B: GEMMPackableB>(
-    _: V.Type, rows: Range<Int>, cols: Range<Int>, k: Int, alpha: V.Scalar, a: A, b: B, beta: V.Scalar,
+    _: V.Type, vectors: Int, rows: Range<Int>, cols: Range<Int>, k: Int, alpha: V.Scalar, a: A, b: B, beta: V.Scalar,
     c: UnsafeMutablePointer<V.Scalar>, ldc: Int, buffer: UnsafeMutablePointer<V.Scalar>
 ) where V.Scalar: CNNScalar, A.Scalar == V.Scalar, B.Scalar == V.Scalar {
     typealias T = V.Scalar
-    let nr = 4 * V.scalarCount
+    let nr = vectors * V.scalarCount
+    let wide = vectors == 4
     let m = rows.count, n = cols.count
     if m <= 0 || n <= 0 { return }
     let mcMax = min(gemmMC, (m + gemmMR - 1) / gemmMR * gemmMR)
@@ -268,11 +286,14 @@ func gemmBlocked<V: SIMD, A: GEMMPackableA, B: GEMMPackableB>(
             var ic = rows.lowerBound
             while ic < rows.upperBound {
                 let mc = min(mcMax, rows.upperBound - ic)
-                // When C is narrow (one or two NR panels) each element of A is used only once or
-                // twice, and packing A would cost as much as the multiply: a dense A is then read in
-                // place, and only a partial last panel is packed (zero-padded). Otherwise packing pays
-                // (contiguous, L2-resident panels).
-                let direct = alpha == 1 && nc <= 2 * nr ? a.inPlace : nil
+                // When C is narrow (up to two wide NR panels: 128 floats, 64 doubles) each element
+                // of A is used only a few times, and packing A would cost about as much as the
+                // multiply: a dense A is then read in place, and only a partial last panel is packed
+                // (zero-padded). Otherwise packing pays (contiguous, L2-resident panels). The bound
+                // is the wide tile's for both tiles: the narrow tile's own (32 floats) made the
+                // Linear layers of LeNet (n = 84, 120) pack their whole input per call and thread.
+                // (Packed or in place, the sums are the same.)
+                let direct = alpha == 1 && nc <= 8 * (64 / MemoryLayout<T>.stride) ? a.inPlace : nil
                 let fullPanels = direct == nil ? 0 : mc / gemmMR * gemmMR
                 var packed = (rs: 1, ks: gemmMR)
                 if fullPanels < mc {
@@ -293,13 +314,18 @@ func gemmBlocked<V: SIMD, A: GEMMPackableA, B: GEMMPackableB>(
                             aPanel = direct.base + (ic + ir) * rs + pc * ks
                         }
                         let cTile = c + (ic + ir) * ldc + jc + jr
-                        if mrValid == gemmMR && nrValid == nr {
-                            gemmMicroKernel(V.self, kc: kc, a: aPanel, rs: rs, ks: ks, b: bPanel, beta: betaBlock,
-                                            c: cTile, ldc: ldc)
+                        let full = mrValid == gemmMR && nrValid == nr
+                        // Edge tile: compute the full tile into scratch, then merge the valid part
+                        // exactly as the kernel would have.
+                        let (kBeta, kC, kLdc) = full ? (betaBlock, cTile, ldc) : (0, tile, nr)
+                        if wide {
+                            gemmMicroKernel(V.self, kc: kc, a: aPanel, rs: rs, ks: ks, b: bPanel, beta: kBeta,
+                                            c: kC, ldc: kLdc)
                         } else {
-                            // Edge tile: compute the full tile into scratch, then merge the valid part
-                            // exactly as the kernel would have.
-                            gemmMicroKernel(V.self, kc: kc, a: aPanel, rs: rs, ks: ks, b: bPanel, beta: 0, c: tile, ldc: nr)
+                            gemmMicroKernelNarrow(V.self, kc: kc, a: aPanel, rs: rs, ks: ks, b: bPanel, beta: kBeta,
+                                                  c: kC, ldc: kLdc)
+                        }
+                        if !full {
                             for r in 0..<mrValid {
                                 let cr = cTile + r * ldc, tr = tile + r * nr
                                 for j in 0..<nrValid {

@@ -14,7 +14,9 @@ import Darwin
 /// spills most of them to the stack on every multiply-add (measured on an AVX2 EPYC: the 5x5 forward
 /// of bench figure 3 at 22 GFLOP/s on one core, a fifth of the core's FMA peak). The narrow blocks
 /// (Kernels/DirectConvNarrowBlocks.swift) compute the same block as several sub-blocks of at most 12
-/// `SIMD8<Float>` accumulators each.
+/// `SIMD8<Float>` accumulators each. The same choice picks the GEMM micro-kernel (6 × 64 floats, or
+/// 6 × 16 in Kernels/GEMMNarrow.swift), the channel-lane forward block (12 × 16 in one block, or two
+/// 6 × 16 sub-blocks in Kernels/DirectConvChannelLanesNarrow.swift) and the scatter/weight-gradient blocks.
 ///
 /// Both compute every output element as the same chain of multiply-adds (taps in order, from zero),
 /// so the choice changes speed only, never a result bit.

@@ -22,6 +22,9 @@ public func sigmoidForward<T: CNNScalar>(count: Int, x: UnsafePointer<T>, y: Uns
     if T.self == Float.self {
         let xf = UnsafeRawPointer(x).assumingMemoryBound(to: Float.self)
         let yf = UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self)
+        // 16 lanes on AVX2 too: an 8-lane form (one register per value) measured 16% slower on the
+        // AVX2 EPYC (the two independent halves of each 16-lane operation hide the latency of the
+        // exp polynomial's dependent chain).
         forEachChunk(count: count, costPerElement: 2) { range in sigmoidForwardFloat16(range, x: xf, y: yf) }
         return
     }
@@ -104,9 +107,25 @@ func expNegativeFloat16(_ t: SIMD16<Float>) -> SIMD16<Float> {
 public func sigmoidBackward<T: CNNScalar>(count: Int, gradOut: UnsafePointer<T>, y: UnsafePointer<T>,
                                           gradX: UnsafeMutablePointer<T>) {
     forEachChunk(count: count, costPerElement: 2) { range in
-        for i in range {
+        var i = range.lowerBound
+        if T.self == Float.self {
+            // 8 lanes (one AVX2 register): the generic loop compiled to scalar code (the compiler
+            // cannot rule out partial overlap of gradX with y and gradOut), ~3% of the lecture
+            // network's training step. Lane by lane the same three roundings, so the same bits.
+            typealias V = SIMD8<Float>
+            let g = UnsafeRawPointer(gradOut), ys = UnsafeRawPointer(y), dst = UnsafeMutableRawPointer(gradX)
+            let one = V(repeating: 1)
+            while i + 8 <= range.upperBound {
+                let yv = ys.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+                let gv = g.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+                dst.storeBytes(of: gv * (yv * (one - yv)), toByteOffset: i * 4, as: V.self)
+                i += 8
+            }
+        }
+        while i < range.upperBound {
             let yi = y[i]
             gradX[i] = gradOut[i] * (yi * (1 - yi))
+            i += 1
         }
     }
 }
