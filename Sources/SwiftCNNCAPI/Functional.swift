@@ -74,7 +74,7 @@ func conv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: Conv2DGeometry, _ x: 
     // N = 0: nothing to compute. Otherwise every pointer is non-NULL (the geometry has C, H, W, K,
     // kH, kW, Ho, Wo >= 1).
     guard g.batch > 0, let xp, let wp, let yp else { return }
-    try conv2dForward(g, x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp, workspace: Workspace<T>())
+    try conv2dForward(g, x: xp, weight: wp, bias: bp.map { UnsafePointer($0) }, y: yp)
 }
 
 func groupedConv2dC<T: CNNScalar>(_: T.Type, _ call: OpCall, _ g: GroupedConv2DGeometry, _ x: Operand, _ w: Operand,

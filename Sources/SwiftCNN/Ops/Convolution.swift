@@ -71,8 +71,7 @@ func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weigh
     let (kdim, hw) = (g.colRows, g.colCols)           // GEMM: (K × kdim) · (kdim × hw)
     // A tiny problem (a functional call on a small input) is cheaper as direct loops: packing
     // im2col panels padded to the 16/64-wide register tile costs many times the few multiply-adds.
-    // (In Double: the product of the sizes is not one the geometry checked.)
-    if Double(g.batch) * Double(g.outChannels) * Double(kdim) * Double(hw) <= Double(conv2dDirectMaxWork) {
+    if conv2dUsesDirectLoops(g) {
         conv2dForwardDirect(g, x: x, weight: weight, bias: bias, y: y)
         applyEpilogue(epilogue, y, count: g.batch * g.outChannels * g.outH * g.outW)
         return
@@ -138,6 +137,14 @@ func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weigh
 /// The most multiply-adds (N*K*C*kH*kW*Ho*Wo) `conv2dForward` computes with direct loops instead of
 /// the packed GEMM. Kept low so that the tests' small shapes still exercise the GEMM path.
 @usableFromInline let conv2dDirectMaxWork = 1024
+
+/// Whether `conv2dForward` computes `g` with the direct loops (Kernels/TinyConv.swift): at most
+/// `conv2dDirectMaxWork` multiply-adds. (In Double: the product of the sizes is not one the
+/// geometry checked.)
+@inlinable
+func conv2dUsesDirectLoops(_ g: Conv2DGeometry) -> Bool {
+    Double(g.batch) * Double(g.outChannels) * Double(g.colRows) * Double(g.colCols) <= Double(conv2dDirectMaxWork)
+}
 
 /// The most packing scratch `conv2dForward` takes from the stack instead of its workspace (bytes).
 /// Small enough for any thread's stack (Dispatch workers get 512 KiB).
@@ -298,6 +305,24 @@ public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>
                                         bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>,
                                         workspace: Workspace<T>) throws {
     try conv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: workspace.slots)
+}
+
+/// `conv2dForward` for the C ABI without a workspace argument: a tiny problem runs the direct loops
+/// and allocates nothing (a fresh `Workspace` is a class instance: an allocation and a release per
+/// call, a visible share of a sub-microsecond call); any other gets a fresh `Workspace`.
+@_spi(Engine) @inlinable
+public func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                                        bias: UnsafePointer<T>?, y: UnsafeMutablePointer<T>) throws {
+    #if DEBUG
+    let direct = !debugUsesScalarKernels && conv2dUsesDirectLoops(g)
+    #else
+    let direct = conv2dUsesDirectLoops(g)
+    #endif
+    if direct {
+        conv2dForwardDirect(g, x: x, weight: weight, bias: bias, y: y)
+        return
+    }
+    try conv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: ScratchSlots<T>())
 }
 
 /// `conv2dBackward` for the C ABI, with a fresh `Workspace` per call (same contract).
