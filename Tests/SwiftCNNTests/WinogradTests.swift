@@ -71,6 +71,65 @@ final class WinogradTests: XCTestCase {
     func testGradInputMatchesNaiveDouble() throws { try checkGradInput(Double.self, tolerance: 1e-12) }
     func testGradInputMatchesNaiveFloat() throws { try checkGradInput(Float.self, tolerance: 1e-5) }
 
+    private func checkGradWeight<T: CNNScalar>(_: T.Type, tolerance: Double) throws {
+        for (index, cs) in winogradCases.enumerated() {
+            let g = try cs.geometry()
+            let seed = UInt64(5600 + 10 * index)
+            let x: Tensor<T> = randomTensor(g.inputShape, seed: seed)
+            let w: Tensor<T> = randomTensor(g.weightShape, seed: seed + 1)
+            let gy: Tensor<T> = randomTensor(g.outputShape, seed: seed + 2)
+            let dwRef = try Tensor<T>(zeros: g.weightShape)
+            conv2dBackwardNaive(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer, gradX: nil,
+                                gradWeight: dwRef.pointer, gradBias: nil, accumulate: false)
+            let dw = try Tensor<T>(zeros: g.weightShape)
+            dw.pointer.update(repeating: 7, count: dw.count)   // overwritten
+            try winogradConv2dGradWeight(g, gradOut: gy.pointer, x: x.pointer, gradWeight: dw.pointer,
+                                         accumulate: false, workspace: ScratchSlots<T>())
+            assertRelativeError(dw.scalars, dwRef.scalars, tolerance, "grad_weight \(cs) \(T.self)")
+            let dw0: Tensor<T> = randomTensor(g.weightShape, seed: seed + 3)
+            let dwAcc = try dw0.copy()
+            try winogradConv2dGradWeight(g, gradOut: gy.pointer, x: x.pointer, gradWeight: dwAcc.pointer,
+                                         accumulate: true, workspace: ScratchSlots<T>())
+            assertRelativeError(dwAcc.scalars, zip(dw0.scalars, dwRef.scalars).map { $0 + $1 }, tolerance,
+                                "accumulate: grad_weight \(cs) \(T.self)")
+        }
+    }
+
+    func testGradWeightMatchesNaiveDouble() throws { try checkGradWeight(Double.self, tolerance: 1e-12) }
+    func testGradWeightMatchesNaiveFloat() throws { try checkGradWeight(Float.self, tolerance: 1e-5) }
+
+    /// dw and dx of L = Σ y ⊙ gy (y by the Winograd forward) against central differences of L, Double.
+    func testGradientsMatchFiniteDifferences() throws {
+        let cs = WinogradCase(n: 2, c: 3, h: 6, w: 5, k: 5, pad: (1, 2))
+        let g = try cs.geometry()
+        let x: Tensor<Double> = randomTensor(g.inputShape, seed: 5900)
+        let w: Tensor<Double> = randomTensor(g.weightShape, seed: 5901)
+        let gy: Tensor<Double> = randomTensor(g.outputShape, seed: 5902)
+        func loss() throws -> Double {
+            let y = try Tensor<Double>(zeros: g.outputShape)
+            try winogradConv2dForward(g, x: x.pointer, weight: w.pointer, bias: nil, y: y.pointer,
+                                      workspace: ScratchSlots<Double>())
+            return zip(y.scalars, gy.scalars).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        let dw = try Tensor<Double>(zeros: g.weightShape), dx = try Tensor<Double>(zeros: g.inputShape)
+        try winogradConv2dGradWeight(g, gradOut: gy.pointer, x: x.pointer, gradWeight: dw.pointer, accumulate: false,
+                                     workspace: ScratchSlots<Double>())
+        try winogradConv2dGradInput(g, gradOut: gy.pointer, weight: w.pointer, gradX: dx.pointer,
+                                    workspace: ScratchSlots<Double>())
+        let h = 1e-6
+        for (t, grad) in [(w, dw), (x, dx)] {
+            var numeric: [Double] = []
+            for i in 0..<t.count {
+                let saved = t.pointer[i]
+                t.pointer[i] = saved + h; let up = try loss()
+                t.pointer[i] = saved - h; let down = try loss()
+                t.pointer[i] = saved
+                numeric.append((up - down) / (2 * h))
+            }
+            assertRelativeError(grad.scalars, numeric, 1e-7, "finite differences \(t.shape)")
+        }
+    }
+
     /// The Float kernel against the Double kernel on the same (Float-representable) data.
     func testFloatMatchesDouble() throws {
         for (index, cs) in winogradCases.enumerated() {
@@ -195,5 +254,17 @@ final class WinogradTests: XCTestCase {
             results.append(y.scalars + dx.scalars)
         }
         for r in results.dropFirst() { XCTAssertEqual(r, results[0]) }
+        // The weight gradient's chunks depend on the thread count: bit-identical run to run for each.
+        for threads in [1, 2, 3] {
+            Threading.numThreads = threads
+            var dws: [[Float]] = []
+            for _ in 0..<2 {
+                let dw = try Tensor<Float>(zeros: g.weightShape)
+                try winogradConv2dGradWeight(g, gradOut: gy.pointer, x: x.pointer, gradWeight: dw.pointer,
+                                             accumulate: false, workspace: ScratchSlots<Float>())
+                dws.append(dw.scalars)
+            }
+            XCTAssertEqual(dws[0], dws[1], "\(threads) threads")
+        }
     }
 }

@@ -47,19 +47,20 @@ struct WinogradShape {
 
     @inlinable
     init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int, padH: Int, padW: Int,
-         lanes: Int, scalarSize: Int) {
+         lanes: Int, scalarSize: Int, blockBytes: Int = 320 * 1024, maxGroupsPerBlock: Int = 4) {
         self.batch = batch; self.inChannels = inChannels; self.height = height; self.width = width
         self.outChannels = outChannels; self.padH = padH; self.padW = padW
         outH = height + 2 * padH - 2; outW = width + 2 * padW - 2
         tilesH = (outH + 1) / 2; tilesW = (outW + 1) / 2; tilesPerImage = tilesH * tilesW
         self.lanes = lanes; groupWidth = 3 * lanes
         kGroups = (outChannels + 3) / 4; kPad = 4 * kGroups
-        // Blocks: V + M of a block within ~320 KiB (L2 is 512 KiB on Zen 3, 1-2 MiB elsewhere), at
-        // most 4 groups (U[ξ] is reused across the groups of a block), at least one; the image's
+        // Blocks: V + M of a block within `blockBytes` (the forward: 320 KiB; L2 is 512 KiB on Zen 3,
+        // 1-2 MiB elsewhere), at most `maxGroupsPerBlock` groups (the forward: 4; U[ξ] is reused
+        // across the groups of a block), at least one; the image's
         // groups split evenly among its blocks so that only the last group may be partly empty.
         let groupsPerImage = (tilesPerImage + groupWidth - 1) / groupWidth
         let bytesPerGroup = 16 * (inChannels + kPad) * groupWidth * scalarSize
-        let maxGroups = max(1, min(4, 320 * 1024 / max(1, bytesPerGroup)))
+        let maxGroups = max(1, min(maxGroupsPerBlock, blockBytes / max(1, bytesPerGroup)))
         blocksPerImage = (groupsPerImage + maxGroups - 1) / maxGroups
         groupsPerBlock = (groupsPerImage + blocksPerImage - 1) / blocksPerImage
         blockTiles = groupsPerBlock * groupWidth

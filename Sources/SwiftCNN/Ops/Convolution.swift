@@ -198,7 +198,7 @@ func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePo
     let wCount = g.outChannels * kdim
     let pointwise = conv2dIsPointwise(g)
 
-    if let gradX, conv2dGradInputKernel(g) == .winograd {
+    if conv2dUsesWinograd(g) && (gradX == nil || conv2dGradInputKernel(g) == .winograd) {
         try conv2dBackwardWinograd(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
                                    gradBias: gradBias, accumulate: accumulate, workspace: workspace)
         return

@@ -16,15 +16,27 @@ func conv2dUsesWinograd(_ g: Conv2DGeometry) -> Bool {
 /// The smallest output height and width for which `conv2dUsesWinograd` holds.
 @usableFromInline let winogradMinOutput = 8
 
-/// conv2d's gradients when `conv2dGradInputKernel(g) == .winograd` (same contract as
-/// `conv2dBackward`, batch >= 1): dx by `winogradConv2dGradInput`, then dw and db by the other paths.
+/// conv2d's gradients for `conv2dUsesWinograd` geometries whose input gradient, if asked for, is
+/// `.winograd` (same contract as `conv2dBackward`, batch >= 1): dx by `winogradConv2dGradInput`, dw by
+/// `winogradConv2dGradWeight`, and db[k] = Σ_{n,i,j} g[n,k,i,j] (images in order).
 @inlinable
 func conv2dBackwardWinograd<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePointer<T>, x: UnsafePointer<T>,
-                                          weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>,
+                                          weight: UnsafePointer<T>, gradX: UnsafeMutablePointer<T>?,
                                           gradWeight: UnsafeMutablePointer<T>?, gradBias: UnsafeMutablePointer<T>?,
                                           accumulate: Bool, workspace: ScratchSlots<T>) throws {
-    try winogradConv2dGradInput(g, gradOut: gradOut, weight: weight, gradX: gradX, workspace: workspace)
-    if gradWeight == nil && gradBias == nil { return }
-    try conv2dBackwardNonEmpty(g, gradOut: gradOut, x: x, weight: weight, gradX: nil, gradWeight: gradWeight,
-                               gradBias: gradBias, accumulate: accumulate, workspace: workspace)
+    if let gradX {
+        try winogradConv2dGradInput(g, gradOut: gradOut, weight: weight, gradX: gradX, workspace: workspace)
+    }
+    if let gradWeight {
+        try winogradConv2dGradWeight(g, gradOut: gradOut, x: x, gradWeight: gradWeight, accumulate: accumulate,
+                                     workspace: workspace)
+    }
+    if let gradBias {
+        let plane = g.outH * g.outW
+        for k in 0..<g.outChannels {
+            var sum: T = accumulate ? gradBias[k] : 0
+            for n in 0..<g.batch { sum += contiguousSum(gradOut + (n * g.outChannels + k) * plane, count: plane) }
+            gradBias[k] = sum
+        }
+    }
 }
