@@ -76,7 +76,13 @@ func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weigh
         applyEpilogue(epilogue, y, count: g.batch * g.outChannels * g.outH * g.outW)
         return
     }
-    if T.self == Float.self && conv2dForwardKernel(g) != .other {
+    let kernel = conv2dForwardKernel(g)
+    if kernel == .winograd {
+        try winogradConv2dForward(g, x: x, weight: weight, bias: bias, y: y, workspace: workspace)
+        applyEpilogueInParallel(epilogue, y, count: g.batch * g.outChannels * g.outH * g.outW)
+        return
+    }
+    if T.self == Float.self && kernel != .other {
         try conv2dForwardChannelLanes(g, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                                       weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
                                       bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) },
@@ -199,6 +205,11 @@ func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePo
     let wCount = g.outChannels * kdim
     let pointwise = conv2dIsPointwise(g)
 
+    if conv2dUsesWinograd(g) && (gradX == nil || conv2dGradInputKernel(g) == .winograd) {
+        try conv2dBackwardWinograd(g, gradOut: gradOut, x: x, weight: weight, gradX: gradX, gradWeight: gradWeight,
+                                   gradBias: gradBias, accumulate: accumulate, workspace: workspace)
+        return
+    }
     // The channel-lane path sums the bias gradient itself, while each image's g is in cache.
     let lanes = T.self == Float.self && conv2dChannelLanesApply(g) && (gradWeight != nil || gradX != nil)
     if let gradBias, !lanes {

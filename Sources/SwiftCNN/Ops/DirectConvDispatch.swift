@@ -18,6 +18,8 @@ enum Conv2DForwardKernel {
     case channelLanes
     /// Lanes over positions, 6 output channels × 64 positions per block.
     case positionLanes
+    /// Winograd F(2x2, 3x3), Float and Double (Kernels/Winograd.swift, chosen by `conv2dUsesWinograd`).
+    case winograd
 }
 
 /// The forward kernel for this geometry, from measured throughput (bench/run.py figures 2-3, one
@@ -28,6 +30,7 @@ enum Conv2DForwardKernel {
 /// 12-blocks to 94%) and K fills its 16 lanes.
 @inlinable
 func conv2dForwardKernel(_ g: Conv2DGeometry) -> Conv2DForwardKernel {
+    if conv2dUsesWinograd(g) { return .winograd }
     guard conv2dChannelLanesApply(g) else { return .other }
     return directConvKernel(conv2dDirectConvShape(g))
 }
@@ -60,10 +63,13 @@ enum Conv2DGradInputKernel {
     /// layer, C = 6: about 40% fewer; the GEMM + col2im route it replaced was a fifth of the
     /// network's training step).
     case scatter
+    /// Winograd F(2x2, 3x3) over g with the rotated filter, Float and Double (`winogradConv2dGradInput`).
+    case winograd
 }
 
 @inlinable
 func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
+    if conv2dUsesWinograd(g) && g.padH <= 2 && g.padW <= 2 { return .winograd }
     guard conv2dChannelLanesApply(g), g.padH <= g.kernelH - 1, g.padW <= g.kernelW - 1,
           conv2dGradInputLaneShape(g).fitsInt32Offsets else { return .other }
     let sx = conv2dGradInputLaneShape(g), s = conv2dDirectConvShape(g)
@@ -71,7 +77,7 @@ func conv2dGradInputKernel(_ g: Conv2DGeometry) -> Conv2DGradInputKernel {
     switch directConvKernel(sx) {
     case .positionLanes: correlation = .positionLanes
     case .channelLanes: correlation = .channelLanes
-    case .other: correlation = .other
+    case .other, .winograd: correlation = .other   // (directConvKernel never returns .winograd)
     }
     // Vector multiply-adds per image: the scatter's (+1/K for its additions into dx), the position
     // correlation's, and the channel correlation's weighted by 1.6 (its block runs at about 1/1.6
