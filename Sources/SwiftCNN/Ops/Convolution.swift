@@ -90,6 +90,14 @@ func conv2dForward<T: CNNScalar>(_ g: Conv2DGeometry, x: UnsafePointer<T>, weigh
                                       epilogue: epilogue, workspace: unsafeDowncast(workspace, to: ScratchSlots<Float>.self))
         return
     }
+    if T.self == Double.self && conv2dUsesDoubleDirect(g) {   // Kernels/DirectConvDouble.swift
+        try conv2dForwardDoubleDirect(g, x: UnsafeRawPointer(x).assumingMemoryBound(to: Double.self),
+                                      weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Double.self),
+                                      bias: bias.map { UnsafeRawPointer($0).assumingMemoryBound(to: Double.self) },
+                                      y: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Double.self),
+                                      epilogue: epilogue, workspace: unsafeDowncast(workspace, to: ScratchSlots<Double>.self))
+        return
+    }
     if T.self == Float.self && conv2dUsesRowDirect(g) {
         try conv2dForwardRowDirectFloat(g, x: UnsafeRawPointer(x).assumingMemoryBound(to: Float.self),
                                     weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Float.self),
@@ -221,6 +229,15 @@ func conv2dBackwardNonEmpty<T: CNNScalar>(_ g: Conv2DGeometry, gradOut: UnsafePo
         }
     }
     if gradWeight == nil && gradX == nil { return }
+    if T.self == Double.self && conv2dUsesDoubleDirect(g) {   // Kernels/DirectConvDouble.swift
+        try conv2dBackwardDoubleDirect(g, gradOut: UnsafeRawPointer(gradOut).assumingMemoryBound(to: Double.self),
+                                       x: UnsafeRawPointer(x).assumingMemoryBound(to: Double.self),
+                                       weight: UnsafeRawPointer(weight).assumingMemoryBound(to: Double.self),
+                                       gradX: gradX.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Double.self) },
+                                       gradWeight: gradWeight.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Double.self) },
+                                       accumulate: accumulate, workspace: unsafeDowncast(workspace, to: ScratchSlots<Double>.self))
+        return
+    }
     var gradWeight = gradWeight   // nil once a path below has computed it
     if lanes {
         // dw always through the channel-lane kernel (lanes over K); dx too when its lanes (over C)
