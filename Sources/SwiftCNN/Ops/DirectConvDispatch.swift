@@ -133,17 +133,24 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
     }
     let padCount = s.paddedCount
     let scratchCount = positions ? s.positionScratchCount : s.scratchCount
-    let chunks = conv2dChannelLaneChunks(g, flopsPerImage: 2 * Double(g.outChannels) * Double(g.colCount))
+    // Finer chunks than threads (each output is computed by one chunk, so the count does not change
+    // results), taken dynamically; padded copies and scratch per thread, not per chunk.
+    let flopsPerImage = 2 * Double(g.outChannels) * Double(g.colCount)
+    let chunks = parallelFineChunks(work: Int(min(flopsPerImage * Double(g.batch), 1e15)), units: g.batch,
+                                    minPerChunk: 1_000_000)
+    let workers = parallelWorkers(chunks)
     var pads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
-    for chunk in 0..<chunks {
-        pads.append(try workspace.buffer(1 + 2 * chunk, count: padCount))
-        scratches.append(try workspace.buffer(2 + 2 * chunk, count: scratchCount))
+    for worker in 0..<workers {
+        pads.append(try workspace.buffer(1 + 2 * worker, count: padCount))
+        scratches.append(try workspace.buffer(2 + 2 * worker, count: scratchCount))
     }
     let xStride = g.inChannels * g.height * g.width, yStride = g.outChannels * g.outH * g.outW
     let unpadded = g.padH == 0 && g.padW == 0
-    parallelFor(chunks) { chunk in
-        let xpad = pads[chunk]
-        xpad.update(repeating: 0, count: padCount)   // borders and slack stay zero
+    let zeroed = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
+    zeroed.initialize(repeating: false, count: workers)
+    defer { zeroed.deallocate() }
+    parallelForWorkers(chunks) { chunk, worker in
+        let xpad = pads[worker]
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             // Unpadded images are read in place while the reads past the image (the slack, whose
             // results are dropped) stay inside x: all but the last image or so.
@@ -151,15 +158,19 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
             if unpadded && (n + 1) * xStride + directConvSlack <= g.batch * xStride {
                 image = x + n * xStride
             } else {
+                if !zeroed[worker] {   // borders and slack stay zero
+                    xpad.update(repeating: 0, count: padCount)
+                    zeroed[worker] = true
+                }
                 directConvCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
                                       top: g.padH, left: g.padW, dst: xpad)
             }
             if positions {
                 positionLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
-                                         y: y + n * yStride, scratch: scratches[chunk])
+                                         y: y + n * yStride, scratch: scratches[worker])
             } else {
                 channelLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
-                                        y: y + n * yStride, scratch: scratches[chunk])
+                                        y: y + n * yStride, scratch: scratches[worker])
             }
             applyEpilogue(epilogue, y + n * yStride, count: yStride)
         }
