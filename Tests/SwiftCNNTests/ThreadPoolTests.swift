@@ -125,8 +125,8 @@ final class ThreadPoolTests: XCTestCase {
 
     // MARK: - kernels on the finer chunks
 
-    /// The direct forward (position and channel lanes) and the row-direct forward and backward,
-    /// which now split images into finer, dynamically claimed chunks with per-thread scratch:
+    /// The direct kernels (position and channel lanes, weight gradient, scatter) and the row-direct
+    /// ones, which now split images into finer, dynamically claimed chunks with per-thread scratch:
     /// forwards and dx bit-identical across 1/2/3/8 threads and run to run; dw bit-identical run
     /// to run and within 1e-5 of the naive oracle at every thread count.
     func testFineChunkedKernelsAreDeterministic() throws {
@@ -167,12 +167,18 @@ final class ThreadPoolTests: XCTestCase {
                 XCTAssertEqual(y1, y2, "\(xs) threads \(threads): forward not bit-identical run to run")
                 assertRelativeError(y1, reference.scalars, 1e-5, "\(xs) threads \(threads) forward")
                 forwards.append(y1)
-                guard rowDirect else { continue }
                 var grads: [[Float]] = []
                 for _ in 0..<2 {
                     let dx = try Tensor<Float>(zeros: xs), dw = try Tensor<Float>(zeros: ws)
-                    try conv2dBackwardRowDirectFloat(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer,
-                                                     gradX: dx.pointer, gradWeight: dw.pointer, accumulate: false)
+                    if rowDirect {
+                        try conv2dBackwardRowDirectFloat(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer,
+                                                         gradX: dx.pointer, gradWeight: dw.pointer, accumulate: false)
+                    } else {
+                        XCTAssertNotEqual(conv2dGradInputKernel(g), .other, "\(xs): no direct dx kernel")
+                        try conv2dBackwardChannelLanes(g, gradOut: gy.pointer, x: x.pointer, weight: w.pointer,
+                                                       gradX: dx.pointer, gradWeight: dw.pointer, gradBias: nil,
+                                                       accumulate: false, workspace: workspace)
+                    }
                     grads.append(dx.scalars + dw.scalars)
                     assertRelativeError(dx.scalars, dxRef.scalars, 1e-5, "\(xs) threads \(threads) dx")
                     assertRelativeError(dw.scalars, dwRef.scalars, 1e-5, "\(xs) threads \(threads) dw")
