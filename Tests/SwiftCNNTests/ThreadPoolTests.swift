@@ -15,8 +15,8 @@ final class ThreadPoolTests: XCTestCase {
     override func setUp() { saved = Threading.numThreads }
     override func tearDown() { Threading.numThreads = saved }
 
-    /// Runs `parallelForWorkers(count)` and checks: each index ran once; `worker` stayed below
-    /// `parallelWorkers(count)`; no two chunks held the same worker slot at once.
+    /// Runs `parallelForWorkers(count, workers: parallelWorkers(count))` and checks: each index ran
+    /// once; `worker` stayed below the slot count; no two chunks held the same slot at once.
     private func checkOnce(count: Int, spin: Int = 0, file: StaticString = #filePath, line: UInt = #line) {
         let runs = UnsafeMutablePointer<Int>.allocate(capacity: max(count, 1))
         runs.initialize(repeating: 0, count: max(count, 1))
@@ -25,7 +25,7 @@ final class ThreadPoolTests: XCTestCase {
         busy.initialize(repeating: 0, count: slots)
         let badWorker = Atomic<Int>(0), overlap = Atomic<Int>(0)
         defer { runs.deallocate(); busy.deallocate() }
-        parallelForWorkers(count) { chunk, worker in
+        parallelForWorkers(count, workers: slots) { chunk, worker in
             guard worker >= 0 && worker < slots else { badWorker.add(1, ordering: .relaxed); return }
             // Only the thread holding slot `worker` writes busy[worker]: a second chunk on the same
             // slot at the same time would find it set.
@@ -63,6 +63,44 @@ final class ThreadPoolTests: XCTestCase {
         }
     }
 
+    /// The worker index stays below the caller's slot count even when the thread setting is larger
+    /// (another thread may raise it between the caller's allocation and its parallel call).
+    func testWorkerIndexStaysBelowTheCallersSlots() {
+        Threading.numThreads = 8
+        let bad = Atomic<Int>(0), runs = Atomic<Int>(0)
+        for _ in 0..<200 {
+            parallelForWorkers(16, workers: 2) { _, worker in
+                if worker < 0 || worker >= 2 { bad.add(1, ordering: .relaxed) }
+                runs.add(1, ordering: .relaxed)
+            }
+        }
+        XCTAssertEqual(bad.load(ordering: .relaxed), 0)
+        XCTAssertEqual(runs.load(ordering: .relaxed), 200 * 16)
+    }
+
+    /// The pool's threads persist: once it has grown to a thread setting, more calls (and going
+    /// down and back up) start no new threads.
+    func testNoThreadStartedPerCall() throws {
+        func threadCount() -> Int {
+            guard let dir = opendir("/proc/self/task") else { return -1 }
+            defer { closedir(dir) }
+            var n = 0
+            while let entry = readdir(dir) {
+                if entry.pointee.d_name.0 != 0x2E { n += 1 }   // skip "." and ".."
+            }
+            return n
+        }
+        try XCTSkipIf(threadCount() < 0, "no /proc/self/task")
+        Threading.numThreads = 4
+        checkOnce(count: 32, spin: 1000)   // grows the pool to 3 workers
+        let before = threadCount()
+        for i in 0..<500 {
+            Threading.numThreads = [4, 2, 3][i % 3]
+            checkOnce(count: 1 + i % 9)
+        }
+        XCTAssertEqual(threadCount(), before, "threads were started by parallel calls on a grown pool")
+    }
+
     /// A parallelFor inside a chunk runs inline (the pool is taken): all inner indices run once.
     func testNestedCallsRunEveryIndexOnce() {
         Threading.numThreads = 3
@@ -89,7 +127,7 @@ final class ThreadPoolTests: XCTestCase {
             defer { runs.deallocate() }
             for _ in 0..<500 {
                 runs.initialize(repeating: 0, count: count)
-                parallelForWorkers(count) { chunk, _ in runs[chunk] += 1 }
+                parallelForWorkers(count, workers: 2) { chunk, _ in runs[chunk] += 1 }
                 if (0..<count).contains(where: { runs[$0] != 1 }) { failures.add(1, ordering: .relaxed) }
             }
         }

@@ -34,8 +34,9 @@ func conv2dForwardRowDirectFloat(_ g: Conv2DGeometry, x: UnsafePointer<Float>, w
     let work = Int(min(2 * Double(g.batch) * Double(K) * Double(taps) * Double(yPlane), 1e15))
     let chunks = parallelFineChunks(work: work, units: g.batch, minPerChunk: 1_000_000)
     // One zeroed padded copy per thread, taken before the threads start; the borders stay zero.
-    let paddedCopies = try AlignedBuffer<Float>(copies: parallelWorkers(chunks), of: C * paddedPlane, what: "conv2d: padded input")
-    parallelForWorkers(chunks) { chunk, worker in
+    let workers = parallelWorkers(chunks)
+    let paddedCopies = try AlignedBuffer<Float>(copies: workers, of: C * paddedPlane, what: "conv2d: padded input")
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
         let padded = paddedCopies.pointer + worker * C * paddedPlane
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             let xn = x + n * xStride
@@ -128,7 +129,7 @@ func conv2dBackwardRowDirectFloat(_ g: Conv2DGeometry, gradOut: UnsafePointer<Fl
     let gpads = try AlignedBuffer<Float>(copies: workers, of: K * gpadPlane, what: "conv2d_backward: padded output gradient")
     // Lane numbers, to mask the lanes of a row's last block that the previous block already covered.
     let lane = V(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-    parallelForWorkers(chunks) { chunk, worker in
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
         let xpad = xpads.pointer + worker * C * paddedPlane
         let gpad = gpads.pointer + worker * K * gpadPlane
         let partial = partials.pointer + chunk * wCount

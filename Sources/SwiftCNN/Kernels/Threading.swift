@@ -50,18 +50,21 @@ func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         for i in 0..<count { body(i) }
         return
     }
-    parallelForWorkers(count) { chunk, _ in body(chunk) }
+    parallelForWorkers(count, workers: count) { chunk, _ in body(chunk) }
 }
 
 /// `parallelFor` that also tells each chunk which of the participating threads runs it:
-/// `body(chunk, worker)` with `worker` in `0..<parallelWorkers(count)`, and no two chunks with the
-/// same `worker` at the same time. So per-thread scratch (a padded copy, a packing buffer) can be
-/// indexed by `worker` and need not be allocated per chunk; anything summed across chunks must
-/// still be kept per chunk (and combined in chunk order) to stay deterministic.
+/// `body(chunk, worker)` with `worker` in `0..<workers` (the slots the caller allocated, usually
+/// `parallelWorkers(count)`), and no two chunks with the same `worker` at the same time. So
+/// per-thread scratch (a padded copy, a packing buffer) can be indexed by `worker` and need not be
+/// allocated per chunk; anything summed across chunks must still be kept per chunk (and combined
+/// in chunk order) to stay deterministic. `workers` is passed in, not read again from
+/// `Threading.numThreads`, so another thread changing the setting mid-call cannot push `worker`
+/// past the caller's slots.
 @inlinable
-func parallelForWorkers(_ count: Int, _ body: (_ chunk: Int, _ worker: Int) -> Void) {
+func parallelForWorkers(_ count: Int, workers: Int, _ body: (_ chunk: Int, _ worker: Int) -> Void) {
     if count <= 0 { return }
-    let threads = min(count, Threading.numThreads)
+    let threads = min(count, workers, Threading.numThreads)
     if threads <= 1 {
         for i in 0..<count { body(i, 0) }
         return
@@ -71,8 +74,8 @@ func parallelForWorkers(_ count: Int, _ body: (_ chunk: Int, _ worker: Int) -> V
     }
 }
 
-/// The number of distinct `worker` values `parallelForWorkers(count)` may pass: per-thread scratch
-/// needs this many slots.
+/// The number of worker slots to allocate for `parallelForWorkers(count, workers:)`: one per
+/// thread that can take part, at most one per chunk.
 @inlinable
 func parallelWorkers(_ count: Int) -> Int {
     max(1, min(count, Threading.numThreads))

@@ -149,7 +149,7 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
     let zeroed = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
     zeroed.initialize(repeating: false, count: workers)
     defer { zeroed.deallocate() }
-    parallelForWorkers(chunks) { chunk, worker in
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
         let xpad = pads[worker]
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             // Unpadded images are read in place while the reads past the image (the slack, whose
@@ -268,7 +268,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     let zeroed = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
     zeroed.initialize(repeating: false, count: workers)
     defer { zeroed.deallocate() }
-    parallelForWorkers(chunks) { chunk, worker in
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
         let images = chunkRange(chunk, of: chunks, total: g.batch)
         if !zeroed[worker] {   // the padded buffers' borders stay zero
             if spread { gqs[worker].update(repeating: 0, count: group * s.gradRowsCount) }
