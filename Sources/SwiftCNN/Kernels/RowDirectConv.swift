@@ -20,7 +20,7 @@ func conv2dUsesRowDirect(_ g: Conv2DGeometry) -> Bool {
 /// copied into a zero-padded buffer, then each output row is computed 16 columns at a time as
 /// bias + sum over (c, r, s) of weight[k,c,r,s] * (16 consecutive padded pixels), taps in (c, r, s)
 /// order. A row's last block starts at Wo - 16 and may overlap the previous one; the overlapping
-/// outputs are recomputed identically. Images run in parallel chunks (static split; each output is
+/// outputs are recomputed identically. Images run in parallel chunks (claimed dynamically; each output is
 /// computed by one thread in a fixed order, so results do not depend on the thread count).
 /// Throws `.memory` (or `.overflow`) if the padded copies cannot be allocated.
 @inlinable
@@ -32,11 +32,12 @@ func conv2dForwardRowDirectFloat(_ g: Conv2DGeometry, x: UnsafePointer<Float>, w
     let paddedPlane = paddedH * paddedW, taps = C * kH * kW
     let xStride = C * g.height * g.width, yPlane = g.outH * g.outW
     let work = Int(min(2 * Double(g.batch) * Double(K) * Double(taps) * Double(yPlane), 1e15))
-    let chunks = min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
-    // One zeroed padded copy per chunk, taken before the threads start; the borders stay zero.
-    let paddedCopies = try AlignedBuffer<Float>(copies: chunks, of: C * paddedPlane, what: "conv2d: padded input")
-    parallelFor(chunks) { chunk in
-        let padded = paddedCopies.pointer + chunk * C * paddedPlane
+    let chunks = parallelFineChunks(work: work, units: g.batch, minPerChunk: 1_000_000)
+    // One zeroed padded copy per thread, taken before the threads start; the borders stay zero.
+    let workers = parallelWorkers(chunks)
+    let paddedCopies = try AlignedBuffer<Float>(copies: workers, of: C * paddedPlane, what: "conv2d: padded input")
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
+        let padded = paddedCopies.pointer + worker * C * paddedPlane
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             let xn = x + n * xStride
             for c in 0..<C {
@@ -119,17 +120,18 @@ func conv2dBackwardRowDirectFloat(_ g: Conv2DGeometry, gradOut: UnsafePointer<Fl
     let taps = C * kH * kW, wCount = K * taps
     let xStride = C * H * W, yPlane = Ho * Wo
     let work = Int(min(4 * Double(g.batch) * Double(K) * Double(taps) * Double(yPlane), 1e15))
-    let chunks = min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
-    // Zeroed per-chunk buffers, taken before the threads start: partial dw sums, and padded copies
-    // of x and g (their borders stay zero).
+    let chunks = parallelFineChunks(work: work, units: g.batch, minPerChunk: 1_000_000)
+    let workers = parallelWorkers(chunks)
+    // Zeroed buffers, taken before the threads start: partial dw sums per chunk, and padded copies
+    // of x and g per thread (their borders stay zero).
     let partials = try AlignedBuffer<Float>(copies: chunks, of: wCount, what: "conv2d_backward: partial weight gradients")
-    let xpads = try AlignedBuffer<Float>(copies: chunks, of: C * paddedPlane, what: "conv2d_backward: padded input")
-    let gpads = try AlignedBuffer<Float>(copies: chunks, of: K * gpadPlane, what: "conv2d_backward: padded output gradient")
+    let xpads = try AlignedBuffer<Float>(copies: workers, of: C * paddedPlane, what: "conv2d_backward: padded input")
+    let gpads = try AlignedBuffer<Float>(copies: workers, of: K * gpadPlane, what: "conv2d_backward: padded output gradient")
     // Lane numbers, to mask the lanes of a row's last block that the previous block already covered.
     let lane = V(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-    parallelFor(chunks) { chunk in
-        let xpad = xpads.pointer + chunk * C * paddedPlane
-        let gpad = gpads.pointer + chunk * K * gpadPlane
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
+        let xpad = xpads.pointer + worker * C * paddedPlane
+        let gpad = gpads.pointer + worker * K * gpadPlane
         let partial = partials.pointer + chunk * wCount
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             let xn = x + n * xStride, gn = gradOut + n * K * yPlane

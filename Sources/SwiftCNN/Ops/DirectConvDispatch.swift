@@ -139,17 +139,24 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
     }
     let padCount = s.paddedCount
     let scratchCount = positions ? s.positionScratchCount : s.scratchCount
-    let chunks = conv2dChannelLaneChunks(g, flopsPerImage: 2 * Double(g.outChannels) * Double(g.colCount))
+    // Finer chunks than threads (each output is computed by one chunk, so the count does not change
+    // results), taken dynamically; padded copies and scratch per thread, not per chunk.
+    let flopsPerImage = 2 * Double(g.outChannels) * Double(g.colCount)
+    let chunks = parallelFineChunks(work: Int(min(flopsPerImage * Double(g.batch), 1e15)), units: g.batch,
+                                    minPerChunk: 1_000_000)
+    let workers = parallelWorkers(chunks)
     var pads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
-    for chunk in 0..<chunks {
-        pads.append(try workspace.buffer(1 + 2 * chunk, count: padCount))
-        scratches.append(try workspace.buffer(2 + 2 * chunk, count: scratchCount))
+    for worker in 0..<workers {
+        pads.append(try workspace.buffer(1 + 2 * worker, count: padCount))
+        scratches.append(try workspace.buffer(2 + 2 * worker, count: scratchCount))
     }
     let xStride = g.inChannels * g.height * g.width, yStride = g.outChannels * g.outH * g.outW
     let unpadded = g.padH == 0 && g.padW == 0
-    parallelFor(chunks) { chunk in
-        let xpad = pads[chunk]
-        xpad.update(repeating: 0, count: padCount)   // borders and slack stay zero
+    let zeroed = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
+    zeroed.initialize(repeating: false, count: workers)
+    defer { zeroed.deallocate() }
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
+        let xpad = pads[worker]
         for n in chunkRange(chunk, of: chunks, total: g.batch) {
             // Unpadded images are read in place while the reads past the image (the slack, whose
             // results are dropped) stay inside x: all but the last image or so.
@@ -157,15 +164,19 @@ func conv2dForwardChannelLanes(_ g: Conv2DGeometry, x: UnsafePointer<Float>, wei
             if unpadded && (n + 1) * xStride + directConvSlack <= g.batch * xStride {
                 image = x + n * xStride
             } else {
+                if !zeroed[worker] {   // borders and slack stay zero
+                    xpad.update(repeating: 0, count: padCount)
+                    zeroed[worker] = true
+                }
                 directConvCopyPadded(s, src: x + n * xStride, height: g.height, width: g.width,
                                       top: g.padH, left: g.padW, dst: xpad)
             }
             if positions {
                 positionLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
-                                         y: y + n * yStride, scratch: scratches[chunk])
+                                         y: y + n * yStride, scratch: scratches[worker])
             } else {
                 channelLaneForwardImage(s, xpad: image, packed: packed, offsets: offsets.pointer, bias: bias,
-                                        y: y + n * yStride, scratch: scratches[chunk])
+                                        y: y + n * yStride, scratch: scratches[worker])
             }
             applyEpilogue(epilogue, y + n * yStride, count: yStride)
         }
@@ -229,43 +240,56 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     let scratchXCount = xKernel == .positionLanes ? sx.positionScratchCount : sx.scratchCount
     // The split counts dx and dw whether or not both are asked for: dw's summation order (per
     // chunk) must not depend on whether dx is computed alongside.
-    let chunks = conv2dChannelLaneChunks(g, flopsPerImage: 4 * Double(K) * Double(g.colCount))
+    // Up to 2 chunks per thread, claimed dynamically (a chunk's partial dw is 16 * K * taps floats,
+    // zeroed and summed once per chunk: more would cost more than the finer split gains).
+    let flopsPerImage = 4 * Double(K) * Double(g.colCount)
+    let chunks = parallelFineChunks(work: Int(min(flopsPerImage * Double(g.batch), 1e15)), units: g.batch,
+                                    minPerChunk: 1_000_000, perThread: 2)
+    let workers = parallelWorkers(chunks)
     let group = min(weightGradImagesPerGroup(s), (g.batch + chunks - 1) / chunks)
     let spread = gradWeight != nil || scatter
-    // Per chunk: spread gradients of a group (dw, scatter), padded inputs of a group and 16-lane
-    // partial sums (dw), a padded gradient or input-gradient buffer and a scratch (dx).
+    // Per thread: spread gradients of a group (dw, scatter), padded inputs of a group (dw), a padded
+    // gradient or input-gradient buffer and a scratch (dx). Per chunk: 16-lane partial sums (dw)
+    // and bias sums, added in chunk order at the end.
     var gqs: [UnsafeMutablePointer<Float>] = [], xpads: [UnsafeMutablePointer<Float>] = []
     var partials: [UnsafeMutablePointer<Float>] = []
     var gpads: [UnsafeMutablePointer<Float>] = [], scratches: [UnsafeMutablePointer<Float>] = []
     var biasPartials: [UnsafeMutablePointer<Float>] = []
-    for chunk in 0..<chunks {
-        let base = 1 + 5 * chunk
+    for worker in 0..<workers {
+        let base = 1 + 4 * worker
         if spread { gqs.append(try workspace.buffer(base, count: group * s.gradRowsCount)) }
+        if gradWeight != nil { xpads.append(try workspace.buffer(base + 1, count: group * s.paddedCount)) }
+        if gradX != nil { gpads.append(try workspace.buffer(base + 2, count: gpadCount)) }
+        if correlate { scratches.append(try workspace.buffer(base + 3, count: scratchXCount)) }
+    }
+    for chunk in 0..<chunks {
+        let base = 1 + 4 * workers + 2 * chunk
         if gradWeight != nil {
-            xpads.append(try workspace.buffer(base + 1, count: group * s.paddedCount))
-            partials.append(try workspace.buffer(base + 2, count: accCount + 2 * 16 * taps))   // + the dropped rows
+            partials.append(try workspace.buffer(base, count: accCount + 2 * 16 * taps))   // + the dropped rows
         }
-        if gradX != nil { gpads.append(try workspace.buffer(base + 3, count: gpadCount)) }
-        if gradBias != nil { biasPartials.append(try workspace.buffer(base + 5 * chunks, count: K)) }
-        if correlate { scratches.append(try workspace.buffer(base + 4, count: scratchXCount)) }
+        if gradBias != nil { biasPartials.append(try workspace.buffer(base + 1, count: K)) }
     }
     let xStride = C * g.height * g.width, gStride = K * g.outH * g.outW
     let unpadded = g.padH == 0 && g.padW == 0
-    parallelFor(chunks) { chunk in
+    let zeroed = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
+    zeroed.initialize(repeating: false, count: workers)
+    defer { zeroed.deallocate() }
+    parallelForWorkers(chunks, workers: workers) { chunk, worker in
         let images = chunkRange(chunk, of: chunks, total: g.batch)
-        if spread { gqs[chunk].update(repeating: 0, count: group * s.gradRowsCount) }
-        if gradWeight != nil {
-            xpads[chunk].update(repeating: 0, count: group * s.paddedCount)
-            partials[chunk].update(repeating: 0, count: accCount)
+        if !zeroed[worker] {   // the padded buffers' borders stay zero
+            if spread { gqs[worker].update(repeating: 0, count: group * s.gradRowsCount) }
+            if gradWeight != nil { xpads[worker].update(repeating: 0, count: group * s.paddedCount) }
+            if correlate { gpads[worker].update(repeating: 0, count: gpadCount) }
+            zeroed[worker] = true
         }
-        if correlate { gpads[chunk].update(repeating: 0, count: gpadCount) }
+        if gradWeight != nil { partials[chunk].update(repeating: 0, count: accCount) }
         if gradBias != nil { biasPartials[chunk].update(repeating: 0, count: K) }
         var n0 = images.lowerBound
         while n0 < images.upperBound {
             let count = min(group, images.upperBound - n0)
             for m in 0..<count {
                 let gn = gradOut + (n0 + m) * gStride
-                if spread { weightGradSpreadRows(s, g: gn, gq: gqs[chunk] + m * s.gradRowsCount) }
+                if spread { weightGradSpreadRows(s, g: gn, gq: gqs[worker] + m * s.gradRowsCount) }
                 if gradBias != nil {
                     let sums = biasPartials[chunk], plane = g.outH * g.outW
                     for k in 0..<K { sums[k] += contiguousSum(gn + k * plane, count: plane) }
@@ -274,7 +298,7 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
             if let offsets {
                 // Unpadded images are read in place, as in the forward, while the slack stays in x.
                 let inPlace = unpadded && (n0 + count) * xStride + directConvSlack <= g.batch * xStride
-                let xpad = xpads[chunk]
+                let xpad = xpads[worker]
                 if !inPlace {
                     for m in 0..<count {
                         directConvCopyPadded(s, src: x + (n0 + m) * xStride, height: g.height, width: g.width,
@@ -282,27 +306,27 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
                     }
                 }
                 weightGradImages(s, images: count, xpad: inPlace ? x + n0 * xStride : UnsafePointer(xpad),
-                                 xImageStride: inPlace ? xStride : s.paddedCount, gq: gqs[chunk],
+                                 xImageStride: inPlace ? xStride : s.paddedCount, gq: gqs[worker],
                                  offsets: offsets.pointer, acc: partials[chunk], dropped: partials[chunk] + accCount)
             }
             if let gradX, let packedX {
                 for m in 0..<count {
                     let n = n0 + m
                     if scatter {
-                        scatterGradInputImage(s, gq: gqs[chunk] + m * s.gradRowsCount, packed: packedX,
-                                              dxpad: gpads[chunk], dx: gradX + n * xStride, height: g.height,
+                        scatterGradInputImage(s, gq: gqs[worker] + m * s.gradRowsCount, packed: packedX,
+                                              dxpad: gpads[worker], dx: gradX + n * xStride, height: g.height,
                                               width: g.width, top: g.padH, left: g.padW)
                         continue
                     }
-                    let gpad = gpads[chunk]
+                    let gpad = gpads[worker]
                     directConvCopyPadded(sx, src: gradOut + n * gStride, height: g.outH, width: g.outW,
                                           top: kH - 1 - g.padH, left: kW - 1 - g.padW, dst: gpad)
                     if xKernel == .positionLanes {
                         positionLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX!.pointer, bias: nil,
-                                                 y: gradX + n * xStride, scratch: scratches[chunk])
+                                                 y: gradX + n * xStride, scratch: scratches[worker])
                     } else {
                         channelLaneForwardImage(sx, xpad: gpad, packed: packedX, offsets: offsetsX!.pointer, bias: nil,
-                                                y: gradX + n * xStride, scratch: scratches[chunk])
+                                                y: gradX + n * xStride, scratch: scratches[worker])
                     }
                 }
             }
