@@ -112,13 +112,6 @@ func conv2dGradInputLaneShape(_ g: Conv2DGeometry) -> DirectConvShape {
                      outChannels: g.inChannels, kernelH: g.kernelH, kernelW: g.kernelW)
 }
 
-/// Image chunks for `work` flops over the batch.
-@usableFromInline
-func conv2dChannelLaneChunks(_ g: Conv2DGeometry, flopsPerImage: Double) -> Int {
-    let work = Int(min(flopsPerImage * Double(g.batch), 1e15))
-    return min(g.batch, parallelChunks(work: work, minPerThread: 1_000_000))
-}
-
 /// y = conv2d(x, weight, bias) for geometries with a `conv2dForwardKernel`. Throws `.memory`.
 ///
 ///     x (N, C, H, W), weight (K, C, kH, kW), bias (K) or nil  ->  y (N, K, Ho, Wo), overwritten
