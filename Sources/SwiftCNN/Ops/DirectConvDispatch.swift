@@ -200,7 +200,9 @@ func conv2dBackwardChannelLanes(_ g: Conv2DGeometry, gradOut: UnsafePointer<Floa
     let (K, C, kH, kW) = (g.outChannels, g.inChannels, g.kernelH, g.kernelW)
     let taps = s.taps, accCount = K * taps * 16
     let xKernel = gradX == nil ? .other : conv2dGradInputKernel(g)
-    if gradX != nil && xKernel == .other {   // the caller checks; an error rather than a trap if it did not
+    // The caller checks (Winograd geometries go to conv2dBackwardWinograd); an error rather than a
+    // trap, or a dx left unwritten, if it did not.
+    if gradX != nil && (xKernel == .other || xKernel == .winograd) {
         throw SwiftCNNError.runtime("conv2d_backward: internal error: no direct kernel for this input gradient")
     }
     let scatter = xKernel == .scatter, correlate = xKernel == .positionLanes || xKernel == .channelLanes
