@@ -5,6 +5,7 @@ step's time goes (the profile behind bench/RESULTS.md's figure 1).
     python bench/layers.py                 # sigmoid network, batch 256
     python bench/layers.py --act relu --batch 64
     python bench/layers.py --dtype float64  # both frameworks in float64 (run.py's figure 8)
+    python bench/layers.py --net bnnet --batch 128   # run.py's figure 6, the Conv-BN-ReLU network
 
 Each layer's forward and backward is timed alone on the activations the network produces
 (swiftcnn: the layer objects' forward/backward; PyTorch: the same modules, backward through
@@ -48,6 +49,8 @@ def median_us(fn, repeats: int, min_time: float) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--net", choices=["lenet", "bnnet"], default="lenet",
+                    help="lenet: the lecture's network (figure 1); bnnet: figure 6's Conv-BN-ReLU network")
     ap.add_argument("--act", choices=["sigmoid", "relu"], default="sigmoid")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -65,12 +68,19 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
 
-    x, y = bench.synthetic_mnist(args.batch)
-    x = x.astype(args.dtype)
-    model = bench.swiftcnn_net(sc, args.act, args.dtype)
-    tmodel = bench.torch_net(torch, args.act, args.dtype) if torch else None
+    if args.net == "bnnet":   # float32 only, as figure 6
+        x = np.random.default_rng(0).random((args.batch, 3, 32, 32), dtype=np.float32)
+        model = bench.swiftcnn_bn_net(sc)
+        tmodel = bench.torch_bn_net(torch) if torch else None
+        args.dtype, args.act = "float32", "bnnet"
+    else:
+        x, y = bench.synthetic_mnist(args.batch)
+        x = x.astype(args.dtype)
+        model = bench.swiftcnn_net(sc, args.act, args.dtype)
+        tmodel = bench.torch_net(torch, args.act, args.dtype) if torch else None
     if tmodel is not None:
-        tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+        tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()},
+                               strict=args.net == "lenet")   # (bnnet: torch's num_batches_tracked)
 
     gc.disable()
     rows = []
@@ -103,7 +113,7 @@ def main(argv=None) -> int:
         rows.append((f"{i} {type(layer).__name__}", sf, tf, sb, tb))
         h = out
 
-    print(f"lecture network ({args.act}, {args.dtype}), batch {args.batch}, {args.threads} threads, "
+    print(f"{'Conv-BN-ReLU network' if args.net == 'bnnet' else 'lecture network'} ({args.act}, {args.dtype}), batch {args.batch}, {args.threads} threads, "
           f"microseconds per batch (median of {args.repeats})")
     print(f"{'layer':<14}{'sc fwd':>10}{'torch fwd':>11}{'ratio':>7}{'sc bwd':>10}{'torch bwd':>11}{'ratio':>7}")
     tot = [0.0, 0.0, 0.0, 0.0]
