@@ -453,6 +453,19 @@ def print_row(row: Row) -> None:
           f" ratio {rtxt} {row.target_text():>9} {v}", flush=True)
 
 
+def add_images_row(fig, label: str, times: dict, images: int, target) -> "Row":
+    """A throughput row (images/s, higher is better) from `time_interleaved`'s per-call seconds,
+    `images` images per call; appended to the figure and printed."""
+    row = Row(label, "images/s", True, target=target)
+    if "sc" in times:
+        row.sc = Stats([images / t for t in times["sc"]])
+    if "torch" in times:
+        row.torch = Stats([images / t for t in times["torch"]])
+    fig.rows.append(row)
+    print_row(row)
+    return row
+
+
 # ----------------------------------------------------------------------------------------------
 # Models and data
 # ----------------------------------------------------------------------------------------------
@@ -650,13 +663,7 @@ def figure_lenet(ctx) -> Figure:
                     ("fit epoch", fns_fit, n_fit, s.fit_repeats, 1),
                     ("inference", fns_inf, b, None, None)):
                 times = time_interleaved(fns, s, repeats=reps, fixed_number=fixed)
-                row = Row(f"{act} b{b} {kind}", "images/s", True, target=lenet_target)
-                if "sc" in times:
-                    row.sc = Stats([per_call_images / t for t in times["sc"]])
-                if "torch" in times:
-                    row.torch = Stats([per_call_images / t for t in times["torch"]])
-                fig.rows.append(row)
-                print_row(row)
+                add_images_row(fig, f"{act} b{b} {kind}", times, per_call_images, lenet_target)
     return fig
 
 
@@ -695,14 +702,7 @@ def figure_lenet64(ctx) -> Figure:
                 fns_train["torch"], _, fns_inf["torch"] = _torch_lenet_callables(
                     torch, act, b, x, y, batches, "float64")
             for kind, fns, target in (("train step", fns_train, 2.0), ("inference", fns_inf, None)):
-                times = time_interleaved(fns, s)
-                row = Row(f"{act} b{b} {kind}", "images/s", True, target=target)
-                if "sc" in times:
-                    row.sc = Stats([b / t for t in times["sc"]])
-                if "torch" in times:
-                    row.torch = Stats([b / t for t in times["torch"]])
-                fig.rows.append(row)
-                print_row(row)
+                add_images_row(fig, f"{act} b{b} {kind}", time_interleaved(fns, s), b, target)
     return fig
 
 
@@ -801,13 +801,7 @@ def figure_mnist_epoch(ctx) -> Figure:
         if torch is not None:
             torch_fit_epoch(torch, tmodel, topt, xt[:WARMUP_IMAGES], yt[:WARMUP_IMAGES], b, gen)
         times = time_interleaved(fns, s, repeats=reps, fixed_number=1, warm=False)
-        row = Row(f"{act} b{b} fit epoch, {n:,} images", "images/s", True, target=2.0)
-        if "sc" in times:
-            row.sc = Stats([n / t for t in times["sc"]])
-        if "torch" in times:
-            row.torch = Stats([n / t for t in times["torch"]])
-        fig.rows.append(row)
-        print_row(row)
+        add_images_row(fig, f"{act} b{b} fit epoch, {n:,} images", times, n, 2.0)
         fig.notes.append(f"{act}: loss / accuracy of the last timed epoch: " + ", ".join(
             f"{'swiftcnn' if k == 'sc' else 'PyTorch'} {v[0]:.4f} / {100 * v[1]:.1f}%" for k, v in last.items())
             + f" (epoch {reps} of the timed ones, after a {WARMUP_IMAGES:,}-image warm-up epoch).")
@@ -1363,14 +1357,7 @@ def figure_bn_net(ctx) -> Figure:
 
         fns_train["torch"], fns_inf["torch"] = torch_train, torch_infer
     for kind, fns in (("train step", fns_train), ("inference", fns_inf)):
-        times = time_interleaved(fns, s)
-        row = Row(f"b{b} {kind}", "images/s", True, target=1.5)
-        if "sc" in times:
-            row.sc = Stats([b / t for t in times["sc"]])
-        if "torch" in times:
-            row.torch = Stats([b / t for t in times["torch"]])
-        fig.rows.append(row)
-        print_row(row)
+        add_images_row(fig, f"b{b} {kind}", time_interleaved(fns, s), b, 1.5)
     return fig
 
 

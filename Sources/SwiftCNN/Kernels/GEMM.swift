@@ -503,22 +503,30 @@ func gemmMicroKernelScalar<T: CNNScalar>(kc: Int, nr: Int, a: UnsafePointer<T>, 
     }
 }
 
+/// One vector of a tile row: c[offset] = acc + beta * c (beta 0: c not read; beta 1: no multiply).
+/// Shared by the wide (`gemmStoreRow`) and narrow (`gemmStoreRowNarrow`) tiles.
+@inlinable @inline(__always)
+func gemmMergeVector<V: SIMD>(_ raw: UnsafeMutableRawPointer, byteOffset offset: Int, beta: V.Scalar, _ v: V)
+    where V.Scalar: CNNScalar {
+    var r = v
+    if beta == 1 {
+        r = raw.loadUnaligned(fromByteOffset: offset, as: V.self) + v
+    } else if beta != 0 {
+        r = multiplyAdd(V(repeating: beta), raw.loadUnaligned(fromByteOffset: offset, as: V.self), v)
+    }
+    raw.storeBytes(of: r, toByteOffset: offset, as: V.self)
+}
+
 /// One row of the tile: c[0..<4w] = acc + beta * c (beta 0: c not read; beta 1: no multiply).
 @inlinable @inline(__always)
 func gemmStoreRow<V: SIMD>(_ c: UnsafeMutablePointer<V.Scalar>, w: Int, beta: V.Scalar,
                            _ v0: V, _ v1: V, _ v2: V, _ v3: V) where V.Scalar: CNNScalar {
     let raw = UnsafeMutableRawPointer(c)
     let vbytes = w * MemoryLayout<V.Scalar>.stride
-    @inline(__always) func merge(_ v: V, _ offset: Int) {
-        var r = v
-        if beta == 1 {
-            r = raw.loadUnaligned(fromByteOffset: offset, as: V.self) + v
-        } else if beta != 0 {
-            r = multiplyAdd(V(repeating: beta), raw.loadUnaligned(fromByteOffset: offset, as: V.self), v)
-        }
-        raw.storeBytes(of: r, toByteOffset: offset, as: V.self)
-    }
-    merge(v0, 0); merge(v1, vbytes); merge(v2, 2 * vbytes); merge(v3, 3 * vbytes)
+    gemmMergeVector(raw, byteOffset: 0, beta: beta, v0)
+    gemmMergeVector(raw, byteOffset: vbytes, beta: beta, v1)
+    gemmMergeVector(raw, byteOffset: 2 * vbytes, beta: beta, v2)
+    gemmMergeVector(raw, byteOffset: 3 * vbytes, beta: beta, v3)
 }
 
 // MARK: - small problems and the oracle

@@ -71,15 +71,6 @@ func gemmMicroKernelNarrow<V: SIMD>(_: V.Type, kc: Int, a: UnsafePointer<V.Scala
 func gemmStoreRowNarrow<V: SIMD>(_ c: UnsafeMutablePointer<V.Scalar>, w: Int, beta: V.Scalar,
                                  _ v0: V, _ v1: V) where V.Scalar: CNNScalar {
     let raw = UnsafeMutableRawPointer(c)
-    let vbytes = w * MemoryLayout<V.Scalar>.stride
-    @inline(__always) func merge(_ v: V, _ offset: Int) {
-        var r = v
-        if beta == 1 {
-            r = raw.loadUnaligned(fromByteOffset: offset, as: V.self) + v
-        } else if beta != 0 {
-            r = multiplyAdd(V(repeating: beta), raw.loadUnaligned(fromByteOffset: offset, as: V.self), v)
-        }
-        raw.storeBytes(of: r, toByteOffset: offset, as: V.self)
-    }
-    merge(v0, 0); merge(v1, vbytes)
+    gemmMergeVector(raw, byteOffset: 0, beta: beta, v0)
+    gemmMergeVector(raw, byteOffset: w * MemoryLayout<V.Scalar>.stride, beta: beta, v1)
 }
