@@ -237,9 +237,15 @@ final class ThreadPool: @unchecked Sendable {
         var job = PoolJob(body: body)
         withUnsafeMutablePointer(to: &job) { jobPointer in
             let next = generation.load(ordering: .relaxed) &+ 1
-            jobCount.store(count, ordering: .relaxed)
-            jobBody.store(UInt(bitPattern: jobPointer), ordering: .relaxed)
-            jobWorkers.store(workers, ordering: .relaxed)
+            // Close the previous job's ticket first: a worker still holding the previous
+            // generation could otherwise read this job's count and body below and claim an index
+            // past the previous count under the old generation, which this job then hands out again
+            // (a chunk run twice). The fields are released after the close and acquired by the
+            // workers, so a worker that reads a new field also sees the closed ticket.
+            ticket.store(UInt64(next &- 1) << 32 | 0xFFFF_FFFF, ordering: .sequentiallyConsistent)
+            jobCount.store(count, ordering: .releasing)
+            jobBody.store(UInt(bitPattern: jobPointer), ordering: .releasing)
+            jobWorkers.store(workers, ordering: .releasing)
             pending.store(count, ordering: .relaxed)
             ticket.store(UInt64(next) << 32, ordering: .releasing)
             generation.store(next, ordering: .sequentiallyConsistent)
@@ -332,10 +338,10 @@ final class ThreadPool: @unchecked Sendable {
             // Take part only if this job wants this many workers; the fields may already belong to
             // a later job, in which case `work` claims nothing.
             active.add(1, ordering: .sequentiallyConsistent)
-            if index <= jobWorkers.load(ordering: .relaxed) {
-                let body = UnsafeMutablePointer<PoolJob>(bitPattern: jobBody.load(ordering: .relaxed))
+            if index <= jobWorkers.load(ordering: .acquiring) {
+                let body = UnsafeMutablePointer<PoolJob>(bitPattern: jobBody.load(ordering: .acquiring))
                 if let body {
-                    work(generation: current, count: jobCount.load(ordering: .relaxed), body: body, worker: index)
+                    work(generation: current, count: jobCount.load(ordering: .acquiring), body: body, worker: index)
                 }
             }
             active.subtract(1, ordering: .releasing)
